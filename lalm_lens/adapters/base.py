@@ -1,0 +1,234 @@
+"""What an adapter states about a model family, and the shared Whisper-encoder + Qwen2-decoder wiring.
+
+An adapter says where the audio encoder, projector and decoder live in the HF
+module tree, which token is the audio placeholder, how fast audio tokens come,
+how audio is windowed, and how to turn processor output into
+:class:`~lalm_lens.spans.AudioSpan` s. Adding a family means adding one such
+file and its tiny-checkpoint test.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..config import LALMConfig
+from ..hook_points import LazyHookPoint, Tap
+from ..spans import AudioSpan
+
+
+class HookContainer(nn.Module):
+    """A named node of the hook tree (``blocks``, ``blocks.3``, ``blocks.3.mlp``...); ``container[3]`` works."""
+
+    def __getitem__(self, key: int | str) -> nn.Module:
+        return getattr(self, str(key))
+
+    def __len__(self) -> int:
+        return len(self._modules)
+
+
+def place(root: nn.Module, name: str, module: nn.Module) -> None:
+    """Attach ``module`` under ``root`` at the dotted ``name``, creating containers on the way."""
+    *path, leaf = name.split(".")
+    node = root
+    for part in path:
+        if part not in node._modules:
+            node.add_module(part, HookContainer())
+        node = node._modules[part]
+    node.add_module(leaf, module)
+
+
+def tokens_after_whisper(n_frames: torch.Tensor | int) -> torch.Tensor | int:
+    """Audio tokens from ``n_frames`` mel frames: conv stride 2, then average pooling by 2."""
+    return ((n_frames - 1) // 2 + 1 - 2) // 2 + 1
+
+
+class Adapter:
+    """Base adapter for models with a Whisper-style audio encoder and a Qwen2-style decoder.
+
+    Subclasses set the class attributes and may override the module paths.
+    """
+
+    model_types: tuple[str, ...] = ()
+    arch: str = ""
+    placeholder: str = ""
+    feature_mask_key: str = ""
+    tokens_per_second: float = 25.0
+    frames_per_token: int = 2
+    clips_per_prompt_max: int | None = None
+    hf_class: type | None = None
+
+    @classmethod
+    def load(cls, path, **kwargs) -> nn.Module:
+        """Load the family's HF model from ``path`` (``kwargs`` go to ``from_pretrained``)."""
+        return cls.hf_class.from_pretrained(path, **kwargs)
+
+    def __init__(self, hf_model: nn.Module, processor: Any):
+        self.hf_model = hf_model
+        self.processor = processor
+
+    # -- where things are -------------------------------------------------
+    @property
+    def audio_tower(self) -> nn.Module:
+        return self.hf_model.model.audio_tower
+
+    @property
+    def projector(self) -> nn.Module:
+        return self.hf_model.model.multi_modal_projector
+
+    @property
+    def language_model(self) -> nn.Module:
+        return self.hf_model.model.language_model
+
+    @property
+    def audio_token_id(self) -> int:
+        return self.hf_model.config.audio_token_id
+
+    @property
+    def attention_configs(self) -> list:
+        """The configs whose ``_attn_implementation`` the attention modules read."""
+        return [self.audio_tower.config, self.language_model.config]
+
+    # -- shapes and rates -------------------------------------------------
+    @property
+    def max_audio_seconds(self) -> float:
+        raise NotImplementedError
+
+    @property
+    def window_seconds(self) -> float | None:
+        return None
+
+    def config(self, name: str = "") -> LALMConfig:
+        text, audio = self.language_model.config, self.audio_tower.config
+        d_head = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
+        return LALMConfig(
+            arch=self.arch,
+            n_layers=text.num_hidden_layers,
+            d_model=text.hidden_size,
+            d_mlp=text.intermediate_size,
+            n_heads=text.num_attention_heads,
+            n_kv_heads=text.num_key_value_heads,
+            d_head=d_head,
+            d_vocab=self.hf_model.get_output_embeddings().weight.shape[0],
+            audio_n_layers=len(self.audio_tower.layers),
+            audio_d_model=audio.d_model,
+            audio_d_mlp=audio.encoder_ffn_dim,
+            audio_n_heads=audio.encoder_attention_heads,
+            audio_tokens_per_second=self.tokens_per_second,
+            audio_frames_per_second=self.tokens_per_second * self.frames_per_token,
+            sampling_rate=self.processor.feature_extractor.sampling_rate,
+            max_audio_seconds=self.max_audio_seconds,
+            window_seconds=self.window_seconds,
+            name=name,
+        )
+
+    # -- hook points ------------------------------------------------------
+    def build_hooks(self, root: nn.Module) -> None:
+        """Create every hook point of the vocabulary under ``root``, each fed by a tap on an HF module."""
+        taps: dict[tuple[int, str, bool], Tap] = {}
+
+        def tap(module: nn.Module, where: str, arg: str | None = None, in_place: bool = False) -> Tap:
+            key = (id(module), where, in_place)
+            if key not in taps:
+                taps[key] = Tap(module, where, arg, in_place)
+            return taps[key]
+
+        def point(name: str, module: nn.Module, where: str, arg: str | None = None, in_place: bool = False) -> None:
+            place(root, name, tap(module, where, arg, in_place).new_point())
+
+        def pattern(name: str, attention: nn.Module) -> None:
+            hp = LazyHookPoint()
+            attention.__dict__["_lalm_pattern"] = hp
+            place(root, name, hp)
+
+        point("audio.hook_features", self.audio_tower, "input", arg="input_features")
+        for i, layer in enumerate(self.audio_tower.layers):
+            p = f"audio.blocks.{i}"
+            point(f"{p}.hook_resid_pre", layer, "input", arg="hidden_states")
+            pattern(f"{p}.attn.hook_pattern", layer.self_attn)
+            point(f"{p}.hook_attn_out", layer.self_attn, "output")
+            point(f"{p}.mlp.hook_post", layer.fc2, "input")
+            point(f"{p}.hook_mlp_out", layer.fc2, "output")
+            point(f"{p}.hook_resid_post", layer, "output")
+        point("audio.hook_out", self.projector, "input")
+        point("hook_audio_embeds", self.projector, "output")
+
+        point("hook_embed", self.language_model, "input", arg="inputs_embeds")
+        for i, layer in enumerate(self.language_model.layers):
+            p = f"blocks.{i}"
+            point(f"{p}.hook_resid_pre", layer, "input", arg="hidden_states")
+            pattern(f"{p}.attn.hook_pattern", layer.self_attn)
+            point(f"{p}.hook_attn_out", layer.self_attn, "output")
+            point(f"{p}.hook_resid_mid", layer.post_attention_layernorm, "input", in_place=True)
+            point(f"{p}.mlp.hook_pre", layer.mlp.gate_proj, "output")
+            point(f"{p}.mlp.hook_gate", layer.mlp.act_fn, "output")
+            point(f"{p}.mlp.hook_post", layer.mlp.down_proj, "input")
+            point(f"{p}.hook_mlp_out", layer.mlp, "output")
+            point(f"{p}.hook_resid_post", layer, "output")
+        point("ln_final.hook_normalized", self.language_model.norm, "output")
+
+    # -- inputs -----------------------------------------------------------
+    def processor_kwargs(self) -> dict:
+        """Extra keyword arguments for the processor call (text padding on the left)."""
+        return {"text_kwargs": {"padding": True, "padding_side": "left"}}
+
+    def encoder_rows(self, inputs: dict) -> list[tuple[int, int]]:
+        """``(mel_frames, audio_tokens)`` of each encoder input row, in processor order."""
+        frames = inputs[self.feature_mask_key].sum(-1).tolist()
+        return [(int(n), int(tokens_after_whisper(int(n)))) for n in frames]
+
+    def windows(self, n_samples: int) -> int:
+        """How many encoder rows a clip of ``n_samples`` takes (1 unless the family windows its audio)."""
+        if self.window_seconds is None:
+            return 1
+        window = int(self.window_seconds * self.processor.feature_extractor.sampling_rate)
+        return max(1, -(-n_samples // window))
+
+    def audio_spans(self, inputs: dict, clip_samples: list[list[int]]) -> list[list[AudioSpan]]:
+        """Spans of every example from the placeholder positions and per-row token counts.
+
+        ``clip_samples[example]`` lists the length in samples of each clip of
+        that example, in prompt order.
+        """
+        rows = self.encoder_rows(inputs)
+        ids = inputs["input_ids"]
+        spans, row = [], 0
+        for example, lengths in enumerate(clip_samples):
+            positions = (ids[example] == self.audio_token_id).nonzero().flatten().tolist()
+            cursor, example_spans = 0, []
+            for clip, n_samples in enumerate(lengths):
+                offset = 0.0
+                for _ in range(self.windows(n_samples)):
+                    frames, n_tokens = rows[row]
+                    chunk = positions[cursor : cursor + n_tokens]
+                    if len(chunk) != n_tokens or chunk != list(range(chunk[0], chunk[0] + n_tokens)):
+                        raise ValueError(
+                            f"example {example}: the audio placeholders do not line up with clip {clip} "
+                            f"({n_tokens} tokens expected at consecutive positions)"
+                        )
+                    example_spans.append(
+                        AudioSpan(chunk[0], chunk[-1] + 1, 1 / self.tokens_per_second, offset, clip, row, self.frames_per_token)
+                    )
+                    offset += self.window_seconds or 0.0
+                    cursor += n_tokens
+                    row += 1
+            if cursor != len(positions):
+                raise ValueError(
+                    f"example {example}: {len(positions)} audio placeholder tokens but the audio gives {cursor}"
+                )
+            spans.append(example_spans)
+        return spans
+
+    def check_inputs(self, inputs: dict) -> None:
+        """Raise when the placeholder tokens do not match what the audio features will produce."""
+        if self.feature_mask_key not in inputs or "input_ids" not in inputs or inputs["input_ids"].shape[1] == 1:
+            return
+        expected = sum(n for _, n in self.encoder_rows(inputs))
+        found = int((inputs["input_ids"] == self.audio_token_id).sum())
+        if expected != found:
+            raise ValueError(
+                f"the prompt holds {found} audio placeholder tokens but the audio features give {expected}; "
+                "build inputs with model.prepare(...) so each clip gets its placeholder expanded once"
+            )

@@ -1,0 +1,115 @@
+"""Hook points fed from PyTorch hooks on the HF modules, installed only while used.
+
+A :class:`Tap` is one PyTorch hook on one HF submodule (on its input or its
+output). It feeds the tensor it sees through the TransformerLens
+:class:`HookPoint` s attached to it, in order, and puts back what they return.
+The PyTorch hook is registered when the first user hook is added to one of its
+points and removed with the last, so an un-hooked forward runs the plain HF
+code with no extra Python on its path.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+from torch import nn
+from transformer_lens.hook_points import HookPoint
+
+
+class LazyHookPoint(HookPoint):
+    """A HookPoint that tells its owner when it gains its first hook or loses its last."""
+
+    def __init__(self, on_change: Callable[[], None] | None = None):
+        super().__init__()
+        self.on_change = on_change
+
+    @property
+    def active(self) -> bool:
+        return bool(self.fwd_hooks or self.bwd_hooks)
+
+    def add_hook(self, *args, **kwargs):
+        handle = super().add_hook(*args, **kwargs)
+        if self.on_change is not None:
+            self.on_change()
+        return handle
+
+    def remove_hooks(self, *args, **kwargs) -> None:
+        super().remove_hooks(*args, **kwargs)
+        if self.on_change is not None:
+            self.on_change()
+
+
+def _run_point(point: LazyHookPoint, tensor: torch.Tensor) -> torch.Tensor:
+    out = point(tensor)
+    if out is not tensor and out.device != tensor.device:
+        out = out.to(tensor.device)
+    return out
+
+
+class Tap:
+    """One PyTorch hook on ``module`` that runs ``points`` on a tensor it sees.
+
+    ``where`` is ``"output"`` (the module's output, or its first element when
+    it returns a tuple) or ``"input"`` (positional argument 0, or the keyword
+    ``arg``). With ``in_place`` an edit is copied into the input tensor itself,
+    so that other references to it (a residual kept before a norm) see it too.
+    """
+
+    def __init__(self, module: nn.Module, where: str, arg: str | None = None, in_place: bool = False):
+        if where not in ("input", "output"):
+            raise ValueError(f"where must be 'input' or 'output', got {where!r}")
+        self.module, self.where, self.arg, self.in_place = module, where, arg, in_place
+        self.points: list[LazyHookPoint] = []
+        self.handle = None
+
+    def new_point(self) -> LazyHookPoint:
+        point = LazyHookPoint(on_change=self.sync)
+        self.points.append(point)
+        return point
+
+    def sync(self) -> None:
+        """Install the PyTorch hook if any point is in use, remove it otherwise."""
+        wanted = any(p.active for p in self.points)
+        if wanted and self.handle is None:
+            if self.where == "output":
+                self.handle = self.module.register_forward_hook(self._on_output)
+            else:
+                self.handle = self.module.register_forward_pre_hook(self._on_input, with_kwargs=True)
+        elif not wanted and self.handle is not None:
+            self.handle.remove()
+            self.handle = None
+
+    def _run(self, tensor: torch.Tensor) -> torch.Tensor:
+        for point in self.points:
+            if point.active:
+                tensor = _run_point(point, tensor)
+        return tensor
+
+    def _on_output(self, module: nn.Module, args: Any, output: Any) -> Any:
+        if isinstance(output, tuple):
+            new = self._run(output[0])
+            return output if new is output[0] else (new, *output[1:])
+        new = self._run(output)
+        return None if new is output else new
+
+    def _on_input(self, module: nn.Module, args: tuple, kwargs: dict) -> Any:
+        if self.arg is not None and self.arg in kwargs:
+            old = kwargs[self.arg]
+            new = self._run(old)
+            if new is old:
+                return None
+            return args, {**kwargs, self.arg: self._put(old, new)}
+        old = args[0]
+        new = self._run(old)
+        if new is old:
+            return None
+        return (self._put(old, new), *args[1:]), kwargs
+
+    def _put(self, old: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
+        if not self.in_place:
+            return new
+        if new.shape != old.shape:
+            raise ValueError(f"a hook returned shape {tuple(new.shape)} where {tuple(old.shape)} was expected")
+        old.copy_(new)
+        return old
