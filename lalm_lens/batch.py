@@ -35,6 +35,12 @@ class LALMBatch:
     def seq_len(self) -> int:
         return self.inputs["input_ids"].shape[1]
 
-    def to(self, device: torch.device | str) -> "LALMBatch":
-        moved = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in self.inputs.items()}
-        return replace(self, inputs=moved)
+    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> "LALMBatch":
+        """Move the inputs to ``device``; floating-point ones (audio features) also to ``dtype`` if given."""
+
+        def move(v):
+            if not isinstance(v, torch.Tensor):
+                return v
+            return v.to(device, dtype) if dtype is not None and v.is_floating_point() else v.to(device)
+
+        return replace(self, inputs={k: move(v) for k, v in self.inputs.items()})

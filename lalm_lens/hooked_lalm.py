@@ -51,14 +51,12 @@ class CacheWriter:
         self.cache, self.pos_slice, self.device = cache, pos_slice, device
         self.remove_batch_dim, self.suffix = remove_batch_dim, suffix
         rows = None if pos_slice is None else pos_slice.slice
-        self.query_rows = rows if isinstance(rows, (int, slice)) else (None if rows is None else list(rows))
+        self.query_rows = rows if rows is None or isinstance(rows, slice) else [int(r) for r in rows]
 
     def __call__(self, tensor: torch.Tensor, hook: HookPoint) -> None:
         tensor = tensor.detach().to(self.device)
         if self.pos_slice is not None and not hook.name.endswith("hook_pattern"):
             tensor = self.pos_slice.apply(tensor, dim=1)
-        elif self.pos_slice is not None and isinstance(self.query_rows, int):
-            tensor = tensor.squeeze(-2)
         if self.remove_batch_dim:
             tensor = tensor[0]
         self.cache[hook.name + self.suffix] = tensor
@@ -199,7 +197,7 @@ class HookedLALM(HookedRootModule):
         inputs = {k: v for k, v in inputs.items() if k != "num_audio_tokens"}
         spans = self.adapter.audio_spans(inputs, lengths)
         seconds = [[n / rate for n in example] for example in lengths]
-        return LALMBatch(inputs, spans, texts, seconds).to(self.input_device)
+        return LALMBatch(inputs, spans, texts, seconds).to(self.input_device, self.hf_model.dtype)
 
     def _prompt_text(self, text: str, n_clips: int, raw: bool, system_prompt: str | None, example: int) -> str:
         placeholder = self.adapter.placeholder
@@ -252,7 +250,7 @@ class HookedLALM(HookedRootModule):
 
         ``names_filter`` picks hook names (a name, a list, or a predicate; an
         unknown name raises). ``pos_slice`` (int, list or slice, as in
-        TransformerLens) keeps only those decoder positions: the position axis
+        TransformerLens; an int keeps its axis) keeps only those decoder positions: the position axis
         of decoder tensors and the query axis of decoder and encoder patterns
         (encoder tensors are otherwise kept whole). With a ``pos_slice``,
         patterns are computed only for the kept query rows.

@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from jaxtyping import Float
 
+_EPS = 1e-6
+
 
 @dataclass(frozen=True)
 class AudioSpan:
@@ -51,15 +53,15 @@ class AudioSpan:
 
     def position_at(self, seconds: float) -> int:
         """Decoder position of the token covering ``seconds`` (clip time); raises outside the span."""
-        j = int(np.floor((seconds - self.offset_s) / self.seconds_per_token))
+        j = int(np.floor((seconds - self.offset_s) / self.seconds_per_token + _EPS))
         if not 0 <= j < len(self):
             raise ValueError(f"{seconds:.3f} s is outside this span ({self.offset_s:.3f}–{self.offset_s + self.duration_s:.3f} s)")
         return self.start + j
 
     def positions_between(self, start_s: float, stop_s: float) -> range:
         """Decoder positions of the tokens overlapping ``[start_s, stop_s)`` (clip time), clipped to the span."""
-        lo = int(np.floor((start_s - self.offset_s) / self.seconds_per_token))
-        hi = int(np.ceil((stop_s - self.offset_s) / self.seconds_per_token))
+        lo = int(np.floor((start_s - self.offset_s) / self.seconds_per_token + _EPS))
+        hi = int(np.ceil((stop_s - self.offset_s) / self.seconds_per_token - _EPS))
         return range(self.start + max(lo, 0), self.start + min(max(hi, 0), len(self)))
 
 

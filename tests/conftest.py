@@ -1,0 +1,49 @@
+"""Shared fixtures: tiny random checkpoints of each family, saved and loaded back like a user's."""
+
+import numpy as np
+import pytest
+import torch
+
+import lalm_lens as ll
+from lalm_lens.zoo.tiny import save_tiny_audio_flamingo3, save_tiny_qwen2_audio
+
+FAMILIES = {"qwen2_audio": save_tiny_qwen2_audio, "audioflamingo3": save_tiny_audio_flamingo3}
+
+
+@pytest.fixture(scope="session")
+def checkpoint(tmp_path_factory):
+    """``checkpoint(family)`` -> folder of a tiny checkpoint written with save_pretrained."""
+    paths = {}
+
+    def get(family: str):
+        if family not in paths:
+            paths[family] = FAMILIES[family](tmp_path_factory.mktemp(family))
+        return paths[family]
+
+    return get
+
+
+@pytest.fixture(scope="session", params=list(FAMILIES))
+def family(request):
+    return request.param
+
+
+@pytest.fixture(scope="session")
+def model(family, checkpoint):
+    return ll.HookedLALM.from_pretrained(checkpoint(family))
+
+
+def noise(seconds: float, seed: int = 0, rate: int = 16000) -> np.ndarray:
+    return (np.random.default_rng(seed).standard_normal(int(seconds * rate)) * 0.1).astype(np.float32)
+
+
+@pytest.fixture(scope="session")
+def batch(model):
+    """Two examples of different lengths, so the batch is padded."""
+    return model.prepare([noise(2.0, 1), noise(3.5, 2)], "What sounds are in the audio?", sampling_rate=16000)
+
+
+@pytest.fixture(autouse=True)
+def no_grad():
+    with torch.no_grad():
+        yield

@@ -1,0 +1,194 @@
+"""HookedLALM as a user meets it: load, prepare, run, cache, hook, generate."""
+
+import numpy as np
+import pytest
+import torch
+
+import lalm_lens as ll
+from conftest import noise
+
+
+def hf_model(model, **kwargs):
+    return type(model.hf_model).from_pretrained(model.cfg.name, **kwargs).eval()
+
+
+def test_logits_equal_hf_without_hooks(model, batch):
+    assert torch.equal(model(batch), hf_model(model)(**batch.inputs).logits)
+
+
+def test_logits_equal_hf_with_identity_hooks_on_every_tensor(model, batch):
+    reference = hf_model(model)(**batch.inputs).logits
+    every_tensor = lambda name: not name.endswith("hook_pattern")
+    assert torch.equal(model.run_with_hooks(batch, fwd_hooks=[(every_tensor, lambda t, hook: t)]), reference)
+    logits, _ = model.run_with_cache(batch, names_filter=every_tensor)
+    assert torch.equal(logits, reference)
+
+
+def test_pattern_hooks_match_hf_eager(model, batch):
+    eager = hf_model(model, attn_implementation="eager")
+    expected = eager(**batch.inputs, output_attentions=True)
+    logits, cache = model.run_with_cache(batch, names_filter=lambda n: n.startswith("blocks") and "pattern" in n)
+    real = batch.inputs["attention_mask"].bool()
+    torch.testing.assert_close(logits[real], expected.logits[real], rtol=0, atol=1e-5)
+    for layer, attentions in enumerate(expected.attentions):
+        pattern = cache[f"blocks.{layer}.attn.hook_pattern"]
+        rows = real[:, None, :, None].expand_as(pattern)
+        torch.testing.assert_close(pattern[rows], attentions[rows], rtol=0, atol=1e-6)
+
+
+def test_pattern_rows_sum_to_one_over_unmasked_keys(model, batch):
+    _, cache = model.run_with_cache(batch, names_filter=lambda n: n.endswith("hook_pattern"))
+    real = batch.inputs["attention_mask"].bool()
+    for layer in range(model.cfg.n_layers):
+        pattern = cache[f"blocks.{layer}.attn.hook_pattern"]
+        real_rows = real[:, None, :].expand(pattern.shape[:-1])
+        on_real_keys = (pattern * real[:, None, None, :]).sum(-1)
+        torch.testing.assert_close(on_real_keys[real_rows], torch.ones(int(real_rows.sum())))
+        assert torch.all(pattern.triu(1)[real_rows] == 0), "causal: no attention to later positions"
+
+
+def expected_shapes(model, batch) -> dict:
+    cfg, (b, pos) = model.cfg, batch.input_ids.shape
+    rows, mel, frames = batch.inputs["input_features"].shape
+    enc = frames // 2
+    shapes = {
+        "audio.hook_features": (rows, mel, frames),
+        "audio.hook_out": (rows, enc // 2, cfg.audio_d_model),
+        "hook_audio_embeds": (rows, enc // 2, cfg.d_model),
+        "hook_embed": (b, pos, cfg.d_model),
+        "ln_final.hook_normalized": (b, pos, cfg.d_model),
+    }
+    for i in range(cfg.audio_n_layers):
+        for name in ("hook_resid_pre", "hook_resid_post", "hook_attn_out", "hook_mlp_out"):
+            shapes[f"audio.blocks.{i}.{name}"] = (rows, enc, cfg.audio_d_model)
+        shapes[f"audio.blocks.{i}.attn.hook_pattern"] = (rows, cfg.audio_n_heads, enc, enc)
+        shapes[f"audio.blocks.{i}.mlp.hook_post"] = (rows, enc, cfg.audio_d_mlp)
+    for i in range(cfg.n_layers):
+        for name in ("hook_resid_pre", "hook_resid_mid", "hook_resid_post", "hook_attn_out", "hook_mlp_out"):
+            shapes[f"blocks.{i}.{name}"] = (b, pos, cfg.d_model)
+        shapes[f"blocks.{i}.attn.hook_pattern"] = (b, cfg.n_heads, pos, pos)
+        for name in ("hook_pre", "hook_gate", "hook_post"):
+            shapes[f"blocks.{i}.mlp.{name}"] = (b, pos, cfg.d_mlp)
+    return shapes
+
+
+def test_every_hook_exists_with_documented_shape(model, batch):
+    shapes = expected_shapes(model, batch)
+    assert set(model.hook_dict) == set(shapes)
+    _, cache = model.run_with_cache(batch)
+    for name, shape in shapes.items():
+        assert tuple(cache[name].shape) == shape, name
+
+
+def test_editing_any_hook_changes_the_logits(model, batch):
+    clean = model(batch)
+
+    def edit(tensor, hook):
+        if hook.name.endswith("hook_pattern"):
+            return torch.ones_like(tensor) / tensor.shape[-1]
+        return tensor * 0.5 + 0.1
+
+    for name in model.hook_dict:
+        edited = model.run_with_hooks(batch, fwd_hooks=[(name, edit)])
+        assert not torch.allclose(edited, clean), f"editing {name} left the logits unchanged"
+
+
+def test_zeroing_a_neuron_equals_the_same_edit_on_hf_down_proj(model, batch):
+    layer, neuron = model.cfg.n_layers - 1, 7
+
+    def zero(tensor, hook=None):
+        tensor = tensor.clone()
+        tensor[..., neuron] = 0
+        return tensor
+
+    ours = model.run_with_hooks(batch, fwd_hooks=[(f"blocks.{layer}.mlp.hook_post", zero)])
+    down_proj = model.adapter.language_model.layers[layer].mlp.down_proj
+    handle = down_proj.register_forward_pre_hook(lambda module, args: (zero(args[0]),))
+    try:
+        theirs = model(batch)
+    finally:
+        handle.remove()
+    assert torch.equal(ours, theirs)
+
+
+def test_resid_mid_edit_reaches_the_mlp_and_the_residual(model, batch):
+    name = "blocks.0.hook_resid_mid"
+    _, clean = model.run_with_cache(batch, names_filter=[name, "blocks.0.hook_resid_post", "blocks.0.hook_mlp_out"])
+    shift = torch.randn(model.cfg.d_model)
+    with model.hooks(fwd_hooks=[(name, lambda t, hook: t + shift)]):
+        _, edited = model.run_with_cache(batch, names_filter=["blocks.0.hook_resid_post", "blocks.0.hook_mlp_out"])
+    torch.testing.assert_close(edited["blocks.0.hook_resid_post"], clean[name] + shift + edited["blocks.0.hook_mlp_out"])
+    assert not torch.allclose(edited["blocks.0.hook_mlp_out"], clean["blocks.0.hook_mlp_out"])
+
+
+def test_unhooked_forward_leaves_no_torch_hooks_on_hf_modules(model, batch):
+    model.run_with_cache(batch)
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.hf_model.modules())
+
+
+def test_hooks_are_removed_when_a_run_fails(model, batch):
+    def broken(tensor, hook):
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        model.run_with_hooks(batch, fwd_hooks=[("blocks.0.hook_resid_post", broken), ("blocks.0.attn.hook_pattern", broken)])
+    with pytest.raises(RuntimeError, match="boom"):
+        model.generate(batch, max_new_tokens=2, fwd_hooks=[("hook_embed", broken)])
+    assert not any(hp.active for hp in model.hook_dict.values())
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.hf_model.modules())
+
+
+def test_unknown_hook_name_suggests_the_nearest(model, batch):
+    with pytest.raises(KeyError, match="Did you mean: blocks.0.hook_resid_post"):
+        model.run_with_hooks(batch, fwd_hooks=[("blocks.0.hook_resid_psot", lambda t, hook: t)])
+    with pytest.raises(KeyError, match="hook_audio_embeds"):
+        model.run_with_cache(batch, names_filter=["hook_audio_embed"])
+
+
+def test_generate_runs_hooks_on_prefill_and_every_step(model, batch):
+    calls = []
+    plain = model.generate(batch, max_new_tokens=4, return_type="tokens")
+    hooked = model.generate(
+        batch, max_new_tokens=4, return_type="tokens", fwd_hooks=[("blocks.0.hook_resid_post", lambda t, hook: calls.append(t.shape[1]))]
+    )
+    assert torch.equal(plain, hooked)
+    assert calls[0] == batch.seq_len and calls[1:] == [1] * (len(calls) - 1) and len(calls) >= 2
+    texts = model.generate(batch, max_new_tokens=4)
+    assert len(texts) == len(batch) and all(isinstance(t, str) for t in texts)
+
+
+def test_pos_slice_caches_last_position_and_last_query_row(model, batch):
+    names = ["blocks.1.hook_resid_post", "audio.blocks.0.hook_resid_post"]
+    _, full = model.run_with_cache(batch, names_filter=names)
+    _, last = model.run_with_cache(batch, names_filter=names, pos_slice=-1)
+    assert torch.equal(last["blocks.1.hook_resid_post"], full["blocks.1.hook_resid_post"][:, -1:])
+    assert torch.equal(last["audio.blocks.0.hook_resid_post"], full["audio.blocks.0.hook_resid_post"])
+
+    pattern = "blocks.1.attn.hook_pattern"
+    full_pattern = model.run_with_cache(batch, names_filter=pattern)[1][pattern]
+    logits, last = model.run_with_cache(batch, names_filter=pattern, pos_slice=-1)
+    torch.testing.assert_close(last[pattern], full_pattern[:, :, -1:], rtol=0, atol=1e-6)
+    assert torch.equal(logits, model(batch)), "a row-sliced pattern is read beside the fast kernel"
+
+
+def test_explicit_device_map_and_bfloat16_load_and_run(model, batch):
+    device_map = {"model.audio_tower": "cpu", "model.multi_modal_projector": "cpu", "model.language_model": "cpu", "lm_head": "cpu"}
+    mapped = ll.HookedLALM.from_pretrained(model.cfg.name, device_map=device_map)
+    assert torch.equal(mapped(batch), model(batch))
+    half = ll.HookedLALM.from_pretrained(model.cfg.name, dtype=torch.bfloat16)
+    logits, cache = half.run_with_cache(half.prepare(noise(1.0), "What sounds are in the audio?", 16000), names_filter="blocks.0.attn.hook_pattern")
+    assert logits.dtype == torch.bfloat16 and torch.isfinite(logits).all()
+    assert cache["blocks.0.attn.hook_pattern"].dtype == torch.bfloat16
+
+
+def test_from_hf_wraps_a_loaded_model(model, batch):
+    hf = hf_model(model)
+    wrapped = ll.HookedLALM.from_hf(hf, model.processor)
+    assert torch.equal(wrapped(batch), model(batch))
+
+
+def test_cfg_holds_the_documented_fields(model):
+    for field in ("arch", "n_layers", "d_model", "d_mlp", "n_heads", "n_kv_heads", "audio_n_layers",
+                  "audio_d_model", "audio_d_mlp", "audio_n_heads", "audio_tokens_per_second"):
+        assert getattr(model.cfg, field)
+    assert model.cfg.audio_tokens_per_second == 25
