@@ -9,6 +9,7 @@ attention function. Logits therefore equal the HF model's bit for bit.
 from __future__ import annotations
 
 import difflib
+import json
 from pathlib import Path
 from typing import Any, Callable, Sequence, Union
 
@@ -17,7 +18,7 @@ from jaxtyping import Float
 from transformer_lens import ActivationCache, HookedRootModule
 from transformer_lens.hook_points import HookPoint
 from transformer_lens.utilities import Slice
-from transformers import AutoConfig, AutoProcessor
+from transformers.utils import cached_file
 
 from .adapters import ADAPTERS, Adapter, adapter_for
 from .attention import PREFIX, hooked_implementation
@@ -112,19 +113,19 @@ class HookedLALM(HookedRootModule):
 
         path = resolve(name_or_path)
         local = {"local_files_only": not allow_download, "trust_remote_code": trust_remote_code}
-        config = AutoConfig.from_pretrained(path, **local)
-        adapter_cls = next((a for a in ADAPTERS if config.model_type in a.model_types), None)
+        model_type = json.loads(Path(cached_file(path, "config.json", local_files_only=not allow_download)).read_text()).get("model_type")
+        adapter_cls = next((a for a in ADAPTERS if model_type in a.model_types), None)
         if adapter_cls is None:
             known = sorted(t for a in ADAPTERS for t in a.model_types)
-            raise ValueError(f"{name_or_path}: model_type {config.model_type!r} is not supported; supported: {known}")
+            raise ValueError(f"{name_or_path}: model_type {model_type!r} is not supported; supported: {known}")
         hf_model = adapter_cls.load(
-            path, config=config, dtype=dtype, attn_implementation=attn_implementation, device_map=device_map,
+            path, dtype=dtype, attn_implementation=attn_implementation, device_map=device_map,
             use_safetensors=True, **local, **hf_kwargs,
         )
         if device is not None and device_map is None:
             hf_model.to(device)
-        processor = AutoProcessor.from_pretrained(path, **local)
-        return cls(hf_model.eval(), processor, name=str(name_or_path))
+        processor = adapter_cls.load_processor(path, **local)
+        return cls(hf_model.eval(), processor, adapter=adapter_cls(hf_model, processor), name=str(name_or_path))
 
     def setup(self) -> None:
         """Index the hook points by name (only ours: the HF modules are left untouched)."""
@@ -154,6 +155,7 @@ class HookedLALM(HookedRootModule):
         truncate: bool = False,
         mixdown: bool = False,
         system_prompt: str | None = None,
+        **family_kwargs,
     ) -> LALMBatch:
         """Turn audio and prompts into model inputs plus audio spans.
 
@@ -165,8 +167,15 @@ class HookedLALM(HookedRootModule):
         text, unless ``raw_prompt`` (then it must hold one audio placeholder,
         e.g. ``<|AUDIO|>``, per clip). Clips longer than the model takes raise,
         unless ``truncate`` keeps their beginning; stereo raises unless
-        ``mixdown`` averages the channels.
+        ``mixdown`` averages the channels. Families that need more (Kimi-Audio's
+        semantic tokens) take it as keyword arguments of their adapter's ``prepare``.
         """
+        custom = getattr(self.adapter, "prepare", None)
+        if custom is not None:
+            return custom(self, audio, prompt, sampling_rate, raw_prompt=raw_prompt, truncate=truncate,
+                          mixdown=mixdown, system_prompt=system_prompt, **family_kwargs)
+        if family_kwargs:
+            raise TypeError(f"unexpected arguments for {self.cfg.arch}: {sorted(family_kwargs)}")
         examples = _as_examples(audio)
         prompts = [prompt] * len(examples) if isinstance(prompt, str) else list(prompt)
         if len(prompts) != len(examples):

@@ -65,6 +65,13 @@ class Adapter:
         """Load the family's HF model from ``path`` (``kwargs`` go to ``from_pretrained``)."""
         return cls.hf_class.from_pretrained(path, **kwargs)
 
+    @classmethod
+    def load_processor(cls, path, **kwargs) -> Any:
+        """Load the family's processor from ``path``."""
+        from transformers import AutoProcessor
+
+        return AutoProcessor.from_pretrained(path, **kwargs)
+
     def __init__(self, hf_model: nn.Module, processor: Any):
         self.hf_model = hf_model
         self.processor = processor

@@ -1,0 +1,62 @@
+"""The ``lalm-lens`` command."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+
+import numpy as np
+import torch
+
+TINY = {"tiny-qwen2-audio": "save_tiny_qwen2_audio", "tiny-audioflamingo3": "save_tiny_audio_flamingo3"}
+
+
+def load(name: str, **kwargs):
+    """Load a model by path, hub id in the local cache, shipped name, or ``tiny-*`` (built on the fly)."""
+    from . import HookedLALM
+    from .zoo import tiny
+
+    if name in TINY:
+        folder = getattr(tiny, TINY[name])(tempfile.mkdtemp(prefix=name))
+        return HookedLALM.from_pretrained(folder, **kwargs)
+    return HookedLALM.from_pretrained(name, **kwargs)
+
+
+def hook_shapes(model, seconds: float, prompt: str) -> dict[str, tuple[int, ...]]:
+    """Every hook name with the shape it sees for one clip of ``seconds`` of audio."""
+    wave = (np.random.default_rng(0).standard_normal(int(seconds * model.cfg.sampling_rate)) * 0.1).astype(np.float32)
+    batch = model.prepare(wave, prompt, sampling_rate=model.cfg.sampling_rate)
+    shapes = {}
+    record = lambda tensor, hook: shapes.__setitem__(hook.name, tuple(tensor.shape))
+    with torch.no_grad():
+        model.run_with_hooks(batch, fwd_hooks=[(lambda name: True, record)])
+    return {name: shapes[name] for name in model.hook_dict if name in shapes}
+
+
+def cmd_hooks(args) -> int:
+    model = load(args.model, dtype=getattr(torch, args.dtype))
+    shapes = hook_shapes(model, args.seconds, args.prompt)
+    print(f"{args.model}: {model.cfg.arch}, {model.cfg.n_layers} decoder layers, {model.cfg.audio_n_layers} encoder layers")
+    print(f"{len(shapes)} hook points for one {args.seconds:g} s clip and the prompt {args.prompt!r}:")
+    width = max(map(len, shapes))
+    for name, shape in shapes.items():
+        print(f"  {name:<{width}}  {list(shape)}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="lalm-lens", description="Hooked audio-language models.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    hooks = commands.add_parser("hooks", help="print every hook name with its shape")
+    hooks.add_argument("model", help="folder, hub id in the local cache, or tiny-qwen2-audio / tiny-audioflamingo3")
+    hooks.add_argument("--seconds", type=float, default=6.0, help="length of the test clip (default 6)")
+    hooks.add_argument("--prompt", default="What sounds are in the audio?")
+    hooks.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    hooks.set_defaults(run=cmd_hooks)
+    args = parser.parse_args(argv)
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
