@@ -1,0 +1,122 @@
+"""Cost of hooking, as ratios against the plain HF forward run side by side in one process.
+
+Every variant runs once per round, in a shuffled order, for ``--rounds``
+rounds; the table shows each variant's median time and its ratio to the
+median of the plain HF forward (same weights, same inputs, default sdpa
+attention). TransformerLens's ``TransformerBridge`` runs the same work where
+it boots offline.
+
+    python benchmarks/overhead.py --rounds 15 --json out/overhead.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import tempfile
+import time
+from typing import Callable
+
+import numpy as np
+import torch
+
+import lalm_lens as ll
+from lalm_lens.hooks import AudioAttention
+from lalm_lens.zoo.tiny import save_tiny_audio_flamingo3, save_tiny_qwen2_audio
+
+BUILDERS = {"qwen2_audio": save_tiny_qwen2_audio, "audioflamingo3": save_tiny_audio_flamingo3}
+
+
+def build(family: str, width: int, layers: int) -> str:
+    folder = tempfile.mkdtemp(prefix=f"bench-{family}-")
+    return str(BUILDERS[family](folder, d_model=width, layers=layers, d_audio=width, audio_layers=layers))
+
+
+def variants(folder: str, seconds: float, bridge: bool) -> dict[str, Callable[[], object]]:
+    model = ll.HookedLALM.from_pretrained(folder)
+    hf = type(model.hf_model).from_pretrained(folder).eval()
+    wave = (np.random.default_rng(0).standard_normal(int(seconds * 16000)) * 0.1).astype(np.float32)
+    batch = model.prepare(wave, "What sounds are in the audio?", sampling_rate=16000)
+    mid = model.cfg.n_layers // 2
+    decoder_patterns = lambda name: name.startswith("blocks.") and name.endswith("hook_pattern")
+    reader = AudioAttention(model.cfg.n_layers)
+    runs = {
+        "HF forward (sdpa)": lambda: hf(**batch.inputs),
+        "HookedLALM, no hooks": lambda: model(batch),
+        "one residual hook": lambda: model.run_with_hooks(batch, fwd_hooks=[(f"blocks.{mid}.hook_resid_post", lambda t, hook: t)]),
+        "run_with_cache, everything": lambda: model.run_with_cache(batch),
+        "run_with_cache, decoder patterns": lambda: model.run_with_cache(batch, names_filter=decoder_patterns),
+        "last-query text→audio attention": lambda: model.run_with_hooks(batch, fwd_hooks=reader.fwd_hooks()),
+    }
+    if bridge:
+        runs.update(bridge_variants(folder, batch, decoder_patterns))
+    return runs
+
+
+def bridge_variants(folder: str, batch, decoder_patterns) -> dict[str, Callable[[], object]]:
+    try:
+        from transformer_lens.model_bridge import TransformerBridge
+
+        tl = TransformerBridge.boot_transformers(folder, device="cpu", dtype=torch.float32)
+    except Exception as error:  # the bridge is optional: report why it did not run
+        print(f"TransformerBridge did not boot: {error}")
+        return {}
+    inputs = dict(batch.inputs)
+    ids = inputs.pop("input_ids")
+    kept: dict[str, torch.Tensor] = {}
+    last_row = lambda tensor, hook: kept.__setitem__(hook.name, tensor[:, :, -1:].mean(1).clone())
+    return {
+        "bridge: no hooks": lambda: tl(ids, **inputs),
+        "bridge: run_with_cache, everything": lambda: tl.run_with_cache(ids, **inputs),
+        "bridge: run_with_cache, decoder patterns": lambda: tl.run_with_cache(ids, names_filter=decoder_patterns, **inputs),
+        "bridge: last-query attention hooks": lambda: tl.run_with_hooks(ids, fwd_hooks=[(decoder_patterns, last_row)], **inputs),
+    }
+
+
+def measure(runs: dict[str, Callable[[], object]], rounds: int, warmup: int = 2) -> dict[str, float]:
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    order = list(runs)
+    with torch.inference_mode():
+        for round_ in range(warmup + rounds):
+            random.shuffle(order)
+            for name in order:
+                start = time.perf_counter()
+                runs[name]()
+                if round_ >= warmup:
+                    times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--family", default="qwen2_audio", choices=list(BUILDERS))
+    parser.add_argument("--width", type=int, default=256, help="encoder and decoder width")
+    parser.add_argument("--layers", type=int, default=4, help="encoder and decoder layers")
+    parser.add_argument("--seconds", type=float, default=6.0)
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--no-bridge", action="store_true", help="skip TransformerLens's TransformerBridge")
+    parser.add_argument("--json", default=None, help="write the results to this path")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    random.seed(0)
+    folder = build(args.family, args.width, args.layers)
+    medians = measure(variants(folder, args.seconds, not args.no_bridge), args.rounds)
+    base = medians["HF forward (sdpa)"]
+    print(f"{args.family}: width {args.width}, {args.layers}+{args.layers} layers, {args.seconds:g} s audio, "
+          f"{args.rounds} rounds, torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(f"| variant | median ms | × HF |\n|---|---:|---:|")
+    for name, seconds in medians.items():
+        print(f"| {name} | {seconds * 1e3:.1f} | {seconds / base:.3f} |")
+    result = {"args": vars(args), "median_s": medians, "ratio": {k: v / base for k, v in medians.items()}}
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,247 @@
+"""Synthetic sound events with known identity.
+
+Eight classes that a listener (and a good audio encoder) tells apart by their
+acoustics: pitch contour, harmonicity, temporal structure and spectral shape.
+Every call draws fresh random variation (pitch, rhythm, timbre, loudness), so
+no two instances are equal and a probe cannot succeed by memorising a template.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Union
+
+import numpy as np
+from jaxtyping import Float
+from scipy import signal
+
+EVENT_CLASSES: tuple[str, ...] = ("siren", "dog", "bell", "knock", "engine", "bird", "rain", "beep")
+
+SeedLike = Union[int, np.random.Generator]
+
+
+def derive_seed(seed: int, index: int) -> int:
+    """Seed of the ``index``-th item of a stream started from ``seed``.
+
+    Streams from different seeds share no items (unlike ``seed + index``), so
+    ``iter_scenes(n, seed=0)`` and ``iter_scenes(n, seed=1)`` are disjoint.
+    """
+    return int(np.random.SeedSequence([seed, index]).generate_state(1, dtype=np.uint32)[0])
+
+
+def _time(n: int, sr: int) -> np.ndarray:
+    return np.arange(n) / sr
+
+
+def _ramp(n: int, sr: int, attack_s: float, release_s: float) -> np.ndarray:
+    """Linear attack/release envelope ``[n]``, so events start and stop without clicks."""
+    env = np.ones(n)
+    a, r = min(n // 2, int(attack_s * sr)), min(n // 2, int(release_s * sr))
+    if a:
+        env[:a] = np.linspace(0.0, 1.0, a, endpoint=False)
+    if r:
+        env[n - r :] = np.linspace(1.0, 0.0, r)
+    return env
+
+
+def _onsets(n: int, sr: int, rng: np.random.Generator, gap_s: tuple[float, float], lead_s: float = 0.03) -> list[int]:
+    """Sample indices of repeated sub-events that start near 0 and keep going to the end."""
+    onsets, t = [], int(rng.uniform(0.0, lead_s) * sr)
+    while t < n:
+        onsets.append(t)
+        t += int(rng.uniform(*gap_s) * sr)
+    return onsets
+
+
+def _add_at(out: np.ndarray, burst: np.ndarray, start: int) -> None:
+    if start >= len(out):
+        return
+    stop = min(len(out), start + len(burst))
+    out[start:stop] += burst[: stop - start]
+
+
+def _bandpass(x: np.ndarray, lo: float, hi: float, sr: int, order: int = 2) -> np.ndarray:
+    nyq = 0.5 * sr
+    hi = min(hi, 0.95 * nyq)
+    sos = signal.butter(order, [min(max(lo, 20.0), 0.5 * hi) / nyq, hi / nyq], btype="band", output="sos")
+    return signal.sosfilt(sos, x)
+
+
+def _siren(n: int, sr: int, rng: np.random.Generator) -> np.ndarray:
+    """Wail or yelp: a tone whose pitch sweeps periodically between two frequencies."""
+    t = _time(n, sr)
+    f_lo = rng.uniform(450, 850)
+    f_hi = f_lo * rng.uniform(1.5, 2.2)
+    period = rng.uniform(0.25, 0.6) if rng.random() < 0.4 else rng.uniform(0.8, 2.0)
+    cycle = (t / period + rng.random()) % 1.0
+    shape = 0.5 - 0.5 * np.cos(2 * np.pi * cycle) if rng.random() < 0.5 else 1 - np.abs(2 * cycle - 1)
+    phase = 2 * np.pi * np.cumsum(f_lo + (f_hi - f_lo) * shape) / sr
+    n_harm = max(1, min(int(rng.integers(1, 4)), int(0.45 * sr / f_hi)))
+    return sum(rng.uniform(0.2, 0.5) ** (k - 1) * np.sin(k * phase) for k in range(1, n_harm + 1))
+
+
+def _dog(n: int, sr: int, rng: np.random.Generator) -> np.ndarray:
+    """Barks: short harmonic bursts with a rising-then-falling pitch, a noisy edge and a formant."""
+    out = np.zeros(n)
+    f0_base = rng.uniform(280, 650)
+    formant = rng.uniform(900, 1800)
+    for start in _onsets(n, sr, rng, (0.22, 0.55)):
+        m = int(rng.uniform(0.08, 0.2) * sr)
+        u = np.linspace(0, 1, m)
+        f0 = f0_base * rng.uniform(0.9, 1.1) * (1 + 0.35 * np.sin(np.pi * u**0.6))
+        phase = 2 * np.pi * np.cumsum(f0) / sr
+        tone = sum(np.sin(k * phase) / k for k in range(1, 9))
+        burst = tone + rng.uniform(0.3, 0.8) * rng.standard_normal(m)
+        burst = _bandpass(burst, 0.5 * formant, 2.5 * formant, sr)
+        env = (1 - np.exp(-u * 40)) * np.exp(-u * rng.uniform(2, 5))
+        _add_at(out, burst * env * rng.uniform(0.6, 1.0), start)
+    return out
+
+
+_BELL_RATIOS = np.array([0.5, 1.0, 1.19, 1.5, 2.0, 2.51, 2.66, 3.01, 4.17])
+
+
+def _bell(n: int, sr: int, rng: np.random.Generator) -> np.ndarray:
+    """Struck bell: inharmonic partials (hum, prime, minor third, ...), the high ones dying first."""
+    out = np.zeros(n)
+    f0 = rng.uniform(250, 900)
+    ratios = _BELL_RATIOS * rng.uniform(0.98, 1.02, len(_BELL_RATIOS))
+    ratios = ratios[f0 * ratios < 0.45 * sr]
+    amps = rng.uniform(0.3, 1.0, len(ratios))
+    decay = rng.uniform(0.6, 2.0) / ratios**0.7
+    for start in _onsets(n, sr, rng, (0.7, 2.0), lead_s=0.01):
+        t = _time(n - start, sr)
+        strike = sum(a * np.exp(-t / d) * np.sin(2 * np.pi * f0 * r * t) for a, r, d in zip(amps, ratios, decay))
+        _add_at(out, strike * np.minimum(1.0, t / 0.002) * rng.uniform(0.6, 1.0), start)
+    return out
+
+
+def _knock(n: int, sr: int, rng: np.random.Generator) -> np.ndarray:
+    """Knocks or claps: clusters of impulsive, resonant noise bursts a few ms long."""
+    out = np.zeros(n)
+    clap = rng.random() < 0.5
+    if clap:
+        lo, hi = rng.uniform(800, 1500), rng.uniform(2500, 5000)
+    else:
+        lo, hi = rng.uniform(120, 250), rng.uniform(500, 1200)
+    tau = rng.uniform(0.004, 0.012) if clap else rng.uniform(0.01, 0.03)
+    m = int(8 * tau * sr)
+    for group in _onsets(n, sr, rng, (0.5, 1.0)):
+        start = group
+        for _ in range(int(rng.integers(2, 5))):
+            burst = _bandpass(rng.standard_normal(m), lo, hi, sr) * np.exp(-_time(m, sr) / tau)
+            _add_at(out, burst * rng.uniform(0.6, 1.0), start)
+            start += int(rng.uniform(0.1, 0.25) * sr)
+    return out
+
+
+def _engine(n: int, sr: int, rng: np.random.Generator) -> np.ndarray:
+    """Idling engine: low firing frequency with many harmonics, amplitude modulation and rumble."""
+    t = _time(n, sr)
+    f0 = rng.uniform(30, 90) * (1 + 0.03 * np.sin(2 * np.pi * rng.uniform(0.1, 0.5) * t + rng.uniform(0, 6)))
+    phase = 2 * np.pi * np.cumsum(f0) / sr
+    n_harm = int(min(25, 0.45 * sr / f0.max()))
+    amps = rng.uniform(0.2, 1.0, n_harm) / np.arange(1, n_harm + 1) ** rng.uniform(0.6, 1.2)
+    tone = sum(a * np.sin((k + 1) * phase + rng.uniform(0, 2 * np.pi)) for k, a in enumerate(amps))
+    rumble = _bandpass(rng.standard_normal(n), 30, rng.uniform(200, 500), sr)
+    am = 1 + rng.uniform(0.2, 0.5) * np.sin(2 * np.pi * rng.uniform(4, 15) * t)
+    return am * (tone + rng.uniform(1.0, 3.0) * rumble / (rumble.std() + 1e-9) * np.abs(amps).sum() / 4)
+
+
+def _bird(n: int, sr: int, rng: np.random.Generator) -> np.ndarray:
+    """Birdsong: fast, high chirps that sweep several kHz in tens of milliseconds."""
+    out = np.zeros(n)
+    f_center = rng.uniform(2500, 5000)
+    for start in _onsets(n, sr, rng, (0.07, 0.25)):
+        m = int(rng.uniform(0.03, 0.1) * sr)
+        u = np.linspace(0, 1, m)
+        depth = rng.uniform(0.3, 0.6) * f_center * rng.choice([-1.0, 1.0])
+        f = f_center * rng.uniform(0.85, 1.15) + depth * (u - 0.5) + 0.1 * f_center * np.sin(np.pi * u)
+        f = np.clip(f, 1000, 0.45 * sr)
+        chirp = np.sin(2 * np.pi * np.cumsum(f) / sr) * np.sin(np.pi * u) ** 2
+        _add_at(out, chirp * rng.uniform(0.4, 1.0), start)
+    return out
+
+
+def _rain(n: int, sr: int, rng: np.random.Generator) -> np.ndarray:
+    """Rain: steady broadband hiss plus randomly timed droplet 'plinks'."""
+    hiss = _bandpass(rng.standard_normal(n), rng.uniform(300, 1000), rng.uniform(5000, 7500), sr)
+    hiss /= hiss.std() + 1e-9
+    drops = np.zeros(n)
+    for start in np.sort(rng.integers(0, n, int(rng.uniform(10, 40) * n / sr))):
+        m = int(0.02 * sr)
+        t = _time(m, sr)
+        f = rng.uniform(1500, 4500) * (1 + 2 * t / 0.02)
+        _add_at(drops, np.sin(2 * np.pi * np.cumsum(f) / sr) * np.exp(-t / rng.uniform(0.002, 0.006)), int(start))
+    return rng.uniform(0.2, 0.4) * hiss + rng.uniform(1.0, 2.5) * drops
+
+
+def _beep(n: int, sr: int, rng: np.random.Generator) -> np.ndarray:
+    """Beeps: pure-tone pulses of fixed pitch with short on/off ramps."""
+    out = np.zeros(n)
+    f = rng.uniform(600, 2500)
+    on = rng.uniform(0.08, 0.3)
+    period = on * rng.uniform(1.5, 2.5)
+    for start in range(int(rng.uniform(0, 0.02) * sr), n, int(period * sr)):
+        m = int(on * sr)
+        t = _time(m, sr)
+        _add_at(out, np.sin(2 * np.pi * f * t) * _ramp(m, sr, 0.005, 0.005), start)
+    return out
+
+
+_SYNTHS: dict[str, Callable[[int, int, np.random.Generator], np.ndarray]] = {
+    "siren": _siren, "dog": _dog, "bell": _bell, "knock": _knock,
+    "engine": _engine, "bird": _bird, "rain": _rain, "beep": _beep,
+}
+
+
+def synth_event(
+    label: str, n_samples: int, rng: np.random.Generator, sampling_rate: int = 16000
+) -> Float[np.ndarray, "n_samples"]:
+    """Exactly ``n_samples`` of event ``label`` (see :func:`make_event`)."""
+    if label not in _SYNTHS:
+        raise ValueError(f"unknown event class {label!r}; choose from {EVENT_CLASSES}")
+    if n_samples <= 0:
+        raise ValueError(f"an event needs a positive length, got {n_samples} samples")
+    wave = _SYNTHS[label](n_samples, sampling_rate, rng) * _ramp(n_samples, sampling_rate, 0.005, 0.01)
+    peak = np.abs(wave).max()
+    level = rng.uniform(0.3, 0.9)
+    return (wave * (level / peak if peak > 0 else 0.0)).astype(np.float32)
+
+
+def make_event(label: str, duration_s: float, rng: SeedLike, sampling_rate: int = 16000) -> Float[np.ndarray, "time"]:
+    """One random instance of ``label``: ``round(duration_s * sampling_rate)`` float32 samples.
+
+    The event fills its whole duration (repeated sub-events such as barks or
+    beeps start within a few tens of ms and continue to the end) and is peak
+    normalised to a random level in [0.3, 0.9]. ``rng`` is a numpy Generator or an int seed.
+    """
+    rng = np.random.default_rng(rng)
+    return synth_event(label, int(round(duration_s * sampling_rate)), rng, sampling_rate)
+
+
+def add_noise(
+    wave: Float[np.ndarray, "time"], snr_db: float, rng: SeedLike, *, color: str = "pink"
+) -> Float[np.ndarray, "time"]:
+    """Add stationary background noise at ``snr_db`` relative to the mean power of ``wave``.
+
+    ``color`` is "white" or "pink" (1/f power, closer to real room and street noise).
+    If the mixture would clip it is scaled down as a whole, which keeps the SNR.
+    """
+    rng = np.random.default_rng(rng)
+    noise = rng.standard_normal(len(wave))
+    if color == "pink":
+        spectrum = np.fft.rfft(noise)
+        spectrum[1:] /= np.sqrt(np.arange(1, len(spectrum)))
+        spectrum[0] = 0.0
+        noise = np.fft.irfft(spectrum, len(wave))
+    elif color != "white":
+        raise ValueError(f"color must be 'white' or 'pink', got {color!r}")
+    signal_power = float(np.mean(np.square(wave, dtype=np.float64)))
+    if signal_power == 0.0:
+        raise ValueError("cannot set an SNR against a silent waveform")
+    noise *= np.sqrt(signal_power / 10 ** (snr_db / 10) / np.mean(noise**2))
+    mixed = wave + noise
+    peak = np.abs(mixed).max()
+    if peak > 0.99:
+        mixed *= 0.99 / peak
+    return mixed.astype(np.float32)
