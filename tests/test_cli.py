@@ -1,0 +1,13 @@
+"""`lalm-lens hooks MODEL`: the first thing a new user runs."""
+
+from lalm_lens.cli import main
+
+
+def test_hooks_lists_every_hook_with_its_shape(checkpoint, capsys):
+    assert main(["hooks", str(checkpoint("qwen2_audio")), "--seconds", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "35 hook points" in out
+    assert "blocks.1.attn.hook_pattern" in out and "hook_audio_embeds" in out
+    shapes = dict(line.split(None, 1) for line in out.splitlines()[2:])
+    assert shapes["audio.blocks.0.mlp.hook_post"] == "[1, 1500, 256]"
+    assert shapes["blocks.0.mlp.hook_gate"] == "[1, 76, 192]", "50 audio tokens for 2 s + 26 prompt tokens"
