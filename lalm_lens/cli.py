@@ -45,6 +45,29 @@ def cmd_hooks(args) -> int:
     return 0
 
 
+def cmd_demo(args) -> int:
+    from .data import make_scene
+    from .hooks import AudioAttention
+    from .plotting import plot_audio_attention
+
+    model = load(args.model)
+    scene = make_scene(seed=args.seed, n_events=3, duration_s=args.seconds, layout="equal")
+    print("the clip:", ", ".join(f"{e.label} {e.start_s:g}–{e.stop_s:g} s" for e in scene.events))
+    batch = model.prepare(scene.wave, args.prompt, sampling_rate=scene.sampling_rate)
+    reader = AudioAttention(model.cfg.n_layers)
+    answer = model.generate(batch, max_new_tokens=12)[0]
+    print(f"Q: {args.prompt}\nA: {answer}")
+    with torch.no_grad():
+        model.run_with_hooks(batch, fwd_hooks=reader.fwd_hooks())
+    seconds = reader.over_time(batch, 0)[0]
+    curves = np.stack([reader.over_time(batch, layer)[1] for layer in range(model.cfg.n_layers)])
+    figure = plot_audio_attention(seconds, curves, scene.wave, scene.sampling_rate, events=scene.events,
+                                  title=f"{args.prompt!r} → {answer!r}: last prompt token's attention to audio")
+    figure.savefig(args.out, dpi=110)
+    print(f"wrote {args.out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="lalm-lens", description="Hooked audio-language models.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -54,6 +77,13 @@ def main(argv: list[str] | None = None) -> int:
     hooks.add_argument("--prompt", default="What sounds are in the audio?")
     hooks.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     hooks.set_defaults(run=cmd_hooks)
+    demo = commands.add_parser("demo", help="listen to a generated three-event clip, answer, and plot attention to audio")
+    demo.add_argument("--model", default="lalm-toy")
+    demo.add_argument("--prompt", default="What sounds are in the audio?")
+    demo.add_argument("--seconds", type=float, default=6.0)
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--out", default="lalm-lens-demo.png", help="where to write the plot (PNG)")
+    demo.set_defaults(run=cmd_demo)
     args = parser.parse_args(argv)
     return args.run(args)
 

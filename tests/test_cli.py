@@ -11,3 +11,11 @@ def test_hooks_lists_every_hook_with_its_shape(checkpoint, capsys):
     shapes = dict(line.split(None, 1) for line in out.splitlines()[2:])
     assert shapes["audio.blocks.0.mlp.hook_post"] == "[1, 1500, 256]"
     assert shapes["blocks.0.mlp.hook_gate"] == "[1, 76, 192]", "50 audio tokens for 2 s + 26 prompt tokens"
+
+
+def test_demo_answers_and_writes_the_attention_plot(checkpoint, tmp_path, capsys):
+    out = tmp_path / "demo.png"
+    assert main(["demo", "--model", str(checkpoint("qwen2_audio")), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "the clip:" in printed and "A: " in printed
+    assert out.stat().st_size > 10_000
