@@ -5,9 +5,13 @@ import pytest
 import torch
 
 import lalm_lens as ll
-from lalm_lens.zoo.tiny import save_tiny_audio_flamingo3, save_tiny_qwen2_audio
+from lalm_lens.zoo.tiny import save_tiny_audio_flamingo3, save_tiny_qwen2_5_omni_thinker, save_tiny_qwen2_audio
 
-FAMILIES = {"qwen2_audio": save_tiny_qwen2_audio, "audioflamingo3": save_tiny_audio_flamingo3}
+FAMILIES = {
+    "qwen2_audio": save_tiny_qwen2_audio,
+    "audioflamingo3": save_tiny_audio_flamingo3,
+    "qwen2_5_omni_thinker": save_tiny_qwen2_5_omni_thinker,
+}
 
 
 @pytest.fixture(scope="session")

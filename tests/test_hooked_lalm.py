@@ -49,12 +49,12 @@ def test_pattern_rows_sum_to_one_over_unmasked_keys(model, batch):
 
 def expected_shapes(model, batch) -> dict:
     cfg, (b, pos) = model.cfg, batch.input_ids.shape
-    rows, mel, frames = batch.inputs["input_features"].shape
-    enc = frames // 2
+    rows, mel = batch.inputs["input_features"].shape[:2]
+    frames, enc, tokens = model.adapter.audio_hook_frames(batch.inputs)
     shapes = {
         "audio.hook_features": (rows, mel, frames),
-        "audio.hook_out": (rows, enc // 2, cfg.audio_d_model),
-        "hook_audio_embeds": (rows, enc // 2, cfg.d_model),
+        "audio.hook_out": (rows, tokens, cfg.audio_d_model),
+        "hook_audio_embeds": (rows, tokens, cfg.d_model),
         "hook_embed": (b, pos, cfg.d_model),
         "ln_final.hook_normalized": (b, pos, cfg.d_model),
     }
@@ -172,7 +172,7 @@ def test_pos_slice_caches_last_position_and_last_query_row(model, batch):
 
 
 def test_explicit_device_map_and_bfloat16_load_and_run(model, batch):
-    device_map = {"model.audio_tower": "cpu", "model.multi_modal_projector": "cpu", "model.language_model": "cpu", "lm_head": "cpu"}
+    device_map = {f"model.{name}": "cpu" for name, _ in model.hf_model.model.named_children()} | {"lm_head": "cpu"}
     mapped = ll.HookedLALM.from_pretrained(model.cfg.name, device_map=device_map)
     assert torch.equal(mapped(batch), model(batch))
     half = ll.HookedLALM.from_pretrained(model.cfg.name, dtype=torch.bfloat16)

@@ -2,9 +2,11 @@
 
 from .audio_flamingo3 import AudioFlamingo3Adapter
 from .base import Adapter
+from .kimi_audio import KimiAudioAdapter
+from .qwen2_5_omni import Qwen2_5OmniAdapter
 from .qwen2_audio import Qwen2AudioAdapter
 
-ADAPTERS: list[type[Adapter]] = [Qwen2AudioAdapter, AudioFlamingo3Adapter]
+ADAPTERS: list[type[Adapter]] = [Qwen2AudioAdapter, AudioFlamingo3Adapter, KimiAudioAdapter, Qwen2_5OmniAdapter]
 
 
 def adapter_for(hf_model, processor) -> Adapter:
@@ -17,4 +19,4 @@ def adapter_for(hf_model, processor) -> Adapter:
     raise ValueError(f"no lalm_lens adapter for model_type {model_type!r}; supported: {known}")
 
 
-__all__ = ["ADAPTERS", "Adapter", "adapter_for", "Qwen2AudioAdapter", "AudioFlamingo3Adapter"]
+__all__ = ["ADAPTERS", "Adapter", "adapter_for", "Qwen2AudioAdapter", "AudioFlamingo3Adapter", "Qwen2_5OmniAdapter"]

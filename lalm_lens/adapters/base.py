@@ -40,6 +40,26 @@ def place(root: nn.Module, name: str, module: nn.Module) -> None:
     node.add_module(leaf, module)
 
 
+class HookBuilder:
+    """Creates hook points under ``root``; points on the same side of the same module share one :class:`Tap`."""
+
+    def __init__(self, root: nn.Module):
+        self.root = root
+        self.taps: dict[tuple[int, str, bool], Tap] = {}
+
+    def point(self, name: str, module: nn.Module, where: str, arg: str | None = None, in_place: bool = False) -> None:
+        key = (id(module), where, in_place)
+        if key not in self.taps:
+            self.taps[key] = Tap(module, where, arg, in_place)
+        place(self.root, name, self.taps[key].new_point())
+
+    def pattern(self, name: str, attention: nn.Module) -> None:
+        """A pattern point, read by the registered attention function from ``attention.__dict__``."""
+        point = LazyHookPoint()
+        attention.__dict__["_lalm_pattern"] = point
+        place(self.root, name, point)
+
+
 def tokens_after_whisper(n_frames: torch.Tensor | int) -> torch.Tensor | int:
     """Audio tokens from ``n_frames`` mel frames: conv stride 2, then average pooling by 2."""
     return ((n_frames - 1) // 2 + 1 - 2) // 2 + 1
@@ -134,47 +154,41 @@ class Adapter:
     # -- hook points ------------------------------------------------------
     def build_hooks(self, root: nn.Module) -> None:
         """Create every hook point of the vocabulary under ``root``, each fed by a tap on an HF module."""
-        taps: dict[tuple[int, str, bool], Tap] = {}
+        hooks = HookBuilder(root)
+        hooks.point("audio.hook_features", self.audio_tower, "input", arg="input_features")
+        self.encoder_block_hooks(hooks, self.audio_tower.layers)
+        hooks.point("audio.hook_out", self.projector, "input")
+        hooks.point("hook_audio_embeds", self.projector, "output")
+        hooks.point("hook_embed", self.language_model, "input", arg="inputs_embeds")
+        self.decoder_block_hooks(hooks, self.language_model.layers)
+        hooks.point("ln_final.hook_normalized", self.language_model.norm, "output")
 
-        def tap(module: nn.Module, where: str, arg: str | None = None, in_place: bool = False) -> Tap:
-            key = (id(module), where, in_place)
-            if key not in taps:
-                taps[key] = Tap(module, where, arg, in_place)
-            return taps[key]
+    @staticmethod
+    def encoder_block_hooks(hooks: "HookBuilder", layers, prefix: str = "audio.blocks") -> None:
+        """``{prefix}.{i}.*`` on Whisper-style encoder layers (``self_attn``, ``fc1``, ``fc2``)."""
+        for i, layer in enumerate(layers):
+            p = f"{prefix}.{i}"
+            hooks.point(f"{p}.hook_resid_pre", layer, "input", arg="hidden_states")
+            hooks.pattern(f"{p}.attn.hook_pattern", layer.self_attn)
+            hooks.point(f"{p}.hook_attn_out", layer.self_attn, "output")
+            hooks.point(f"{p}.mlp.hook_post", layer.fc2, "input")
+            hooks.point(f"{p}.hook_mlp_out", layer.fc2, "output")
+            hooks.point(f"{p}.hook_resid_post", layer, "output")
 
-        def point(name: str, module: nn.Module, where: str, arg: str | None = None, in_place: bool = False) -> None:
-            place(root, name, tap(module, where, arg, in_place).new_point())
-
-        def pattern(name: str, attention: nn.Module) -> None:
-            hp = LazyHookPoint()
-            attention.__dict__["_lalm_pattern"] = hp
-            place(root, name, hp)
-
-        point("audio.hook_features", self.audio_tower, "input", arg="input_features")
-        for i, layer in enumerate(self.audio_tower.layers):
-            p = f"audio.blocks.{i}"
-            point(f"{p}.hook_resid_pre", layer, "input", arg="hidden_states")
-            pattern(f"{p}.attn.hook_pattern", layer.self_attn)
-            point(f"{p}.hook_attn_out", layer.self_attn, "output")
-            point(f"{p}.mlp.hook_post", layer.fc2, "input")
-            point(f"{p}.hook_mlp_out", layer.fc2, "output")
-            point(f"{p}.hook_resid_post", layer, "output")
-        point("audio.hook_out", self.projector, "input")
-        point("hook_audio_embeds", self.projector, "output")
-
-        point("hook_embed", self.language_model, "input", arg="inputs_embeds")
-        for i, layer in enumerate(self.language_model.layers):
-            p = f"blocks.{i}"
-            point(f"{p}.hook_resid_pre", layer, "input", arg="hidden_states")
-            pattern(f"{p}.attn.hook_pattern", layer.self_attn)
-            point(f"{p}.hook_attn_out", layer.self_attn, "output")
-            point(f"{p}.hook_resid_mid", layer.post_attention_layernorm, "input", in_place=True)
-            point(f"{p}.mlp.hook_pre", layer.mlp.gate_proj, "output")
-            point(f"{p}.mlp.hook_gate", layer.mlp.act_fn, "output")
-            point(f"{p}.mlp.hook_post", layer.mlp.down_proj, "input")
-            point(f"{p}.hook_mlp_out", layer.mlp, "output")
-            point(f"{p}.hook_resid_post", layer, "output")
-        point("ln_final.hook_normalized", self.language_model.norm, "output")
+    @staticmethod
+    def decoder_block_hooks(hooks: "HookBuilder", layers, prefix: str = "blocks") -> None:
+        """``{prefix}.{i}.*`` on Qwen2-style decoder layers (gated MLP with ``gate_proj``/``act_fn``/``down_proj``)."""
+        for i, layer in enumerate(layers):
+            p = f"{prefix}.{i}"
+            hooks.point(f"{p}.hook_resid_pre", layer, "input", arg="hidden_states")
+            hooks.pattern(f"{p}.attn.hook_pattern", layer.self_attn)
+            hooks.point(f"{p}.hook_attn_out", layer.self_attn, "output")
+            hooks.point(f"{p}.hook_resid_mid", layer.post_attention_layernorm, "input", in_place=True)
+            hooks.point(f"{p}.mlp.hook_pre", layer.mlp.gate_proj, "output")
+            hooks.point(f"{p}.mlp.hook_gate", layer.mlp.act_fn, "output")
+            hooks.point(f"{p}.mlp.hook_post", layer.mlp.down_proj, "input")
+            hooks.point(f"{p}.hook_mlp_out", layer.mlp, "output")
+            hooks.point(f"{p}.hook_resid_post", layer, "output")
 
     # -- inputs -----------------------------------------------------------
     def processor_kwargs(self) -> dict:
@@ -185,6 +199,11 @@ class Adapter:
         """``(mel_frames, audio_tokens)`` of each encoder input row, in processor order."""
         frames = inputs[self.feature_mask_key].sum(-1).tolist()
         return [(int(n), int(tokens_after_whisper(int(n)))) for n in frames]
+
+    def audio_hook_frames(self, inputs: dict) -> tuple[int, int, int]:
+        """Length of the frame axis of ``audio.hook_features``, of the encoder blocks' hooks, and of ``audio.hook_out``."""
+        mel = inputs["input_features"].shape[-1]
+        return mel, mel // 2, mel // 4
 
     def windows(self, n_samples: int) -> int:
         """How many encoder rows a clip of ``n_samples`` takes (1 unless the family windows its audio)."""

@@ -8,6 +8,7 @@ special tokens and a chat template of the family's shape.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -17,6 +18,10 @@ from transformers import (
     AudioFlamingo3ForConditionalGeneration,
     AudioFlamingo3Processor,
     PreTrainedTokenizerFast,
+    Qwen2_5OmniConfig,
+    Qwen2_5OmniForConditionalGeneration,
+    Qwen2_5OmniThinkerConfig,
+    Qwen2_5OmniThinkerForConditionalGeneration,
     Qwen2AudioConfig,
     Qwen2AudioForConditionalGeneration,
     Qwen2AudioProcessor,
@@ -26,6 +31,13 @@ from transformers import (
 CHAT_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 QWEN2_AUDIO_SPECIALS = CHAT_SPECIALS + ["<|AUDIO|>", "<|audio_bos|>", "<|audio_eos|>"]
 AF3_SPECIALS = CHAT_SPECIALS + ["<sound>"]
+OMNI_SPECIALS = CHAT_SPECIALS + [
+    "<|AUDIO|>", "<|audio_bos|>", "<|audio_eos|>", "<|vision_bos|>", "<|vision_eos|>", "<|vision_pad|>", "<|IMAGE|>", "<|VIDEO|>",
+]
+OMNI_TOKENS = {
+    "audio_token": "<|AUDIO|>", "audio_bos_token": "<|audio_bos|>", "audio_eos_token": "<|audio_eos|>",
+    "image_token": "<|IMAGE|>", "video_token": "<|VIDEO|>", "vision_bos_token": "<|vision_bos|>", "vision_eos_token": "<|vision_eos|>",
+}
 
 BASE_WORDS = (
     "system user assistant you are a helpful . , ? ! : audio 0 1 2 3 4 5 6 7 8 9 what sounds is there in the "
@@ -43,6 +55,18 @@ QWEN2_AUDIO_TEMPLATE = (
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 
+OMNI_TEMPLATE = (
+    "{% set audio_count = namespace(value=0) %}{% for message in messages %}"
+    "{% if loop.first and message['role'] != 'system' %}<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
+    "<|im_start|>{{ message['role'] }}\n{% if message['content'] is string %}{{ message['content'] }}<|im_end|>\n"
+    "{% else %}{% for content in message['content'] %}{% if content['type'] == 'audio' %}"
+    "{% set audio_count.value = audio_count.value + 1 %}{% if add_audio_id %}Audio {{ audio_count.value }}: {% endif %}"
+    "<|audio_bos|><|AUDIO|><|audio_eos|>{% elif content['type'] == 'image' %}<|vision_bos|><|IMAGE|><|vision_eos|>"
+    "{% elif content['type'] == 'video' %}<|vision_bos|><|VIDEO|><|vision_eos|>"
+    "{% elif content['type'] == 'text' %}{{ content['text'] }}{% endif %}{% endfor %}<|im_end|>\n{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
 AF3_TEMPLATE = (
     "{% for message in messages %}{% if loop.first and message['role'] != 'system' %}"
     "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
@@ -53,8 +77,14 @@ AF3_TEMPLATE = (
 )
 
 
-def word_tokenizer(specials: list[str], words=BASE_WORDS, chat_template: str | None = None) -> PreTrainedTokenizerFast:
-    """A word-level tokenizer: special tokens first (ids 0..), then ``words``; unknown words map to ``<unk>``."""
+def word_tokenizer(
+    specials: list[str], words=BASE_WORDS, chat_template: str | None = None, named_tokens: dict[str, str] | None = None
+) -> PreTrainedTokenizerFast:
+    """A word-level tokenizer: special tokens first (ids 0..), then ``words``; unknown words map to ``<unk>``.
+
+    ``named_tokens`` (e.g. ``{"audio_token": "<|AUDIO|>"}``) become attributes
+    such as ``tokenizer.audio_token`` / ``tokenizer.audio_token_id``, as some processors require.
+    """
     vocab = {tok: i for i, tok in enumerate([*specials, "<unk>", *dict.fromkeys(words)])}
     backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     backend.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Whitespace()])
@@ -66,6 +96,7 @@ def word_tokenizer(specials: list[str], words=BASE_WORDS, chat_template: str | N
         pad_token="<|endoftext|>",
         additional_special_tokens=specials,
         padding_side="left",
+        **({"extra_special_tokens": named_tokens} if named_tokens else {}),
     )
     tokenizer.chat_template = chat_template
     return tokenizer
@@ -161,4 +192,102 @@ def save_tiny_audio_flamingo3(
         feature_extractor=_whisper_features(window_seconds, n_mels), tokenizer=tokenizer, chat_template=AF3_TEMPLATE
     )
     processor.save_pretrained(path)
+    return path
+
+
+def _omni_thinker_config(
+    tokenizer, d_model: int, layers: int, d_audio: int, audio_layers: int, n_mels: int, seconds_per_chunk: int = 2
+) -> dict:
+    ids = {name: tokenizer.convert_tokens_to_ids(token) for name, token in OMNI_TOKENS.items()}
+    text = _text_kwargs(d_model, layers, len(tokenizer))
+    head_dim = d_model // text["num_attention_heads"]
+    third = head_dim // 2 // 3
+    text["rope_parameters"] = {"rope_type": "default", "rope_theta": 1e6, "mrope_section": [head_dim // 2 - 2 * third, third, third]}
+    return dict(
+        text_config=text,
+        audio_config=dict(
+            num_mel_bins=n_mels, d_model=d_audio, encoder_layers=audio_layers, encoder_attention_heads=max(1, d_audio // 32),
+            encoder_ffn_dim=4 * d_audio, n_window=50 * seconds_per_chunk, output_dim=d_model, max_source_positions=1500,
+        ),
+        vision_config=dict(depth=1, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=d_model, fullatt_block_indexes=[0]),
+        audio_token_index=ids["audio_token"], image_token_index=ids["image_token"], video_token_index=ids["video_token"],
+        audio_start_token_id=ids["audio_bos_token"], audio_end_token_id=ids["audio_eos_token"],
+        vision_start_token_id=ids["vision_bos_token"], vision_end_token_id=ids["vision_eos_token"],
+        seconds_per_chunk=seconds_per_chunk, user_token_id=tokenizer.convert_tokens_to_ids("user"),
+    )
+
+
+def _save_omni_processor(path: Path, tokenizer, max_seconds: int, n_mels: int) -> None:
+    """Write the processor files of an Omni checkpoint (as ``Qwen2_5OmniProcessor`` with ``Qwen2VLVideoProcessor``).
+
+    ``Qwen2_5OmniProcessor`` cannot be built without torchvision, so the files
+    are written through the adapter's video-less stand-in and then named as the
+    real classes; where torchvision is installed, ``AutoProcessor`` loads them.
+    """
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    from ..adapters.qwen2_5_omni import omni_processor_without_video
+
+    omni_processor_without_video(
+        path, tokenizer=tokenizer, feature_extractor=_whisper_features(max_seconds, n_mels),
+        image_processor=Qwen2VLImageProcessorPil(), chat_template=OMNI_TEMPLATE,
+    ).save_pretrained(path)
+    for name, update in {
+        "processor_config.json": {"processor_class": "Qwen2_5OmniProcessor", "video_processor": {"video_processor_type": "Qwen2VLVideoProcessor"}},
+        "tokenizer_config.json": {"processor_class": "Qwen2_5OmniProcessor"},
+    }.items():
+        file = path / name
+        file.write_text(json.dumps({**json.loads(file.read_text()), **update}, indent=2, sort_keys=True) + "\n")
+
+
+def save_tiny_qwen2_5_omni_thinker(
+    path: str | Path,
+    *,
+    d_model: int = 64,
+    layers: int = 2,
+    d_audio: int = 64,
+    audio_layers: int = 2,
+    n_mels: int = 128,
+    max_seconds: int = 30,
+    seed: int = 0,
+) -> Path:
+    """Write a random ``Qwen2_5OmniThinkerForConditionalGeneration`` (thinker-only checkpoint) with its processor."""
+    path = Path(path)
+    tokenizer = word_tokenizer(OMNI_SPECIALS, chat_template=OMNI_TEMPLATE, named_tokens=OMNI_TOKENS)
+    config = Qwen2_5OmniThinkerConfig(**_omni_thinker_config(tokenizer, d_model, layers, d_audio, audio_layers, n_mels))
+    torch.manual_seed(seed)
+    Qwen2_5OmniThinkerForConditionalGeneration(config).save_pretrained(path)
+    _save_omni_processor(path, tokenizer, max_seconds, n_mels)
+    return path
+
+
+def save_tiny_qwen2_5_omni(
+    path: str | Path, *, d_model: int = 64, layers: int = 2, d_audio: int = 64, audio_layers: int = 2, n_mels: int = 128,
+    max_seconds: int = 30, seed: int = 0,
+) -> Path:
+    """Write a random full ``Qwen2_5OmniForConditionalGeneration`` (thinker, talker, token2wav, ``spk_dict.pt``) with its processor."""
+    path = Path(path)
+    tokenizer = word_tokenizer(OMNI_SPECIALS, chat_template=OMNI_TEMPLATE, named_tokens=OMNI_TOKENS)
+    thinker = _omni_thinker_config(tokenizer, d_model, layers, d_audio, audio_layers, n_mels)
+    shared = {k: thinker[k] for k in ("audio_token_index", "image_token_index", "video_token_index", "audio_start_token_id",
+                                       "audio_end_token_id", "vision_start_token_id", "vision_end_token_id")}
+    talker = dict(
+        vocab_size=32, embedding_size=d_model, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+        num_key_value_heads=1, head_dim=16, rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": [2, 3, 3]},
+        tts_codec_start_token_id=28, tts_codec_end_token_id=29, tts_codec_pad_token_id=27, tts_codec_mask_token_id=30,
+        tts_text_start_token_id=0, tts_text_end_token_id=1, tts_text_pad_token_id=2, **shared,
+    )
+    token2wav = dict(
+        dit_config=dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, head_dim=16, emb_dim=16, num_embeds=32, mel_dim=8,
+                        enc_emb_dim=8, enc_dim=8, enc_channels=[8, 8, 8, 8, 16], enc_attention_channels=4, enc_se_channels=4,
+                        look_ahead_layers=[0], look_backward_layers=[0]),
+        bigvgan_config=dict(mel_dim=8, upsample_initial_channel=16, resblock_kernel_sizes=[3], resblock_dilation_sizes=[[1, 3, 5]],
+                            upsample_rates=[2], upsample_kernel_sizes=[4]),
+    )
+    torch.manual_seed(seed)
+    config = Qwen2_5OmniConfig(thinker_config=thinker, talker_config=talker, token2wav_config=token2wav)
+    Qwen2_5OmniForConditionalGeneration(config).save_pretrained(path)
+    speaker = {"bos_token": talker["tts_codec_start_token_id"], "cond": torch.zeros(8), "ref_mel": torch.zeros(30, 8)}
+    torch.save({"Chelsie": speaker}, path / "spk_dict.pt")
+    _save_omni_processor(path, tokenizer, max_seconds, n_mels)
     return path

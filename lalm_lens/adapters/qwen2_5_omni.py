@@ -1,0 +1,411 @@
+"""Qwen2.5-Omni thinker (3B, 7B): chunked Whisper-style encoder with packed hidden states, linear ``audio_tower.proj``, Qwen2.5 decoder.
+
+Loading. A full Omni checkpoint (``model_type`` ``qwen2_5_omni``: thinker,
+talker, token2wav) loads only its thinker, with a logged note; a thinker-only
+checkpoint (``qwen2_5_omni_thinker``) loads directly. Where torchvision is
+missing, ``AutoProcessor`` cannot build ``Qwen2_5OmniProcessor`` (its video
+processor needs torchvision); the processor is then built from the
+checkpoint's tokenizer, feature extractor and image processor with a stand-in
+video processor that refuses videos (audio, text and images work).
+
+Packed encoder. The thinker drops each clip's padding; the encoder cuts every
+clip into chunks of ``2 * n_window`` mel frames (2 s, 100 encoder frames)
+that attend only within themselves, and keeps its hidden states packed as
+``[total_frames, d]`` with no batch axis. The ``audio.*`` hooks unpack them
+into the documented view, batch = clips in processor order, the frame axis
+zero-padded to the longest clip of the batch; a tensor a hook returns is
+packed back (its padding ignored) into the tensor the model goes on with:
+
+============================================  ===============================================
+``audio.hook_features``                       clip, mel, mel_frame (real frames only)
+``audio.blocks.{i}.*`` (resid, attn/mlp out)  clip, frame, d_audio; frame = (mel_frame - 1) // 2 + 1
+``audio.blocks.{i}.mlp.hook_post``            clip, frame, d_audio_mlp
+``audio.blocks.{i}.attn.hook_pattern``        clip, head, q_frame, k_frame (block diagonal)
+``audio.hook_out``                            clip, token, d_audio (after avg-pool and ln_post)
+``hook_audio_embeds``                         clip, token, d_model (``audio_tower.proj`` output)
+============================================  ===============================================
+
+Encoder pattern layout: ``[clip, head, q_frame, k_frame]``, block diagonal.
+Block ``[c, :, s:e, s:e]`` holds the softmax of the chunk of clip ``c``
+covering frames ``s:e`` (every row sums to 1 over its own chunk); entries
+between different chunks and rows/columns of padding frames are 0. The
+probabilities come from the registered attention function, which the encoder
+calls once per chunk (sdpa/eager; flash attention is refused for pattern
+hooks). A pattern a hook returns is used inside each chunk: its entries
+outside the chunks are ignored, as the encoder never attends across them.
+
+Decoder: multimodal RoPE whose three axes are the same plain positions for
+audio+text prompts; ``position_ids``/``rope_deltas`` are what the HF forward
+and ``generate`` compute, untouched by hooks. The thinker silently drops audio
+features that find no placeholder, so :meth:`Qwen2_5OmniAdapter.check_inputs`
+raises on any mismatch. Spans: one per clip, 25 tokens/s, counted with Omni's
+own ``_get_feat_extract_output_lengths``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import Qwen2_5OmniProcessor, Qwen2_5OmniThinkerForConditionalGeneration
+from transformers.models.qwen2_5_omni.processing_qwen2_5_omni import _get_feat_extract_output_lengths
+from transformers.utils import cached_file, is_torchvision_available
+from transformers.video_processing_utils import VideoProcessorMixin
+
+from ..attention import _row_index, shared_query_rows
+from ..hook_points import LazyHookPoint, Tap
+from .base import Adapter, HookBuilder, place
+
+logger = logging.getLogger(__name__)
+
+FULL_MODEL_TYPE = "qwen2_5_omni"
+
+
+class Packing:
+    """Per-clip lengths of the encoder's packed tensors in the running forward, read from the tower's ``feature_lens``.
+
+    ``mel`` (mel frames), ``frames`` (encoder frames) and ``tokens`` (audio
+    tokens) are lists with one entry per clip. The recording pre-hook is on the
+    audio tower only while some packed hook point is in use.
+    """
+
+    def __init__(self, tower: nn.Module):
+        self.tower, self.users, self.handle = tower, 0, None
+        self.mel: list[int] = []
+        self.frames: list[int] = []
+        self.tokens: list[int] = []
+
+    def use(self, on: bool) -> None:
+        self.users += 1 if on else -1
+        if self.users and self.handle is None:
+            self.handle = self.tower.register_forward_pre_hook(self._record, with_kwargs=True, prepend=True)
+        elif not self.users and self.handle is not None:
+            self.handle.remove()
+            self.handle = None
+
+    def _record(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        lens = kwargs["feature_lens"] if "feature_lens" in kwargs else args[1]
+        self.mel = [int(n) for n in lens.tolist()]
+        self.frames = [(n - 1) // 2 + 1 for n in self.mel]
+        self.tokens = [int(_get_feat_extract_output_lengths(n)) for n in self.mel]
+
+
+def unpack(packed: torch.Tensor, lengths: list[int], dim: int = 0) -> torch.Tensor:
+    """``packed`` with clips concatenated along ``dim`` -> ``[clip, ...]`` with that axis zero-padded to the longest clip."""
+    pieces = [p.movedim(dim, 0) for p in packed.split(lengths, dim=dim)]
+    return nn.utils.rnn.pad_sequence(pieces, batch_first=True).movedim(1, dim + 1)
+
+
+def pack(unpacked: torch.Tensor, lengths: list[int], dim: int = 0) -> torch.Tensor:
+    """Inverse of :func:`unpack`: drop each clip's padding and concatenate along ``dim``."""
+    return torch.cat([clip.narrow(dim, 0, n) for clip, n in zip(unpacked, lengths)], dim=dim)
+
+
+class PackedTap(Tap):
+    """A :class:`Tap` on a packed encoder tensor: its points see ``[clip, ...]`` and their edits are packed back.
+
+    ``lengths`` names the :class:`Packing` list that splits the tensor
+    (``"mel"``, ``"frames"`` or ``"tokens"``); ``dim`` is its packed axis.
+    """
+
+    def __init__(self, module: nn.Module, where: str, packing: Packing, lengths: str, dim: int = 0, arg: str | None = None):
+        super().__init__(module, where, arg)
+        self.packing, self.lengths, self.dim = packing, lengths, dim
+
+    def sync(self) -> None:
+        installed = self.handle is not None
+        super().sync()
+        if (self.handle is not None) != installed:
+            self.packing.use(not installed)
+
+    def _run(self, packed: torch.Tensor) -> torch.Tensor:
+        lengths = getattr(self.packing, self.lengths)
+        view = unpack(packed, lengths, self.dim)
+        new = super()._run(view)
+        if new is view:
+            return packed
+        if new.shape != view.shape:
+            raise ValueError(f"a hook returned shape {tuple(new.shape)} where {tuple(view.shape)} was expected")
+        return pack(new.to(packed.dtype), lengths, self.dim)
+
+
+class _ChunkRecorder:
+    """Keeps the chunk patterns the attention function passes; ``query_rows = slice(None)`` keeps the fast kernel."""
+
+    def __init__(self):
+        self.chunks: list[torch.Tensor] = []
+        self.query_rows: slice | None = None
+
+    def __call__(self, pattern: torch.Tensor, hook) -> None:
+        self.chunks.append(pattern)
+
+
+class ChunkedPattern:
+    """The pattern hook of one encoder attention module that attends inside chunks of the packed sequence.
+
+    ``point`` is the named hook point (block-diagonal ``[clip, head, q, k]``).
+    The module's ``_lalm_pattern`` is an internal :class:`LazyHookPoint` that
+    the registered attention function calls once per chunk; while ``point`` is
+    in use, it records the chunk patterns, and a forward hook on the module
+    assembles them, runs ``point`` and, if it returned an edited pattern,
+    recomputes the module's output with it. When every hook on ``point`` only
+    reads query rows (``query_rows``), the chunks are computed beside the fast
+    kernel, so the output stays bit-identical.
+    """
+
+    def __init__(self, attention: nn.Module, packing: Packing):
+        self.attention, self.packing = attention, packing
+        self.point = LazyHookPoint(on_change=self.sync)
+        self.collector = LazyHookPoint()
+        attention.__dict__["_lalm_pattern"] = self.collector
+        self.recorder = _ChunkRecorder()
+        self.handles: list = []
+        self.hidden_states = self.cu_seqlens = None
+
+    def sync(self) -> None:
+        if self.point.active and not self.handles:
+            self.collector.add_hook(self.recorder)
+            self.handles = [
+                self.attention.register_forward_pre_hook(self._before, with_kwargs=True),
+                self.attention.register_forward_hook(self._after, prepend=True),
+            ]
+            self.packing.use(True)
+        elif not self.point.active and self.handles:
+            self.collector.remove_hooks()
+            for handle in self.handles:
+                handle.remove()
+            self.handles = []
+            self.packing.use(False)
+            self.recorder.chunks, self.hidden_states = [], None
+
+    def _before(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        self.hidden_states = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
+        self.cu_seqlens = kwargs["cu_seqlens"] if "cu_seqlens" in kwargs else args[1]
+        self.recorder.chunks = []
+        self.recorder.query_rows = None if shared_query_rows(self.point) is None else slice(None)
+
+    def _placements(self) -> list[tuple[int, int, int, int]]:
+        """``(packed_start, length, clip, offset_in_clip)`` of every chunk."""
+        bounds = [int(b) for b in self.cu_seqlens.tolist()]
+        clip_starts = [0]
+        for n in self.packing.frames:
+            clip_starts.append(clip_starts[-1] + n)
+        placements, clip = [], 0
+        for start, stop in zip(bounds[:-1], bounds[1:]):
+            while start >= clip_starts[clip + 1]:
+                clip += 1
+            placements.append((start, stop - start, clip, start - clip_starts[clip]))
+        return placements
+
+    def _after(self, module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor | None:
+        chunks, self.recorder.chunks = self.recorder.chunks, []
+        placements = self._placements()
+        if len(chunks) != len(placements) or any(c.shape[-1] != n for c, (_, n, _, _) in zip(chunks, placements)):
+            raise RuntimeError(
+                "the Qwen2.5-Omni encoder attention did not run chunk by chunk (flash attention?); "
+                "encoder pattern hooks need attn_implementation='sdpa' or 'eager'"
+            )
+        frames = max(self.packing.frames)
+        full = chunks[0].new_zeros(len(self.packing.frames), chunks[0].shape[1], frames, frames)
+        for chunk, (_, n, clip, offset) in zip(chunks, placements):
+            full[clip, :, offset : offset + n, offset : offset + n] = chunk[0]
+        rows = shared_query_rows(self.point)
+        if rows is not None:
+            self.point(full[:, :, _row_index(rows, frames).to(full.device)])
+            return None
+        new = self.point(full)
+        if new is full:
+            return None
+        return self._attend(module, new, placements)
+
+    def _attend(self, module: nn.Module, pattern: torch.Tensor, placements) -> torch.Tensor:
+        """The module's output with ``pattern`` as its attention probabilities inside each chunk."""
+        hidden = self.hidden_states
+        total = hidden.shape[0]
+        value = module.v_proj(hidden).reshape(total, module.num_heads, -1).transpose(0, 1)
+        outputs = []
+        for start, n, clip, offset in placements:
+            probs = pattern[clip, :, offset : offset + n, offset : offset + n].to(value.device, value.dtype)
+            probs = nn.functional.dropout(probs, p=module.attention_dropout, training=module.training)
+            outputs.append(torch.matmul(probs, value[:, start : start + n]).transpose(0, 1))
+        return module.out_proj(torch.cat(outputs).reshape(total, -1).contiguous())
+
+
+class _NoVideoProcessor(VideoProcessorMixin):
+    """Stands in for ``Qwen2VLVideoProcessor`` where torchvision is missing: any video raises."""
+
+    merge_size = 2
+    temporal_patch_size = 2
+
+    def __call__(self, videos, **kwargs):
+        raise ImportError("Qwen2.5-Omni video inputs need torchvision; install it to process videos")
+
+
+class _OmniProcessorWithoutVideo(Qwen2_5OmniProcessor):
+    """``Qwen2_5OmniProcessor`` that accepts :class:`_NoVideoProcessor` (its class check needs torchvision)."""
+
+    def check_argument_for_proper_class(self, argument_name, argument):
+        if argument_name == "video_processor" and isinstance(argument, _NoVideoProcessor):
+            return type(argument)
+        return super().check_argument_for_proper_class(argument_name, argument)
+
+
+def omni_processor_without_video(
+    path, *, tokenizer=None, feature_extractor=None, image_processor=None, chat_template: str | None = None, **kwargs
+) -> Qwen2_5OmniProcessor:
+    """A ``Qwen2_5OmniProcessor`` for audio, text and images, built without torchvision.
+
+    Parts not given are loaded from ``path`` (``kwargs`` such as
+    ``local_files_only`` go to their ``from_pretrained``).
+    """
+    from transformers import AutoFeatureExtractor, AutoTokenizer
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    kwargs = {k: v for k, v in kwargs.items() if k != "trust_remote_code"}
+    tokenizer = tokenizer or AutoTokenizer.from_pretrained(path, **kwargs)
+    feature_extractor = feature_extractor or AutoFeatureExtractor.from_pretrained(path, **kwargs)
+    image_processor = image_processor or Qwen2VLImageProcessorPil.from_pretrained(path, **kwargs)
+    if chat_template is None:
+        chat_template = Qwen2_5OmniProcessor.get_processor_dict(path, **kwargs)[0].get("chat_template")
+    return _OmniProcessorWithoutVideo(
+        image_processor, _NoVideoProcessor(), feature_extractor, tokenizer,
+        chat_template=chat_template or tokenizer.chat_template,
+    )
+
+
+class Qwen2_5OmniAdapter(Adapter):
+    hf_class = Qwen2_5OmniThinkerForConditionalGeneration
+    model_types = ("qwen2_5_omni_thinker", FULL_MODEL_TYPE)
+    arch = "qwen2_5_omni_thinker"
+    placeholder = "<|AUDIO|>"
+    feature_mask_key = "feature_attention_mask"
+
+    def __init__(self, hf_model: nn.Module, processor: Any):
+        if hasattr(hf_model, "thinker"):
+            raise ValueError(
+                "this is a full Qwen2.5-Omni model (thinker, talker, token2wav); wrap its thinker: "
+                "HookedLALM.from_hf(model.thinker, processor)"
+            )
+        super().__init__(hf_model, processor)
+
+    @classmethod
+    def load(cls, path, **kwargs) -> nn.Module:
+        """Load the thinker; from a full Omni checkpoint, only its ``thinker.*`` weights (with a logged note)."""
+        kwargs.pop("config", None)
+        files = {k: kwargs[k] for k in ("local_files_only", "revision", "cache_dir", "token") if k in kwargs}
+        model_type = json.loads(Path(cached_file(path, "config.json", **files)).read_text()).get("model_type")
+        if model_type == FULL_MODEL_TYPE:
+            logger.warning(
+                "%s is a full Qwen2.5-Omni checkpoint: loading only its thinker (audio encoder + language model); "
+                "the talker and token2wav weights are skipped", path,
+            )
+        return cls.hf_class.from_pretrained(path, **kwargs)
+
+    @classmethod
+    def load_processor(cls, path, **kwargs) -> Any:
+        try:
+            return super().load_processor(path, **kwargs)
+        except ImportError:
+            if is_torchvision_available():
+                raise
+            logger.warning(
+                "torchvision is not installed, so Qwen2.5-Omni's video processor cannot be built; "
+                "using the processor without video support (audio, text and images work)"
+            )
+            return omni_processor_without_video(path, **kwargs)
+
+    # -- where things are -------------------------------------------------
+    @property
+    def projector(self) -> nn.Module:
+        return self.audio_tower.proj
+
+    @property
+    def max_audio_seconds(self) -> float:
+        return float(self.processor.feature_extractor.chunk_length)
+
+    @property
+    def chunk_seconds(self) -> float:
+        """Length of the encoder's attention chunks (2 s): ``2 * n_window`` mel frames at 100 frames/s."""
+        return 2 * self.audio_tower.n_window / 100
+
+    # -- hook points ------------------------------------------------------
+    def build_hooks(self, root: nn.Module) -> None:
+        hooks, tower = HookBuilder(root), self.audio_tower
+        self.packing = packing = Packing(tower)
+
+        def packed(name: str, module: nn.Module, where: str, lengths: str, dim: int = 0, arg: str | None = None) -> None:
+            place(root, name, PackedTap(module, where, packing, lengths, dim, arg).new_point())
+
+        packed("audio.hook_features", tower, "input", "mel", dim=1, arg="input_features")
+        for i, layer in enumerate(tower.layers):
+            p = f"audio.blocks.{i}"
+            packed(f"{p}.hook_resid_pre", layer, "input", "frames", arg="hidden_states")
+            place(root, f"{p}.attn.hook_pattern", ChunkedPattern(layer.self_attn, packing).point)
+            packed(f"{p}.hook_attn_out", layer.self_attn, "output", "frames")
+            packed(f"{p}.mlp.hook_post", layer.fc2, "input", "frames")
+            packed(f"{p}.hook_mlp_out", layer.fc2, "output", "frames")
+            packed(f"{p}.hook_resid_post", layer, "output", "frames")
+        packed("audio.hook_out", self.projector, "input", "tokens")
+        packed("hook_audio_embeds", self.projector, "output", "tokens")
+
+        hooks.point("hook_embed", self.language_model, "input", arg="inputs_embeds")
+        self.decoder_block_hooks(hooks, self.language_model.layers)
+        hooks.point("ln_final.hook_normalized", self.language_model.norm, "output")
+
+    # -- inputs -----------------------------------------------------------
+    def encoder_rows(self, inputs: dict) -> list[tuple[int, int]]:
+        frames = inputs[self.feature_mask_key].sum(-1).tolist()
+        return [(int(n), int(_get_feat_extract_output_lengths(int(n)))) for n in frames]
+
+    def audio_hook_frames(self, inputs: dict) -> tuple[int, int, int]:
+        mel = [n for n, _ in self.encoder_rows(inputs)]
+        return max(mel), max((n - 1) // 2 + 1 for n in mel), max(int(_get_feat_extract_output_lengths(n)) for n in mel)
+
+    def audio_spans(self, inputs: dict, clip_samples: list[list[int]]):
+        self.check_inputs(inputs)
+        return super().audio_spans(inputs, clip_samples)
+
+    def check_inputs(self, inputs: dict) -> None:
+        """Raise unless every clip's features meet a run of exactly as many placeholders, in order.
+
+        The thinker scatters the features over the placeholder positions of
+        the whole batch in order and drops what does not fit, so the counts
+        are checked per clip (runs of placeholders may hold several clips).
+        """
+        if "input_features" not in inputs or self.feature_mask_key not in inputs or "input_ids" not in inputs:
+            return
+        tokens = [n for _, n in self.encoder_rows(inputs)]
+        is_audio = (inputs["input_ids"] == self.audio_token_id).cpu()
+        runs = [[len(r) for r in _runs(row.nonzero().flatten().tolist())] for row in is_audio]
+        found = sum(map(sum, runs))
+        if found != sum(tokens):
+            raise ValueError(
+                f"the prompt holds {found} audio placeholder tokens but the audio features give {sum(tokens)} "
+                f"({tokens} per clip); build inputs with model.prepare(...) so each clip gets its placeholder "
+                "expanded once (Qwen2.5-Omni would silently drop or misplace audio features)"
+            )
+        clip = 0
+        for example, example_runs in enumerate(runs):
+            for run in example_runs:
+                covered = 0
+                while covered < run and clip < len(tokens):
+                    covered, clip = covered + tokens[clip], clip + 1
+                if covered != run:
+                    raise ValueError(
+                        f"example {example}: a run of {run} audio placeholder tokens does not match whole clips "
+                        f"(tokens per clip: {tokens}); build inputs with model.prepare(...)"
+                    )
+
+
+def _runs(positions: list[int]) -> list[list[int]]:
+    runs: list[list[int]] = []
+    for p in positions:
+        if runs and p == runs[-1][-1] + 1:
+            runs[-1].append(p)
+        else:
+            runs.append([p])
+    return runs
