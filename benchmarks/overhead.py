@@ -24,9 +24,13 @@ import torch
 
 import lalm_lens as ll
 from lalm_lens.hooks import AudioAttention
-from lalm_lens.zoo.tiny import save_tiny_audio_flamingo3, save_tiny_qwen2_audio
+from lalm_lens.zoo.tiny import save_tiny_audio_flamingo3, save_tiny_qwen2_5_omni_thinker, save_tiny_qwen2_audio
 
-BUILDERS = {"qwen2_audio": save_tiny_qwen2_audio, "audioflamingo3": save_tiny_audio_flamingo3}
+BUILDERS = {
+    "qwen2_audio": save_tiny_qwen2_audio,
+    "audioflamingo3": save_tiny_audio_flamingo3,
+    "qwen2_5_omni_thinker": save_tiny_qwen2_5_omni_thinker,
+}
 
 
 def build(family: str, width: int, layers: int) -> str:

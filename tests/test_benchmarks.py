@@ -1,0 +1,18 @@
+"""The overhead benchmark runs end to end (at toy size: timings here mean nothing)."""
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent.parent / "benchmarks"))
+import overhead  # noqa: E402
+
+
+@pytest.mark.parametrize("family", list(overhead.BUILDERS))
+def test_overhead_benchmark_runs(family, tmp_path):
+    result = overhead.main(["--family", family, "--width", "32", "--layers", "1", "--seconds", "1",
+                            "--rounds", "1", "--no-bridge", "--json", str(tmp_path / "out.json")])
+    assert result["ratio"]["HF forward (sdpa)"] == 1.0
+    assert set(result["ratio"]) >= {"HookedLALM, no hooks", "run_with_cache, everything", "last-query text→audio attention"}
+    assert (tmp_path / "out.json").exists()
