@@ -47,7 +47,7 @@ def variants(folder: str, seconds: float, bridge: bool) -> dict[str, Callable[[]
     decoder_patterns = lambda name: name.startswith("blocks.") and name.endswith("hook_pattern")
     reader = AudioAttention(model.cfg.n_layers)
     runs = {
-        "HF forward (sdpa)": lambda: hf(**batch.inputs),
+        "HF forward (sdpa)": lambda: hf(**batch.inputs, use_cache=False),
         "HookedLALM, no hooks": lambda: model(batch),
         "one residual hook": lambda: model.run_with_hooks(batch, fwd_hooks=[(f"blocks.{mid}.hook_resid_post", lambda t, hook: t)]),
         "run_with_cache, everything": lambda: model.run_with_cache(batch),

@@ -3,12 +3,14 @@
 A wrapped model's configs name ``lalm_lens_<kernel>`` as their attention
 implementation, where ``<kernel>`` is what the model was loaded with (sdpa,
 eager, flash...). Each attention call then runs that kernel unchanged unless
-the layer's ``hook_pattern`` is in use; only then are probabilities
-materialised (eager math: scores, mask, float32 softmax), passed through the
-hook point, and multiplied with the values. A hook that declares
-``query_rows`` (read-only, see :class:`PatternReader`) gets only those query
-rows, computed beside the fast kernel, so reading the last token's attention
-of every layer costs one row per layer.
+the layer's ``hook_pattern`` is in use. Then, if every hook on it only reads
+(declares ``query_rows``, like :class:`PatternReader` and the caching hooks),
+the probabilities of the rows they read are computed beside the unchanged
+kernel, so the output stays bit-identical and reading the last token's
+attention of every layer costs one row per layer. Otherwise the pattern is
+materialised with HF's eager math (scores, mask, float32 softmax), passed
+through the hook point, and multiplied with the values, so an edit to it
+reaches the output.
 """
 
 from __future__ import annotations
@@ -45,13 +47,18 @@ def kernel_of(module: nn.Module) -> Callable:
     return ALL_ATTENTION_FUNCTIONS[kernel]
 
 
-class PatternReader:
-    """Base for read-only pattern hooks that need only some query rows.
+ALL_ROWS = slice(None)
 
-    Subclasses set ``query_rows`` (an int, a list of ints or a slice of query
-    positions) and implement ``read(pattern, hook)``, where ``pattern`` is
-    ``[batch, head, len(query_rows), key]``. Returning a tensor is an error:
-    these rows are computed beside the real attention, not inside it.
+
+class PatternReader:
+    """Base for read-only pattern hooks; only the query rows they ask for are computed.
+
+    Subclasses set ``query_rows`` (an int, a list of ints, or a slice of
+    query positions; :data:`ALL_ROWS` for the whole pattern) and implement
+    ``read(pattern, hook)``, where ``pattern`` is ``[batch, head, rows, key]``.
+    When every hook on a pattern point is such a reader, the probabilities are
+    computed beside the model's fast attention kernel, so the output stays
+    bit-identical. Returning a tensor from ``read`` is an error.
     """
 
     query_rows: int | list[int] | slice = -1
@@ -60,25 +67,33 @@ class PatternReader:
         raise NotImplementedError
 
     def __call__(self, pattern: torch.Tensor, hook) -> None:
-        if self.read(pattern, hook) is not None:
-            raise ValueError(f"{type(self).__name__} reads a slice of the pattern and cannot edit it")
+        if self.read(read_rows(pattern, hook, self.query_rows), hook) is not None:
+            raise ValueError(f"{type(self).__name__} reads the pattern and cannot edit it")
 
 
-def _row_index(rows: int | list[int] | slice, q_len: int) -> torch.Tensor:
+def row_index(rows: int | list[int] | slice, q_len: int) -> torch.Tensor:
+    """Indices of query ``rows`` (negative ones count from the end) among ``q_len`` queries."""
     if isinstance(rows, slice):
         return torch.arange(q_len)[rows]
     rows = [rows] if isinstance(rows, int) else list(rows)
     return torch.tensor([r % q_len for r in rows])
 
 
+def read_rows(pattern: Float[torch.Tensor, "batch head q key"], hook, rows) -> Float[torch.Tensor, "batch head row key"]:
+    """The query ``rows`` of ``pattern``, whether or not the attention function already cut them."""
+    if hook.ctx.get("query_rows") == rows or rows == ALL_ROWS:
+        return pattern
+    return pattern[:, :, row_index(rows, pattern.shape[-2]).to(pattern.device)]
+
+
 def shared_query_rows(point) -> Any:
-    """The query rows every hook on ``point`` asks for, or None when any hook needs the full pattern."""
+    """The query rows every hook on ``point`` reads, or None when some hook may edit the pattern."""
     rows = None
     for handle in point.fwd_hooks:
         wanted = getattr(handle.user_hook, "query_rows", None)
-        if wanted is None or (rows is not None and wanted != rows):
+        if wanted is None:
             return None
-        rows = wanted
+        rows = wanted if rows is None or rows == wanted else ALL_ROWS
     return None if point.bwd_hooks else rows
 
 
@@ -96,6 +111,11 @@ def attention_probs(
     (causal when the module is causal), a boolean keep-mask or an additive
     float mask, ``[batch, 1, q, k]``.
     """
+    if attention_mask is not None and attention_mask.dim() != 4:
+        raise NotImplementedError(
+            f"attention patterns need a 4-D mask; {module.config._attn_implementation.removeprefix(PREFIX)!r} "
+            "gives another kind: load the model with attn_implementation='sdpa' or 'eager' to read patterns"
+        )
     q_len, k_len = query.shape[-2], key.shape[-2]
     groups = query.shape[1] // key.shape[1]
     if groups > 1:
@@ -108,15 +128,15 @@ def attention_probs(
         if getattr(module, "is_causal", False) and q_len > 1:
             q_pos = torch.arange(q_len, device=scores.device) if rows is None else rows.to(scores.device)
             keep = torch.arange(k_len, device=scores.device)[None, :] <= (q_pos[:, None] + k_len - q_len)
-            scores = scores.masked_fill(~keep, torch.finfo(scores.dtype).min)
+            scores.masked_fill_(~keep, torch.finfo(scores.dtype).min)
     else:
         mask = attention_mask[..., :k_len]
         if rows is not None and mask.shape[-2] > 1:
             mask = mask[:, :, rows.to(mask.device)]
         if mask.dtype == torch.bool:
-            scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+            scores.masked_fill_(~mask, torch.finfo(scores.dtype).min)
         else:
-            scores = scores + mask
+            scores.add_(mask)
     return torch.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
 
 
@@ -131,14 +151,16 @@ def hooked_attention(
     **kwargs,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The attention function behind every ``lalm_lens_*`` implementation."""
+    kernel = kernel_of(module)
     point = module.__dict__.get("_lalm_pattern")
     if point is None or not point.active:
-        return kernel_of(module)(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
+        return kernel(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
     rows = shared_query_rows(point)
+    point.ctx["query_rows"] = rows
     if rows is not None:
-        output, _ = kernel_of(module)(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
-        pattern = attention_probs(module, query, key, attention_mask, scaling, _row_index(rows, query.shape[-2]))
-        point(pattern)
+        output, _ = kernel(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
+        index = None if rows == ALL_ROWS else row_index(rows, query.shape[-2])
+        point(attention_probs(module, query, key, attention_mask, scaling, index))
         return output, None
     pattern = point(attention_probs(module, query, key, attention_mask, scaling))
     pattern = nn.functional.dropout(pattern, p=dropout, training=module.training)

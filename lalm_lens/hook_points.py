@@ -42,8 +42,8 @@ class LazyHookPoint(HookPoint):
 
 def _run_point(point: LazyHookPoint, tensor: torch.Tensor) -> torch.Tensor:
     out = point(tensor)
-    if out is not tensor and out.device != tensor.device:
-        out = out.to(tensor.device)
+    if out is not tensor and (out.device != tensor.device or out.dtype != tensor.dtype):
+        out = out.to(tensor.device, tensor.dtype)
     return out
 
 

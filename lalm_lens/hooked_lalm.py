@@ -8,6 +8,7 @@ attention function. Logits therefore equal the HF model's bit for bit.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import json
 from pathlib import Path
@@ -21,7 +22,7 @@ from transformer_lens.utilities import Slice
 from transformers.utils import cached_file
 
 from .adapters import ADAPTERS, Adapter, adapter_for
-from .attention import PREFIX, hooked_implementation
+from .attention import ALL_ROWS, PREFIX, hooked_implementation, read_rows
 from .batch import LALMBatch
 from .data.audio import AudioError, AudioLike, load_waveform
 
@@ -42,25 +43,26 @@ def _is_audio_hook(name: str) -> bool:
 
 
 class CacheWriter:
-    """A caching hook: stores the (position-sliced) activation under the hook's name.
+    """A caching hook: stores the activation (its ``pos_slice`` positions) under the hook's name.
 
-    For attention patterns with a position slice it declares ``query_rows``,
-    so only those query rows are ever computed (see :mod:`lalm_lens.attention`).
+    It only reads, so for attention patterns it declares ``query_rows`` (the
+    sliced positions, or all rows) and the pattern is computed beside the fast
+    kernel: caching patterns leaves the logits bit-identical.
     """
 
     def __init__(self, cache: dict, pos_slice: Slice | None, device, remove_batch_dim: bool, suffix: str = ""):
         self.cache, self.pos_slice, self.device = cache, pos_slice, device
         self.remove_batch_dim, self.suffix = remove_batch_dim, suffix
         rows = None if pos_slice is None else pos_slice.slice
-        self.query_rows = rows if rows is None or isinstance(rows, slice) else [int(r) for r in rows]
+        self.query_rows = ALL_ROWS if rows is None else rows if isinstance(rows, slice) else [int(r) for r in rows]
 
     def __call__(self, tensor: torch.Tensor, hook: HookPoint) -> None:
-        tensor = tensor.detach().to(self.device)
-        if self.pos_slice is not None and not hook.name.endswith("hook_pattern"):
+        if hook.name.endswith("hook_pattern"):
+            tensor = read_rows(tensor, hook, self.query_rows)
+        elif self.pos_slice is not None:
             tensor = self.pos_slice.apply(tensor, dim=1)
-        if self.remove_batch_dim:
-            tensor = tensor[0]
-        self.cache[hook.name + self.suffix] = tensor
+        tensor = tensor.detach().to(self.device)
+        self.cache[hook.name + self.suffix] = tensor[0] if self.remove_batch_dim else tensor
 
 
 class HookedLALM(HookedRootModule):
@@ -138,10 +140,12 @@ class HookedLALM(HookedRootModule):
 
     @property
     def input_device(self) -> torch.device:
+        """Where inputs go: the device of the input embeddings."""
         return self.hf_model.get_input_embeddings().weight.device
 
     @property
     def tokenizer(self):
+        """The processor's tokenizer."""
         return self.processor.tokenizer
 
     # -- inputs -----------------------------------------------------------
@@ -204,7 +208,16 @@ class HookedLALM(HookedRootModule):
             text=texts, audio=waves, sampling_rate=rate, return_tensors="pt", **self.adapter.processor_kwargs()
         )
         inputs = {k: v for k, v in inputs.items() if k != "num_audio_tokens"}
+        self.adapter.check_inputs(inputs)
         spans = self.adapter.audio_spans(inputs, lengths)
+        for b, example_lengths in enumerate(lengths):
+            for c, n_samples in enumerate(example_lengths):
+                n_tokens = sum(len(s) for s in spans[b] if s.clip == c)
+                if n_tokens < 2:
+                    raise AudioError(
+                        f"example {b} clip {c} lasts {1000 * n_samples / rate:.0f} ms and gives {n_tokens} audio "
+                        f"token(s); the model needs at least 2 ({2 / self.cfg.audio_tokens_per_second:g} s)"
+                    )
         seconds = [[n / rate for n in example] for example in lengths]
         return LALMBatch(inputs, spans, texts, seconds).to(self.input_device, self.hf_model.dtype)
 
@@ -230,7 +243,10 @@ class HookedLALM(HookedRootModule):
         return self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
     def _inputs(self, batch: LALMBatch | dict) -> dict:
-        inputs = batch.inputs if isinstance(batch, LALMBatch) else dict(batch)
+        """The HF keyword inputs; hand-made dicts are checked here, batches were checked by :meth:`prepare`."""
+        if isinstance(batch, LALMBatch):
+            return batch.inputs
+        inputs = dict(batch)
         self.adapter.check_inputs(inputs)
         return inputs
 
@@ -239,6 +255,8 @@ class HookedLALM(HookedRootModule):
         self, batch: LALMBatch | dict, *, return_type: str | None = "logits", **hf_kwargs
     ) -> Float[torch.Tensor, "batch pos vocab"] | Any:
         """Run the model. ``return_type``: ``"logits"`` (default), ``"output"`` (the HF output object) or None."""
+        if return_type not in ("logits", "output", None):
+            raise ValueError(f"return_type must be 'logits', 'output' or None, got {return_type!r}")
         output = self.hf_model(**self._inputs(batch), use_cache=False, **hf_kwargs)
         if return_type == "logits":
             return output.logits
@@ -253,22 +271,30 @@ class HookedLALM(HookedRootModule):
         device: str | torch.device | None = None,
         remove_batch_dim: bool = False,
         incl_bwd: bool = False,
+        loss_fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
         **forward_kwargs,
     ) -> tuple[Any, ActivationCache]:
         """Run and cache activations; returns ``(logits, ActivationCache)``.
 
         ``names_filter`` picks hook names (a name, a list, or a predicate; an
         unknown name raises). ``pos_slice`` (int, list or slice, as in
-        TransformerLens; an int keeps its axis) keeps only those decoder positions: the position axis
-        of decoder tensors and the query axis of decoder and encoder patterns
-        (encoder tensors are otherwise kept whole). With a ``pos_slice``,
-        patterns are computed only for the kept query rows.
+        TransformerLens; an int keeps its axis) keeps only those decoder positions:
+        the position axis of decoder tensors and the query axis of decoder
+        patterns, which are then computed for those rows only (encoder tensors
+        are kept whole). Caching never changes the logits. With ``incl_bwd``,
+        ``loss_fn(logits)`` must give the scalar to differentiate; gradients
+        are cached as ``name + "_grad"``.
+
+        Shapes: see the hook tables in the README (``lalm-lens hooks MODEL``).
         """
+        if incl_bwd and loss_fn is None:
+            raise ValueError("incl_bwd=True needs loss_fn(logits) -> scalar to differentiate")
         cache, fwd, bwd = self.get_caching_hooks(names_filter, incl_bwd, device, remove_batch_dim, pos_slice=pos_slice)
         with self.hooks(fwd_hooks=fwd, bwd_hooks=bwd):
-            out = self(batch, **forward_kwargs)
-            if incl_bwd:
-                out.backward()
+            with torch.enable_grad() if incl_bwd else contextlib.nullcontext():
+                out = self(batch, **forward_kwargs)
+                if incl_bwd:
+                    loss_fn(out).backward()
         return out, ActivationCache(cache, self, has_batch_dim=not remove_batch_dim)
 
     def get_caching_hooks(
@@ -280,12 +306,13 @@ class HookedLALM(HookedRootModule):
         cache: dict | None = None,
         pos_slice: Any = None,
     ) -> tuple[dict, list, list]:
+        """``(cache, fwd_hooks, bwd_hooks)``: caching hooks for the selected names, to use with :meth:`hooks`."""
         cache = {} if cache is None else cache
         names = self.hook_names(names_filter)
         pos = None if pos_slice is None else Slice.unwrap(pos_slice)
         fwd, bwd = [], []
         for name in names:
-            sliced = pos if (not _is_audio_hook(name) or name.endswith("hook_pattern")) else None
+            sliced = None if _is_audio_hook(name) else pos
             fwd.append((name, CacheWriter(cache, sliced, device, remove_batch_dim)))
             if incl_bwd:
                 bwd.append((name, CacheWriter(cache, sliced, device, remove_batch_dim, suffix="_grad")))
@@ -302,9 +329,10 @@ class HookedLALM(HookedRootModule):
             if not names:
                 raise ValueError("names_filter selects no hook point; run `lalm-lens hooks MODEL` to list them")
             return names
-        for name in names_filter:
+        names = list(names_filter)
+        for name in names:
             self.hook_dict[name]
-        return list(names_filter)
+        return names
 
     @torch.no_grad()
     def generate(
@@ -322,6 +350,8 @@ class HookedLALM(HookedRootModule):
         Returns the decoded new text per example (``return_type="text"``) or
         the new token ids ``[batch, new]`` (``"tokens"``). Greedy by default.
         """
+        if return_type not in ("text", "tokens"):
+            raise ValueError(f"return_type must be 'text' or 'tokens', got {return_type!r}")
         inputs = self._inputs(batch)
         generate_kwargs.setdefault("pad_token_id", self.tokenizer.pad_token_id)
         with self.hooks(fwd_hooks=list(fwd_hooks)):
@@ -332,7 +362,7 @@ class HookedLALM(HookedRootModule):
         return [t.strip() for t in self.tokenizer.batch_decode(new, skip_special_tokens=True)]
 
     def to_tokens(self, text: str) -> torch.Tensor:
-        """Token ids of ``text`` (no special tokens added) ``[n]``."""
+        """Token ids of ``text`` with no special tokens and no chat template, ``[n]`` (unlike TransformerLens, no batch axis)."""
         return torch.tensor(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
 

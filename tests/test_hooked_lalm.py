@@ -24,6 +24,12 @@ def test_logits_equal_hf_with_identity_hooks_on_every_tensor(model, batch):
     assert torch.equal(logits, reference)
 
 
+def test_caching_everything_patterns_included_leaves_logits_bit_identical(model, batch):
+    logits, cache = model.run_with_cache(batch)
+    assert torch.equal(logits, model(batch))
+    assert len(cache) == len(model.hook_dict)
+
+
 def test_pattern_hooks_match_hf_eager(model, batch):
     eager = hf_model(model, attn_implementation="eager")
     expected = eager(**batch.inputs, output_attentions=True)
@@ -91,6 +97,35 @@ def test_editing_any_hook_changes_the_logits(model, batch):
     for name in model.hook_dict:
         edited = model.run_with_hooks(batch, fwd_hooks=[(name, edit)])
         assert not torch.allclose(edited, clean), f"editing {name} left the logits unchanged"
+
+
+def test_a_reader_and_an_editor_on_one_pattern_each_get_what_they_asked(model, batch):
+    name = "blocks.0.attn.hook_pattern"
+    full = model.run_with_cache(batch, names_filter=name)[1][name]
+    sharpen = lambda pattern, hook: (pattern ** 2) / (pattern ** 2).sum(-1, keepdim=True)
+    with model.hooks(fwd_hooks=[(name, sharpen)]):
+        logits, last = model.run_with_cache(batch, names_filter=name, pos_slice=-1)
+    torch.testing.assert_close(last[name], sharpen(full, None)[:, :, -1:], rtol=0, atol=1e-6)
+    assert not torch.allclose(logits, model(batch))
+
+
+def test_gradients_are_cached_with_a_loss(model, batch):
+    loss = lambda logits: logits[:, -1].logsumexp(-1).sum()
+    _, cache = model.run_with_cache(batch, names_filter=["blocks.0.hook_resid_post"], incl_bwd=True, loss_fn=loss)
+    assert cache["blocks.0.hook_resid_post_grad"].shape == cache["blocks.0.hook_resid_post"].shape
+    with pytest.raises(ValueError, match="loss_fn"):
+        model.run_with_cache(batch, incl_bwd=True)
+
+
+def test_misused_arguments_raise(model, batch):
+    with pytest.raises(ValueError, match="return_type"):
+        model(batch, return_type="logit")
+    with pytest.raises(ValueError, match="return_type"):
+        model.generate(batch, max_new_tokens=1, return_type="token")
+    names = (n for n in ["blocks.0.hook_resid_post"])
+    assert list(model.run_with_cache(batch, names_filter=names)[1]) == ["blocks.0.hook_resid_post"]
+    with pytest.raises(ValueError, match="already wrapped"):
+        ll.HookedLALM.from_hf(model.hf_model, model.processor)
 
 
 def test_zeroing_a_neuron_equals_the_same_edit_on_hf_down_proj(model, batch):

@@ -19,4 +19,4 @@ def adapter_for(hf_model, processor) -> Adapter:
     raise ValueError(f"no lalm_lens adapter for model_type {model_type!r}; supported: {known}")
 
 
-__all__ = ["ADAPTERS", "Adapter", "adapter_for", "Qwen2AudioAdapter", "AudioFlamingo3Adapter", "Qwen2_5OmniAdapter"]
+__all__ = ["ADAPTERS", "Adapter", "adapter_for", "Qwen2AudioAdapter", "AudioFlamingo3Adapter", "Qwen2_5OmniAdapter", "KimiAudioAdapter"]

@@ -48,6 +48,7 @@ class HookBuilder:
         self.taps: dict[tuple[int, str, bool], Tap] = {}
 
     def point(self, name: str, module: nn.Module, where: str, arg: str | None = None, in_place: bool = False) -> None:
+        """A hook point ``name`` fed from ``module``'s input or output (see :class:`Tap`)."""
         key = (id(module), where, in_place)
         if key not in self.taps:
             self.taps[key] = Tap(module, where, arg, in_place)
@@ -55,9 +56,18 @@ class HookBuilder:
 
     def pattern(self, name: str, attention: nn.Module) -> None:
         """A pattern point, read by the registered attention function from ``attention.__dict__``."""
+        claim_attention(attention)
         point = LazyHookPoint()
         attention.__dict__["_lalm_pattern"] = point
         place(self.root, name, point)
+
+
+def claim_attention(attention: nn.Module) -> None:
+    """Refuse to hook an attention module that another HookedLALM already hooks (its pattern hooks would go silent)."""
+    if "_lalm_pattern" in attention.__dict__:
+        raise ValueError(
+            "this HF model is already wrapped by a HookedLALM; use that wrapper, or load the model again to wrap it anew"
+        )
 
 
 def tokens_after_whisper(n_frames: torch.Tensor | int) -> torch.Tensor | int:
@@ -228,6 +238,9 @@ class Adapter:
                 offset = 0.0
                 for _ in range(self.windows(n_samples)):
                     frames, n_tokens = rows[row]
+                    if n_tokens == 0:
+                        row += 1
+                        continue
                     chunk = positions[cursor : cursor + n_tokens]
                     if len(chunk) != n_tokens or chunk != list(range(chunk[0], chunk[0] + n_tokens)):
                         raise ValueError(
@@ -249,8 +262,10 @@ class Adapter:
 
     def check_inputs(self, inputs: dict) -> None:
         """Raise when the placeholder tokens do not match what the audio features will produce."""
-        if self.feature_mask_key not in inputs or "input_ids" not in inputs or inputs["input_ids"].shape[1] == 1:
+        if "input_features" not in inputs:
             return
+        if self.feature_mask_key not in inputs:
+            raise ValueError(f"input_features come without {self.feature_mask_key!r}; build inputs with model.prepare(...)")
         expected = sum(n for _, n in self.encoder_rows(inputs))
         found = int((inputs["input_ids"] == self.audio_token_id).sum())
         if expected != found:

@@ -56,9 +56,9 @@ from transformers.models.qwen2_5_omni.processing_qwen2_5_omni import _get_feat_e
 from transformers.utils import cached_file, is_torchvision_available
 from transformers.video_processing_utils import VideoProcessorMixin
 
-from ..attention import _row_index, shared_query_rows
+from ..attention import ALL_ROWS, shared_query_rows
 from ..hook_points import LazyHookPoint, Tap
-from .base import Adapter, HookBuilder, place
+from .base import Adapter, HookBuilder, claim_attention, place
 
 logger = logging.getLogger(__name__)
 
@@ -134,11 +134,12 @@ class PackedTap(Tap):
 
 
 class _ChunkRecorder:
-    """Keeps the chunk patterns the attention function passes; ``query_rows = slice(None)`` keeps the fast kernel."""
+    """Keeps the chunk patterns the attention function computes beside the fast kernel (``query_rows = ALL_ROWS``)."""
+
+    query_rows = ALL_ROWS
 
     def __init__(self):
         self.chunks: list[torch.Tensor] = []
-        self.query_rows: slice | None = None
 
     def __call__(self, pattern: torch.Tensor, hook) -> None:
         self.chunks.append(pattern)
@@ -153,14 +154,15 @@ class ChunkedPattern:
     in use, it records the chunk patterns, and a forward hook on the module
     assembles them, runs ``point`` and, if it returned an edited pattern,
     recomputes the module's output with it. When every hook on ``point`` only
-    reads query rows (``query_rows``), the chunks are computed beside the fast
-    kernel, so the output stays bit-identical.
+    reads (``query_rows``), the module output is left as the fast kernel made
+    it, so it stays bit-identical; an edited pattern recomputes it.
     """
 
     def __init__(self, attention: nn.Module, packing: Packing):
         self.attention, self.packing = attention, packing
         self.point = LazyHookPoint(on_change=self.sync)
         self.collector = LazyHookPoint()
+        claim_attention(attention)
         attention.__dict__["_lalm_pattern"] = self.collector
         self.recorder = _ChunkRecorder()
         self.handles: list = []
@@ -186,7 +188,6 @@ class ChunkedPattern:
         self.hidden_states = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
         self.cu_seqlens = kwargs["cu_seqlens"] if "cu_seqlens" in kwargs else args[1]
         self.recorder.chunks = []
-        self.recorder.query_rows = None if shared_query_rows(self.point) is None else slice(None)
 
     def _placements(self) -> list[tuple[int, int, int, int]]:
         """``(packed_start, length, clip, offset_in_clip)`` of every chunk."""
@@ -213,11 +214,11 @@ class ChunkedPattern:
         full = chunks[0].new_zeros(len(self.packing.frames), chunks[0].shape[1], frames, frames)
         for chunk, (_, n, clip, offset) in zip(chunks, placements):
             full[clip, :, offset : offset + n, offset : offset + n] = chunk[0]
-        rows = shared_query_rows(self.point)
-        if rows is not None:
-            self.point(full[:, :, _row_index(rows, frames).to(full.device)])
-            return None
+        readers_only = shared_query_rows(self.point) is not None
+        self.point.ctx["query_rows"] = ALL_ROWS if readers_only else None
         new = self.point(full)
+        if readers_only:
+            return None
         if new is full:
             return None
         return self._attend(module, new, placements)

@@ -90,7 +90,7 @@ def load_waveform(
     """Turn a path, numpy array or torch tensor into a validated mono float32 waveform at ``target_rate``.
 
     Raw arrays need ``sampling_rate``: a rate is never guessed, since a wrong one
-    silently shifts every time stamp and pitch.
+    silently shifts every time stamp and pitch. Integer PCM is scaled to [-1, 1].
     """
     if isinstance(audio, (str, Path)):
         wave, rate = read_audio(audio)
@@ -103,7 +103,9 @@ def load_waveform(
                 f"{name}: a raw waveform needs its sampling rate; pass sampling_rate= "
                 f"(the model expects {target_rate} Hz)"
             )
-        wave = audio.detach().cpu().float().numpy() if isinstance(audio, torch.Tensor) else audio
+        wave = audio.detach().cpu().numpy() if isinstance(audio, torch.Tensor) else np.asarray(audio)
+        if np.issubdtype(wave.dtype, np.integer):
+            wave = wave / np.iinfo(wave.dtype).max
         rate = int(sampling_rate)
     else:
         raise AudioError(f"{name}: expected a file path, numpy array or torch tensor, got {type(audio).__name__}")

@@ -17,8 +17,8 @@ class AudioAttention(PatternReader):
     Only ``query_rows`` rows are ever computed (beside the fast kernel), and
     heads are averaged on the fly unless ``mean_heads=False``, so memory is
     ``layers x batch x rows x keys``. Use :meth:`fwd_hooks` with
-    ``run_with_hooks`` or ``generate``; :meth:`over_time` gives the curve over
-    the audio of one example.
+    ``run_with_hooks`` (with ``generate``, each layer keeps its last decoding
+    step); :meth:`over_time` gives the curve over the audio of one example.
 
     >>> reader = AudioAttention(model.cfg.n_layers)
     >>> model.run_with_hooks(batch, fwd_hooks=reader.fwd_hooks())
@@ -32,11 +32,10 @@ class AudioAttention(PatternReader):
         self.patterns: dict[int, torch.Tensor] = {}
 
     def fwd_hooks(self) -> list[tuple[str, "AudioAttention"]]:
+        """``[(blocks.{layer}.attn.hook_pattern, self), ...]`` for every chosen layer."""
         return [(f"blocks.{layer}.attn.hook_pattern", self) for layer in self.layers]
 
     def read(self, pattern: Float[torch.Tensor, "batch head row key"], hook) -> None:
-        if pattern.shape[-2] != len(self.query_rows):
-            return
         self.patterns[hook.layer()] = (pattern.mean(1) if self.mean_heads else pattern).detach().float().cpu()
 
     def over_time(

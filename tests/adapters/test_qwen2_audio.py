@@ -48,6 +48,33 @@ def test_bad_audio_gets_a_clear_error(qwen):
     assert len(qwen.prepare(stereo, "hi", sampling_rate=16000, mixdown=True)) == 1
 
 
+def test_too_short_clips_and_integer_pcm(qwen):
+    with pytest.raises(ll.AudioError, match="at least 2"):
+        qwen.prepare(noise(0.01), "hi", sampling_rate=16000)
+    pcm = (noise(1.0) * 32767).astype(np.int16)
+    as_float = qwen.prepare(pcm.astype(np.float32) / 32767, "hi", sampling_rate=16000)
+    as_int = qwen.prepare(pcm, "hi", sampling_rate=16000)
+    torch.testing.assert_close(as_int.inputs["input_features"], as_float.inputs["input_features"])
+
+
+def test_encoder_patterns_equal_hf_eager(qwen):
+    batch = qwen.prepare([noise(2.0), noise(1.0, 1)], "hi", sampling_rate=16000)
+    eager = type(qwen.hf_model).from_pretrained(qwen.cfg.name, attn_implementation="eager").eval()
+    audio_mask = torch.arange(1500)[None] < (batch.inputs["feature_attention_mask"].sum(-1)[:, None] // 2)
+    mask = torch.where(audio_mask[:, None, None, :], 0.0, torch.finfo(torch.float32).min)
+    expected = eager.model.audio_tower(batch.inputs["input_features"], attention_mask=mask, output_attentions=True).attentions
+    _, cache = qwen.run_with_cache(batch, names_filter=lambda n: n.startswith("audio.") and "pattern" in n)
+    for layer, attentions in enumerate(expected):
+        torch.testing.assert_close(cache[f"audio.blocks.{layer}.attn.hook_pattern"], attentions, rtol=0, atol=1e-6)
+
+
+def test_inputs_without_the_feature_mask_raise(qwen):
+    batch = qwen.prepare(noise(1.0), "hi", sampling_rate=16000)
+    inputs = {k: v for k, v in batch.inputs.items() if k != "feature_attention_mask"}
+    with pytest.raises(ValueError, match="feature_attention_mask"):
+        qwen(inputs)
+
+
 def test_clips_longer_than_30_s_raise_unless_truncated(qwen):
     with pytest.raises(ll.AudioError, match="at most 30 s"):
         qwen.prepare(noise(31.0), "hi", sampling_rate=16000)
