@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> dict:
     base = medians["HF forward (sdpa)"]
     print(f"{args.family}: width {args.width}, {args.layers}+{args.layers} layers, {args.seconds:g} s audio, "
           f"{args.rounds} rounds, torch {torch.__version__}, {torch.get_num_threads()} threads")
-    print(f"| variant | median ms | × HF |\n|---|---:|---:|")
+    print("| variant | median ms | × HF |\n|---|---:|---:|")
     for name, seconds in medians.items():
         print(f"| {name} | {seconds * 1e3:.1f} | {seconds / base:.3f} |")
     result = {"args": vars(args), "median_s": medians, "ratio": {k: v / base for k, v in medians.items()}}

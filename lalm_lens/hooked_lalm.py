@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import difflib
-import json
 from pathlib import Path
 from typing import Any, Callable, Sequence, Union
 
@@ -19,12 +18,12 @@ from jaxtyping import Float
 from transformer_lens import ActivationCache, HookedRootModule
 from transformer_lens.hook_points import HookPoint
 from transformer_lens.utilities import Slice
-from transformers.utils import cached_file
 
-from .adapters import ADAPTERS, Adapter, adapter_for
+from .adapters import Adapter, adapter_class, adapter_for
+from .adapters.base import read_model_type
 from .attention import ALL_ROWS, PREFIX, hooked_implementation, read_rows
 from .batch import LALMBatch
-from .data.audio import AudioError, AudioLike, load_waveform
+from .data.audio import AudioError, AudioLike, limit_length, load_waveform
 
 NamesFilter = Union[None, str, Sequence[str], Callable[[str], bool]]
 
@@ -115,11 +114,7 @@ class HookedLALM(HookedRootModule):
 
         path = resolve(name_or_path)
         local = {"local_files_only": not allow_download, "trust_remote_code": trust_remote_code}
-        model_type = json.loads(Path(cached_file(path, "config.json", local_files_only=not allow_download)).read_text()).get("model_type")
-        adapter_cls = next((a for a in ADAPTERS if model_type in a.model_types), None)
-        if adapter_cls is None:
-            known = sorted(t for a in ADAPTERS for t in a.model_types)
-            raise ValueError(f"{name_or_path}: model_type {model_type!r} is not supported; supported: {known}")
+        adapter_cls = adapter_class(read_model_type(path, local_files_only=not allow_download))
         hf_model = adapter_cls.load(
             path, dtype=dtype, attn_implementation=attn_implementation, device_map=device_map,
             use_safetensors=True, **local, **hf_kwargs,
@@ -192,14 +187,9 @@ class HookedLALM(HookedRootModule):
                 raise ValueError(f"example {b}: {self.cfg.arch} takes at most {cap} clip(s) per prompt, got {len(clips)}")
             example_lengths = []
             for c, clip in enumerate(clips):
-                wave = load_waveform(clip, rate, sampling_rate=sampling_rate, mixdown=mixdown, name=f"example {b} clip {c}")
-                if len(wave) > limit * rate:
-                    if not truncate:
-                        raise AudioError(
-                            f"example {b} clip {c} is {len(wave) / rate:.2f} s long; {self.cfg.arch} takes at most "
-                            f"{limit:g} s. Pass truncate=True to keep the first {limit:g} s."
-                        )
-                    wave = wave[: int(limit * rate)]
+                name = f"example {b} clip {c}"
+                wave = load_waveform(clip, rate, sampling_rate=sampling_rate, mixdown=mixdown, name=name)
+                wave = limit_length(wave, rate, limit, truncate=truncate, name=name, model=self.cfg.arch)
                 waves.append(wave)
                 example_lengths.append(len(wave))
             lengths.append(example_lengths)

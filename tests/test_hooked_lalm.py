@@ -1,6 +1,5 @@
 """HookedLALM as a user meets it: load, prepare, run, cache, hook, generate."""
 
-import numpy as np
 import pytest
 import torch
 

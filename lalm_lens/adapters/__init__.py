@@ -9,14 +9,18 @@ from .qwen2_audio import Qwen2AudioAdapter
 ADAPTERS: list[type[Adapter]] = [Qwen2AudioAdapter, AudioFlamingo3Adapter, KimiAudioAdapter, Qwen2_5OmniAdapter]
 
 
-def adapter_for(hf_model, processor) -> Adapter:
-    """The adapter whose ``model_types`` holds ``hf_model.config.model_type``."""
-    model_type = getattr(hf_model.config, "model_type", None)
+def adapter_class(model_type: str | None) -> type[Adapter]:
+    """The adapter class whose ``model_types`` holds ``model_type``."""
     for cls in ADAPTERS:
         if model_type in cls.model_types:
-            return cls(hf_model, processor)
+            return cls
     known = sorted(t for cls in ADAPTERS for t in cls.model_types)
     raise ValueError(f"no lalm_lens adapter for model_type {model_type!r}; supported: {known}")
 
 
-__all__ = ["ADAPTERS", "Adapter", "adapter_for", "Qwen2AudioAdapter", "AudioFlamingo3Adapter", "Qwen2_5OmniAdapter", "KimiAudioAdapter"]
+def adapter_for(hf_model, processor) -> Adapter:
+    """The adapter for a loaded HF model, picked by ``hf_model.config.model_type``."""
+    return adapter_class(getattr(hf_model.config, "model_type", None))(hf_model, processor)
+
+
+__all__ = ["ADAPTERS", "Adapter", "adapter_class", "adapter_for", "Qwen2AudioAdapter", "AudioFlamingo3Adapter", "Qwen2_5OmniAdapter", "KimiAudioAdapter"]

@@ -9,6 +9,8 @@ file and its tiny-checkpoint test.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -60,6 +62,13 @@ class HookBuilder:
         point = LazyHookPoint()
         attention.__dict__["_lalm_pattern"] = point
         place(self.root, name, point)
+
+
+def read_model_type(path: str, **files) -> str | None:
+    """The ``model_type`` in a checkpoint's ``config.json`` (a folder or the local hub cache), without building a config."""
+    from transformers.utils import cached_file
+
+    return json.loads(Path(cached_file(path, "config.json", **files)).read_text()).get("model_type")
 
 
 def claim_attention(attention: nn.Module) -> None:
@@ -137,9 +146,15 @@ class Adapter:
     def window_seconds(self) -> float | None:
         return None
 
+    @property
+    def sampling_rate(self) -> int:
+        return self.processor.feature_extractor.sampling_rate
+
     def config(self, name: str = "") -> LALMConfig:
-        text, audio = self.language_model.config, self.audio_tower.config
-        d_head = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
+        return self.make_config(name, self.language_model.config, self.audio_tower.config, len(self.audio_tower.layers))
+
+    def make_config(self, name: str, text: Any, audio: Any | None, audio_n_layers: int) -> LALMConfig:
+        """``model.cfg`` from a Qwen2-style decoder config and a Whisper-style encoder config (None: no encoder)."""
         return LALMConfig(
             arch=self.arch,
             n_layers=text.num_hidden_layers,
@@ -147,15 +162,15 @@ class Adapter:
             d_mlp=text.intermediate_size,
             n_heads=text.num_attention_heads,
             n_kv_heads=text.num_key_value_heads,
-            d_head=d_head,
+            d_head=getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads,
             d_vocab=self.hf_model.get_output_embeddings().weight.shape[0],
-            audio_n_layers=len(self.audio_tower.layers),
-            audio_d_model=audio.d_model,
-            audio_d_mlp=audio.encoder_ffn_dim,
-            audio_n_heads=audio.encoder_attention_heads,
+            audio_n_layers=audio_n_layers,
+            audio_d_model=audio.d_model if audio is not None else 0,
+            audio_d_mlp=audio.encoder_ffn_dim if audio is not None else 0,
+            audio_n_heads=audio.encoder_attention_heads if audio is not None else 0,
             audio_tokens_per_second=self.tokens_per_second,
             audio_frames_per_second=self.tokens_per_second * self.frames_per_token,
-            sampling_rate=self.processor.feature_extractor.sampling_rate,
+            sampling_rate=self.sampling_rate,
             max_audio_seconds=self.max_audio_seconds,
             window_seconds=self.window_seconds,
             name=name,

@@ -60,8 +60,8 @@ from transformers import WhisperConfig, WhisperFeatureExtractor
 
 from ..batch import LALMBatch
 from ..config import LALMConfig
-from ..data.audio import AudioError, load_waveform
-from ..models.kimi_audio import WHISPER_SUBFOLDER, KimiAudioConfig, audio_segment, load_kimi_audio
+from ..data.audio import limit_length, load_waveform
+from ..models.kimi_audio import WHISPER_SUBFOLDER, KimiAudioConfig, feature_segments, audio_segment, load_kimi_audio
 from ..spans import AudioSpan
 from .base import Adapter, HookBuilder
 
@@ -238,10 +238,6 @@ def _single_device(device_map: Any) -> torch.device:
     return torch.device(devices.pop())
 
 
-def _segments(features: Tensor | Sequence[Tensor]) -> list[Tensor]:
-    return list(features.unbind(0)) if isinstance(features, Tensor) else list(features)
-
-
 def _is_ids(x: Any) -> bool:
     return isinstance(x, (list, tuple)) and all(isinstance(t, (int, np.integer)) for t in x)
 
@@ -334,29 +330,14 @@ class KimiAudioAdapter(Adapter):
     def window_seconds(self) -> float:
         return self.processor.chunk_seconds
 
+    @property
+    def sampling_rate(self) -> int:
+        return SAMPLING_RATE
+
     def config(self, name: str = "") -> LALMConfig:
-        cfg, encoder = self.hf_model.config, self.audio_tower
-        whisper = encoder.config if encoder is not None else None
-        return LALMConfig(
-            arch=self.arch,
-            n_layers=cfg.num_hidden_layers,
-            d_model=cfg.hidden_size,
-            d_mlp=cfg.intermediate_size,
-            n_heads=cfg.num_attention_heads,
-            n_kv_heads=cfg.num_key_value_heads,
-            d_head=cfg.hidden_size // cfg.num_attention_heads,
-            d_vocab=self.hf_model.lm_head.weight.shape[0],
-            audio_n_layers=len(encoder.layers) if encoder is not None else 0,
-            audio_d_model=whisper.d_model if whisper else 0,
-            audio_d_mlp=whisper.encoder_ffn_dim if whisper else 0,
-            audio_n_heads=whisper.encoder_attention_heads if whisper else 0,
-            audio_tokens_per_second=TOKENS_PER_SECOND,
-            audio_frames_per_second=TOKENS_PER_SECOND * self.frames_per_token,
-            sampling_rate=SAMPLING_RATE,
-            max_audio_seconds=self.max_audio_seconds,
-            window_seconds=self.window_seconds,
-            name=name,
-        )
+        encoder = self.audio_tower
+        return self.make_config(name, self.hf_model.config, encoder.config if encoder is not None else None,
+                                len(encoder.layers) if encoder is not None else 0)
 
     # -- hook points ------------------------------------------------------
     def build_hooks(self, root: nn.Module) -> None:
@@ -429,7 +410,8 @@ class KimiAudioAdapter(Adapter):
             for c, clip in enumerate(clips):
                 name = f"example {b} clip {c}"
                 full = load_waveform(clip, SAMPLING_RATE, sampling_rate=sampling_rate, mixdown=mixdown, name=name)
-                wave = self._limit(full, truncate, name)
+                wave = limit_length(full, SAMPLING_RATE, self.max_audio_seconds, truncate=truncate, name=name, model=(
+                    f"Kimi-Audio ({self.hf_model.config.max_position_embeddings} decoder positions at 12.5 tokens/s)"))
                 codes = None if blank else self._codes(wave, given[k] if given else semantic_tokenizer(wave), name, len(wave) < len(full))
                 n = len(codes) if codes is not None else math.ceil(len(wave) / SAMPLES_PER_TOKEN)
                 mels.append(self.processor.log_mel(wave, n * SAMPLES_PER_TOKEN))
@@ -464,17 +446,6 @@ class KimiAudioAdapter(Adapter):
         if len(prompt) != n:
             raise ValueError(f"got {len(prompt)} prompts for {n} audio examples")
         return list(prompt)
-
-    def _limit(self, wave: np.ndarray, truncate: bool, name: str) -> np.ndarray:
-        limit = self.max_audio_seconds
-        if len(wave) <= limit * SAMPLING_RATE:
-            return wave
-        if not truncate:
-            raise AudioError(
-                f"{name} is {len(wave) / SAMPLING_RATE:.2f} s long; the decoder's {self.hf_model.config.max_position_embeddings} "
-                f"positions hold at most {limit:g} s at 12.5 tokens/s. Pass truncate=True to keep the first {limit:g} s."
-            )
-        return wave[: int(limit * SAMPLING_RATE)]
 
     def _codes(self, wave: np.ndarray, codes: Any, name: str, truncated: bool) -> list[int]:
         codes = _code_lists(codes)
@@ -571,7 +542,7 @@ class KimiAudioAdapter(Adapter):
         start in its clip. ``clip_samples`` is not needed.
         """
         per_chunk, spans = self.processor.tokens_per_chunk, self.hf_model.media_spans(inputs["audio_input_ids"])
-        mels = _segments(inputs["input_features"]) if "input_features" in inputs else None
+        mels = feature_segments(inputs["input_features"]) if "input_features" in inputs else None
         out: list[list[AudioSpan]] = [[] for _ in range(inputs["audio_input_ids"].shape[0])]
         row, clip = 0, {}
         for i, (b, begin, end) in enumerate(spans):
@@ -602,7 +573,7 @@ class KimiAudioAdapter(Adapter):
         features = inputs.get("input_features", inputs.get("whisper_input_feature"))
         if features is None:
             return
-        segments = _segments(features)
+        segments = feature_segments(features)
         if len(segments) != len(spans):
             raise ValueError(
                 f"audio_input_ids holds {len(spans)} media segment(s) but {len(segments)} feature tensor(s) were given; "

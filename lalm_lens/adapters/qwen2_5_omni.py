@@ -44,21 +44,19 @@ own ``_get_feat_extract_output_lengths``.
 
 from __future__ import annotations
 
-import json
 import logging
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 from transformers import Qwen2_5OmniProcessor, Qwen2_5OmniThinkerForConditionalGeneration
 from transformers.models.qwen2_5_omni.processing_qwen2_5_omni import _get_feat_extract_output_lengths
-from transformers.utils import cached_file, is_torchvision_available
+from transformers.utils import is_torchvision_available
 from transformers.video_processing_utils import VideoProcessorMixin
 
 from ..attention import ALL_ROWS, shared_query_rows
 from ..hook_points import LazyHookPoint, Tap
-from .base import Adapter, HookBuilder, claim_attention, place
+from .base import Adapter, HookBuilder, claim_attention, place, read_model_type
 
 logger = logging.getLogger(__name__)
 
@@ -298,8 +296,7 @@ class Qwen2_5OmniAdapter(Adapter):
         """Load the thinker; from a full Omni checkpoint, only its ``thinker.*`` weights (with a logged note)."""
         kwargs.pop("config", None)
         files = {k: kwargs[k] for k in ("local_files_only", "revision", "cache_dir", "token") if k in kwargs}
-        model_type = json.loads(Path(cached_file(path, "config.json", **files)).read_text()).get("model_type")
-        if model_type == FULL_MODEL_TYPE:
+        if read_model_type(path, **files) == FULL_MODEL_TYPE:
             logger.warning(
                 "%s is a full Qwen2.5-Omni checkpoint: loading only its thinker (audio encoder + language model); "
                 "the talker and token2wav weights are skipped", path,

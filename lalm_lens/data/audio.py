@@ -112,3 +112,18 @@ def load_waveform(
     wave = to_mono(np.asarray(wave, dtype=np.float32), mixdown=mixdown, name=name)
     validate_waveform(wave, rate, name=name)
     return np.ascontiguousarray(resample(wave, rate, target_rate), dtype=np.float32)
+
+
+def limit_length(
+    wave: Float[np.ndarray, "time"], rate: int, max_seconds: float, *, truncate: bool = False, name: str = "audio",
+    model: str = "the model",
+) -> Float[np.ndarray, "kept"]:
+    """``wave`` if it lasts at most ``max_seconds``; its beginning if ``truncate``; otherwise a clear error."""
+    if len(wave) <= max_seconds * rate:
+        return wave
+    if not truncate:
+        raise AudioError(
+            f"{name} is {len(wave) / rate:.2f} s long; {model} takes at most {max_seconds:g} s. "
+            f"Pass truncate=True to keep the first {max_seconds:g} s."
+        )
+    return wave[: int(max_seconds * rate)]

@@ -412,11 +412,11 @@ class KimiAudioForCausalLM(nn.Module):
             )
         lengths = [e - b - 1 for _, b, e in spans]
         if input_features is not None:
-            mels = _segments(input_features)
+            mels = feature_segments(input_features)
             given = len(mels)
             features = self.segment_whisper_features(mels, lengths) if given == len(spans) else []
         else:
-            features = [f.squeeze(0) if f.dim() == 3 else f for f in _segments(whisper_input_feature)]
+            features = [f.squeeze(0) if f.dim() == 3 else f for f in feature_segments(whisper_input_feature)]
             given = len(features)
         if given != len(spans):
             raise ValueError(
@@ -560,7 +560,8 @@ class KimiAudioForCausalLM(nn.Module):
         return torch.cat([input_ids, new.to(input_ids.device)], 1)
 
 
-def _segments(features: FeatureList) -> list[Tensor]:
+def feature_segments(features: FeatureList) -> list[Tensor]:
+    """Continuous features as a list of ``[tokens, d]`` segments (a stacked tensor is split on its first axis)."""
     return list(features.unbind(0)) if isinstance(features, Tensor) else list(features)
 
 

@@ -130,6 +130,12 @@ def _text_kwargs(d_model: int, layers: int, vocab: int) -> dict:
     )
 
 
+def _write_model(path: Path, model_class: type, config, seed: int) -> None:
+    """Build ``model_class(config)`` with seeded random weights and save it to ``path``."""
+    torch.manual_seed(seed)
+    model_class(config).save_pretrained(path)
+
+
 def save_tiny_qwen2_audio(
     path: str | Path,
     *,
@@ -149,8 +155,7 @@ def save_tiny_qwen2_audio(
         text_config=dict(model_type="qwen2", **_text_kwargs(d_model, layers, len(tokenizer))),
         audio_token_index=tokenizer.convert_tokens_to_ids("<|AUDIO|>"),
     )
-    torch.manual_seed(seed)
-    Qwen2AudioForConditionalGeneration(config).save_pretrained(path)
+    _write_model(path, Qwen2AudioForConditionalGeneration, config, seed)
     processor = Qwen2AudioProcessor(
         feature_extractor=_whisper_features(max_seconds, n_mels), tokenizer=tokenizer, chat_template=QWEN2_AUDIO_TEMPLATE
     )
@@ -186,8 +191,7 @@ def save_tiny_audio_flamingo3(
         text_config=dict(model_type="qwen2", **_text_kwargs(d_model, layers, len(tokenizer))),
         audio_token_id=tokenizer.convert_tokens_to_ids("<sound>"),
     )
-    torch.manual_seed(seed)
-    AudioFlamingo3ForConditionalGeneration(config).save_pretrained(path)
+    _write_model(path, AudioFlamingo3ForConditionalGeneration, config, seed)
     processor = AudioFlamingo3Processor(
         feature_extractor=_whisper_features(window_seconds, n_mels), tokenizer=tokenizer, chat_template=AF3_TEMPLATE
     )
@@ -255,8 +259,7 @@ def save_tiny_qwen2_5_omni_thinker(
     path = Path(path)
     tokenizer = word_tokenizer(OMNI_SPECIALS, chat_template=OMNI_TEMPLATE, named_tokens=OMNI_TOKENS)
     config = Qwen2_5OmniThinkerConfig(**_omni_thinker_config(tokenizer, d_model, layers, d_audio, audio_layers, n_mels))
-    torch.manual_seed(seed)
-    Qwen2_5OmniThinkerForConditionalGeneration(config).save_pretrained(path)
+    _write_model(path, Qwen2_5OmniThinkerForConditionalGeneration, config, seed)
     _save_omni_processor(path, tokenizer, max_seconds, n_mels)
     return path
 
@@ -284,9 +287,8 @@ def save_tiny_qwen2_5_omni(
         bigvgan_config=dict(mel_dim=8, upsample_initial_channel=16, resblock_kernel_sizes=[3], resblock_dilation_sizes=[[1, 3, 5]],
                             upsample_rates=[2], upsample_kernel_sizes=[4]),
     )
-    torch.manual_seed(seed)
     config = Qwen2_5OmniConfig(thinker_config=thinker, talker_config=talker, token2wav_config=token2wav)
-    Qwen2_5OmniForConditionalGeneration(config).save_pretrained(path)
+    _write_model(path, Qwen2_5OmniForConditionalGeneration, config, seed)
     speaker = {"bos_token": talker["tts_codec_start_token_id"], "cond": torch.zeros(8), "ref_mel": torch.zeros(30, 8)}
     torch.save({"Chelsie": speaker}, path / "spk_dict.pt")
     _save_omni_processor(path, tokenizer, max_seconds, n_mels)
