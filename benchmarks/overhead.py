@@ -45,12 +45,14 @@ def variants(folder: str, seconds: float, bridge: bool) -> dict[str, Callable[[]
     batch = model.prepare(wave, "What sounds are in the audio?", sampling_rate=16000)
     mid = model.cfg.n_layers // 2
     decoder_patterns = lambda name: name.startswith("blocks.") and name.endswith("hook_pattern")
+    not_encoder_patterns = lambda name: not (name.startswith("audio.") and name.endswith("hook_pattern"))
     reader = AudioAttention(model.cfg.n_layers)
     runs = {
         "HF forward (sdpa)": lambda: hf(**batch.inputs, use_cache=False),
         "HookedLALM, no hooks": lambda: model(batch),
         "one residual hook": lambda: model.run_with_hooks(batch, fwd_hooks=[(f"blocks.{mid}.hook_resid_post", lambda t, hook: t)]),
         "run_with_cache, everything": lambda: model.run_with_cache(batch),
+        "run_with_cache, all but encoder patterns": lambda: model.run_with_cache(batch, names_filter=not_encoder_patterns),
         "run_with_cache, decoder patterns": lambda: model.run_with_cache(batch, names_filter=decoder_patterns),
         "last-query text→audio attention": lambda: model.run_with_hooks(batch, fwd_hooks=reader.fwd_hooks()),
     }
