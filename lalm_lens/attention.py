@@ -121,23 +121,43 @@ def attention_probs(
     if groups > 1:
         key = einops.repeat(key, "b h k d -> b (h g) k d", g=groups)
     scaling = query.shape[-1] ** -0.5 if scaling is None else scaling
+    mask = None if attention_mask is None else attention_mask[..., :k_len]
+    used_k = _used_keys(mask, k_len)
+    if used_k < k_len:
+        key, mask = key[..., :used_k, :], mask[..., :used_k]
     if rows is not None:
         query = query[:, :, rows.to(query.device)]
-    scores = torch.matmul(query, key.transpose(-1, -2)) * scaling
-    if attention_mask is None:
+        if mask is not None and mask.shape[-2] > 1:
+            mask = mask[:, :, rows.to(mask.device)]
+    scores = torch.matmul(query, key.transpose(-1, -2))
+    if scaling != 1.0:
+        scores.mul_(scaling)
+    if mask is None:
         if getattr(module, "is_causal", False) and q_len > 1:
             q_pos = torch.arange(q_len, device=scores.device) if rows is None else rows.to(scores.device)
             keep = torch.arange(k_len, device=scores.device)[None, :] <= (q_pos[:, None] + k_len - q_len)
             scores.masked_fill_(~keep, torch.finfo(scores.dtype).min)
+    elif mask.dtype == torch.bool:
+        scores.masked_fill_(~mask, torch.finfo(scores.dtype).min)
     else:
-        mask = attention_mask[..., :k_len]
-        if rows is not None and mask.shape[-2] > 1:
-            mask = mask[:, :, rows.to(mask.device)]
-        if mask.dtype == torch.bool:
-            scores.masked_fill_(~mask, torch.finfo(scores.dtype).min)
-        else:
-            scores.add_(mask)
-    return torch.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
+        scores.add_(mask)
+    probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
+    return nn.functional.pad(probs, (0, k_len - used_k)) if used_k < k_len else probs
+
+
+def _used_keys(mask: torch.Tensor | None, k_len: int) -> int:
+    """How many leading keys a boolean mask lets any query see, when the rest are masked for every query.
+
+    Padded audio (Qwen2-Audio and AF3 pad every clip to 30 s) leaves most keys
+    masked; their probabilities are exactly 0, so they need not be computed.
+    """
+    if mask is None or mask.dtype != torch.bool or mask.shape[-1] != k_len:
+        return k_len
+    seen = mask.any(dim=-2).flatten(0, -2).any(dim=0)
+    used = int(seen.nonzero().max()) + 1 if bool(seen.any()) else k_len
+    if used < k_len and not bool(mask[..., :used].any(-1).all()):
+        return k_len
+    return used
 
 
 def hooked_attention(

@@ -27,3 +27,14 @@ def test_masks_that_are_not_4d_are_refused():
     module.config = type("Config", (), {"_attn_implementation": "lalm_lens_flash_attention_2"})()
     with pytest.raises(NotImplementedError, match="sdpa"):
         attention_probs(module, torch.randn(1, 2, 3, 4), torch.randn(1, 2, 3, 4), torch.ones(1, 3, dtype=torch.bool), None)
+
+
+def test_keys_masked_for_every_query_are_skipped_but_shapes_and_values_stay():
+    module = nn.Module()
+    q, k = torch.randn(2, 4, 10, 8), torch.randn(2, 4, 10, 8)
+    real = torch.tensor([6, 3])
+    mask = (torch.arange(10)[None, :] < real[:, None])[:, None, None, :].expand(2, 1, 10, 10)
+    scores = (q @ k.transpose(-1, -2)).masked_fill(~mask, torch.finfo(torch.float32).min)
+    probs = attention_probs(module, q, k, mask, 1.0)
+    assert probs.shape == (2, 4, 10, 10) and torch.all(probs[..., 6:] == 0)
+    torch.testing.assert_close(probs, scores.softmax(-1), rtol=0, atol=1e-7)
