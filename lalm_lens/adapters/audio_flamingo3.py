@@ -3,8 +3,10 @@
 A clip longer than a window is cut into windows that are encoded as separate
 rows; their tokens follow each other in the prompt. Each window is one
 :class:`~lalm_lens.spans.AudioSpan` whose ``offset_s`` is the window's start,
-so a 45 s clip gives 750 + 375 tokens in two spans. The processor takes one
-clip per prompt.
+so a 45 s clip gives 750 + 375 tokens in two spans. The batch axis of the
+``audio.*`` hooks and ``hook_audio_embeds`` is therefore the window, not the
+example (``AudioSpan.encoder_row`` maps them). The processor takes one clip
+per prompt.
 """
 
 from transformers import AudioFlamingo3ForConditionalGeneration

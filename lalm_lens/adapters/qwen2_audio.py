@@ -2,8 +2,10 @@
 
 Every clip is padded to 30 s (3000 mel frames) and encoded as one row; the
 ``feature_attention_mask`` says how many frames are real. ``audio.*`` hooks
-therefore always see 1500 encoder frames per clip and ``hook_audio_embeds``
-750 tokens, of which only the real ones reach the decoder.
+therefore always see 1500 encoder frames per clip, and ``audio.hook_out`` and
+``hook_audio_embeds`` 750 tokens, of which only the real ones reach the
+decoder. Their batch axis is the clip (several per prompt are allowed), in
+prompt order; ``AudioSpan.encoder_row`` says which row is which clip.
 """
 
 from transformers import Qwen2AudioForConditionalGeneration
