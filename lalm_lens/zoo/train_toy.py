@@ -1,0 +1,590 @@
+"""Train ``lalm-toy``: a small Qwen2-Audio taught, on CPU, to list, detect and judge synthetic audio.
+
+    python -m lalm_lens.zoo.train_toy                          # the shipped run: all cores, into zoo/lalm-toy
+    python -m lalm_lens.zoo.train_toy --out /tmp/toy --steps 300 --threads 1
+    python -m lalm_lens.zoo.train_toy --evaluate [--out DIR]   # held-out accuracies and attention peaks
+
+The model is a real ``Qwen2AudioForConditionalGeneration`` (thin Whisper-style
+encoder, deeper Qwen2 decoder) with a word-level tokenizer that carries the
+real Qwen2-Audio special tokens and chat template, and a WhisperFeatureExtractor
+for clips up to 10 s. Every training example is drawn fresh from the synthetic
+generators (``lalm_lens.data``) with a seed derived from the run seed and the
+step, so a run is reproducible; held-out evaluation uses seeds of the other
+parity, never seen in training.
+
+Tasks (answers are the only positions with a loss):
+
+- "What sounds are in the audio?"           -> present classes in order of appearance, "dog, bell, rain"
+- "Is there a {label} sound?"               -> "yes" / "no"; several per sequence, one turn each
+- "What emotion does the speaker express?"  -> "neutral" / "happy" / "angry" / "sad"
+
+No question ever asks when, where, or in which order relative to another event
+a sound occurs, so localization stays a training-free probe.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tokenizers import normalizers
+from tqdm import tqdm
+from transformers import (
+    GenerationConfig,
+    Qwen2AudioConfig,
+    Qwen2AudioForConditionalGeneration,
+    Qwen2AudioProcessor,
+    WhisperFeatureExtractor,
+)
+from transformers.masking_utils import create_bidirectional_mask
+
+from lalm_lens.adapters.base import tokens_after_whisper
+from lalm_lens.data import EMOTIONS, EVENT_CLASSES, SPEAKERS, CONDITIONS, derive_seed, make_scene, make_utterance
+from lalm_lens.zoo.tiny import QWEN2_AUDIO_SPECIALS, QWEN2_AUDIO_TEMPLATE, word_tokenizer
+
+DEFAULT_OUT = Path(__file__).parent / "lalm-toy"
+SAMPLING_RATE = 16000
+EVAL_SEED = 20260611
+
+LIST_Q = "What sounds are in the audio?"
+PRESENCE_Q = "Is there a {label} sound?"
+EMOTION_Q = "What emotion does the speaker express?"
+TASKS = ("list", "presence", "emotion")
+
+TEMPLATE_WORDS = "system user assistant you are a helpful . audio : 0 1 2 3 4 5 6 7 8 9".split()
+ANSWER_WORDS = ["yes", "no", ",", *EVENT_CLASSES, *EMOTIONS]
+
+
+@dataclass
+class Config:
+    out: str = str(DEFAULT_OUT)
+    init_from: str = ""
+    seed: int = 0
+    steps: int = 3000
+    minutes: float = 60.0
+    threads: int = 0
+    batch_size: int = 16
+    lr: float = 1e-3
+    min_lr: float = 1e-4
+    warmup_steps: int = 100
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    # model
+    d_model: int = 128
+    n_layers: int = 8
+    n_heads: int = 4
+    n_kv_heads: int = 2
+    d_mlp: int = 384
+    d_audio: int = 128
+    audio_layers: int = 1
+    tie_embeddings: bool = True
+    audio_heads: int = 4
+    n_mels: int = 80
+    max_seconds: int = 10
+    # data
+    list_only_steps: int = 200
+    speech_frac: float = 0.25
+    list_frac: float = 0.3
+    questions: int = 4
+    text_first_frac: float = 0.5
+    text_first_from: int = 800
+    durations: tuple[float, ...] = (4.0, 6.0, 8.0, 10.0)
+    event_counts: tuple[float, ...] = (0.2, 0.2, 0.35, 0.25)
+    noise_frac: float = 0.2
+    log_every: int = 25
+    workers: int = 1
+
+    @classmethod
+    def micro(cls, **overrides) -> "Config":
+        """A model and batch small enough for a smoke test of the whole script."""
+        small = dict(d_model=32, n_layers=2, n_heads=2, n_kv_heads=1, d_mlp=64, d_audio=32, audio_heads=2,
+                     batch_size=4, list_only_steps=1, warmup_steps=1, durations=(3.0,), log_every=1, workers=0)
+        return cls(**{**small, **overrides})
+
+
+# -- tokenizer, processor, model ---------------------------------------------------------------
+
+def prompt_words() -> list[str]:
+    texts = [LIST_Q, EMOTION_Q, *(PRESENCE_Q.format(label=c) for c in EVENT_CLASSES)]
+    words = [w for t in texts for w in re.findall(r"\w+|[^\w\s]", t.lower())]
+    return list(dict.fromkeys([*TEMPLATE_WORDS, *words, *ANSWER_WORDS]))
+
+
+def build_processor(cfg: Config) -> Qwen2AudioProcessor:
+    tokenizer = word_tokenizer(QWEN2_AUDIO_SPECIALS, prompt_words(), QWEN2_AUDIO_TEMPLATE)
+    tokenizer.backend_tokenizer.normalizer = normalizers.Lowercase()
+    features = WhisperFeatureExtractor(feature_size=cfg.n_mels, sampling_rate=SAMPLING_RATE, chunk_length=cfg.max_seconds)
+    return Qwen2AudioProcessor(feature_extractor=features, tokenizer=tokenizer, chat_template=QWEN2_AUDIO_TEMPLATE)
+
+
+def build_model(cfg: Config, tokenizer) -> Qwen2AudioForConditionalGeneration:
+    ids = tokenizer.convert_tokens_to_ids
+    config = Qwen2AudioConfig(
+        audio_config=dict(
+            model_type="qwen2_audio_encoder", num_mel_bins=cfg.n_mels, d_model=cfg.d_audio,
+            encoder_layers=cfg.audio_layers, encoder_attention_heads=cfg.audio_heads,
+            encoder_ffn_dim=4 * cfg.d_audio, max_source_positions=cfg.max_seconds * 50,
+        ),
+        text_config=dict(
+            model_type="qwen2", hidden_size=cfg.d_model, intermediate_size=cfg.d_mlp,
+            num_hidden_layers=cfg.n_layers, num_attention_heads=cfg.n_heads, num_key_value_heads=cfg.n_kv_heads,
+            vocab_size=len(tokenizer), max_position_embeddings=1024, tie_word_embeddings=False,
+            eos_token_id=ids("<|im_end|>"), pad_token_id=ids("<|endoftext|>"),
+        ),
+        audio_token_index=ids("<|AUDIO|>"),
+    )
+    config._attn_implementation = "sdpa"
+    torch.manual_seed(cfg.seed)
+    model = Qwen2AudioForConditionalGeneration(config)
+    if cfg.tie_embeddings:
+        model.lm_head.weight = model.model.language_model.embed_tokens.weight
+    model.generation_config = GenerationConfig(
+        eos_token_id=ids("<|im_end|>"), pad_token_id=ids("<|endoftext|>"), do_sample=False, max_new_tokens=16
+    )
+    return model
+
+
+# -- data ----------------------------------------------------------------------------------------
+
+def train_seed(root: int, index: int) -> int:
+    """Seeds used in training are odd, held-out seeds even: the two never meet."""
+    return derive_seed(root, index) | 1
+
+
+def heldout_seed(index: int) -> int:
+    return derive_seed(EVAL_SEED, index) & ~1
+
+
+def list_answer(labels: list[str]) -> str:
+    return ", ".join(labels)
+
+
+def presence_turns(labels: list[str], n: int, rng: np.random.Generator) -> list[tuple[str, str]]:
+    """``n`` balanced yes/no questions, each about a different class where possible."""
+    present, absent = list(labels), [c for c in EVENT_CLASSES if c not in labels]
+    rng.shuffle(present), rng.shuffle(absent)
+    answers = ["yes"] * (n // 2) + ["no"] * (n - n // 2)
+    if n % 2 and rng.random() < 0.5:
+        answers[-1] = "yes"
+    rng.shuffle(answers)
+    turns = []
+    for k, answer in enumerate(answers):
+        pool = present if answer == "yes" else absent
+        label = pool[k % len(pool)]
+        turns.append((PRESENCE_Q.format(label=label), answer))
+    return turns
+
+
+class Example(NamedTuple):
+    """A clip and a conversation about it; ``text_first`` puts the first question before the audio."""
+
+    wave: np.ndarray
+    turns: list[tuple[str, str]]
+    task: str
+    text_first: bool = False
+
+
+def draw_example(cfg: Config, step: int, index: int, max_s: float) -> Example:
+    """One training example, a pure function of the run seed and its place in the run."""
+    seed = train_seed(cfg.seed, step * cfg.batch_size + index)
+    rng = np.random.default_rng(seed)
+    if rng.random() < cfg.speech_frac:
+        emotion, speaker = rng.choice(EMOTIONS), SPEAKERS[rng.integers(len(SPEAKERS))]
+        utt = make_utterance(str(emotion), speaker, seed, condition=str(rng.choice(CONDITIONS)))
+        return Example(utt.wave[: int(cfg.max_seconds * SAMPLING_RATE)], [(EMOTION_Q, str(emotion))], "emotion")
+    n_events = 1 + int(rng.choice(len(cfg.event_counts), p=np.array(cfg.event_counts) / sum(cfg.event_counts)))
+    duration = float(rng.uniform(max(2.0, max_s - 2.0), max_s))
+    scene = make_scene(
+        seed, n_events=n_events, duration_s=duration, layout=str(rng.choice(["equal", "random"])),
+        snr_db=float(rng.uniform(10, 30)) if rng.random() < cfg.noise_frac else None,
+    )
+    if step < cfg.list_only_steps or rng.random() < cfg.list_frac:
+        return Example(scene.wave, [(LIST_Q, list_answer(scene.labels))], "list")
+    text_first = step >= cfg.text_first_from and bool(rng.random() < cfg.text_first_frac)
+    return Example(scene.wave, presence_turns(scene.labels, cfg.questions, rng), "presence", text_first)
+
+
+class Encoder:
+    """Token ids of a conversation about one clip, and which positions carry the loss."""
+
+    def __init__(self, processor: Qwen2AudioProcessor):
+        self.tokenizer = processor.tokenizer
+        tok = self.tokenizer.convert_tokens_to_ids
+        self.audio_id, self.end_id, self.pad_id = tok("<|AUDIO|>"), tok("<|im_end|>"), tok("<|endoftext|>")
+
+    def ids(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def prompt(self, question: str, text_first: bool = False) -> str:
+        content = [{"type": "audio"}, {"type": "text", "text": question}]
+        messages = [{"role": "user", "content": content[::-1] if text_first else content}]
+        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    def __call__(self, turns: list[tuple[str, str]], n_audio: int, text_first: bool = False) -> tuple[list[int], list[int]]:
+        """``(ids, targets)``: targets hold the next token at answer positions and -100 elsewhere."""
+        ids, targets = [], []
+        for k, (question, answer) in enumerate(turns):
+            text = self.prompt(question, text_first) if k == 0 else f"<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n"
+            prompt = self.ids(text)
+            if k == 0:
+                at = prompt.index(self.audio_id)
+                prompt = prompt[:at] + [self.audio_id] * n_audio + prompt[at + 1 :]
+            reply = self.ids(answer) + [self.end_id]
+            ids += prompt + reply
+            targets += [-100] * (len(prompt) - 1) + reply + [-100]
+        return ids, targets
+
+
+class Batches(torch.utils.data.IterableDataset):
+    """Collated training batches for steps ``start..stop``; batch ``s`` depends only on the seed and ``s``."""
+
+    def __init__(self, cfg: Config, processor: Qwen2AudioProcessor, start: int, stop: int):
+        self.cfg, self.processor, self.start, self.stop = cfg, processor, start, stop
+        self.encode = Encoder(processor)
+
+    def __iter__(self):
+        for step in range(self.start, self.stop):
+            yield self.batch(step)
+
+    def batch(self, step: int) -> dict:
+        cfg = self.cfg
+        max_s = float(np.random.default_rng([cfg.seed, step]).choice(cfg.durations))
+        examples = [draw_example(cfg, step, i, max_s) for i in range(cfg.batch_size)]
+        feats = self.processor.feature_extractor(
+            [e.wave for e in examples], sampling_rate=SAMPLING_RATE, return_tensors="pt",
+            padding="max_length", return_attention_mask=True,
+        )
+        n_frames = feats["attention_mask"].sum(-1)
+        keep = min(feats["input_features"].shape[-1], 4 * math.ceil((int(n_frames.max()) + 2) / 4))
+        rows = [self.encode(e.turns, int(tokens_after_whisper(n)), e.text_first) for e, n in zip(examples, n_frames)]
+        length = max(len(ids) for ids, _ in rows)
+        input_ids = torch.full((len(rows), length), self.encode.pad_id)
+        targets = torch.full((len(rows), length), -100)
+        attention_mask = torch.zeros((len(rows), length), dtype=torch.long)
+        for b, (ids, tgt) in enumerate(rows):
+            input_ids[b, : len(ids)], targets[b, : len(ids)], attention_mask[b, : len(ids)] = torch.tensor(ids), torch.tensor(tgt), 1
+        return dict(
+            input_ids=input_ids, attention_mask=attention_mask, targets=targets, n_frames=n_frames,
+            input_features=feats["input_features"][..., :keep], tasks=[e.task for e in examples],
+        )
+
+
+# -- training ------------------------------------------------------------------------------------
+
+def audio_embeds(model: Qwen2AudioForConditionalGeneration, features: torch.Tensor, n_frames: torch.Tensor) -> torch.Tensor:
+    """The projector output for every real audio token, concatenated over clips ``[tokens, d_model]``.
+
+    The HF encoder's arithmetic on features trimmed to the longest clip of the
+    batch: frames beyond a clip are masked out of its attention anyway, so the
+    result equals the HF forward on 10 s of padding, at a fraction of the cost.
+    """
+    tower = model.model.audio_tower
+    x = F.gelu(tower.conv2(F.gelu(tower.conv1(features.to(tower.conv1.weight.dtype))))).transpose(1, 2)
+    x = x + tower.embed_positions.weight[: x.shape[1]]
+    lengths = (n_frames - 1) // 2 + 1
+    mask_2d = (torch.arange(x.shape[1])[None] < lengths[:, None]).long()
+    mask = create_bidirectional_mask(config=tower.config, inputs_embeds=x, attention_mask=mask_2d)
+    for layer in tower.layers:
+        x = layer(x, mask)
+    x = tower.layer_norm(tower.avg_pooler(x.transpose(1, 2)).transpose(1, 2))
+    x = model.model.multi_modal_projector(x)
+    keep = torch.arange(x.shape[1])[None] < tokens_after_whisper(n_frames)[:, None]
+    return x[keep]
+
+
+def forward_logits(model: Qwen2AudioForConditionalGeneration, batch: dict) -> torch.Tensor:
+    """Logits ``[batch, pos, vocab]`` of a right-padded training batch."""
+    ids = batch["input_ids"]
+    embeds = model.model.get_input_embeddings()(ids)
+    audio = audio_embeds(model, batch["input_features"], batch["n_frames"])
+    embeds = embeds.masked_scatter((ids == model.config.audio_token_index)[..., None], audio.to(embeds.dtype))
+    hidden = model.model.language_model(inputs_embeds=embeds, attention_mask=batch["attention_mask"]).last_hidden_state
+    return model.lm_head(hidden)
+
+
+def answer_stats(logits: torch.Tensor, batch: dict) -> tuple[torch.Tensor, dict[str, np.ndarray]]:
+    """Mean loss over answer tokens, and per task ``[loss sum, examples, answers exactly right, answers]``
+    under teacher forcing."""
+    targets = batch["targets"]
+    token_loss = F.cross_entropy(logits.transpose(1, 2), targets, ignore_index=-100, reduction="none")
+    mask = targets != -100
+    loss = token_loss.sum() / mask.sum()
+    right = (logits.argmax(-1) == targets) | ~mask
+    stats: dict[str, np.ndarray] = {}
+    with torch.no_grad():
+        for b, task in enumerate(batch["tasks"]):
+            m = mask[b].long()
+            starts = ((m[1:] - m[:-1]) == 1).nonzero().flatten() + 1
+            stops = ((m[1:] - m[:-1]) == -1).nonzero().flatten() + 1
+            ok = sum(bool(right[b, a:z].all()) for a, z in zip(starts.tolist(), stops.tolist()))
+            stats[task] = stats.get(task, 0) + np.array([float(token_loss[b][mask[b]].mean()), 1, ok, len(starts)])
+    return loss, stats
+
+
+def lr_at(step: int, cfg: Config) -> float:
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps))
+    return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * progress))
+
+
+def _worker_init(_):
+    torch.set_num_threads(1)
+
+
+@torch.enable_grad()
+def train(cfg: Config) -> Path:
+    """Train, save model + processor with ``save_pretrained`` into ``cfg.out``, plot the curves; returns the folder."""
+    torch.set_num_threads(cfg.threads or os.cpu_count() or 1)
+    torch.manual_seed(cfg.seed)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    processor = build_processor(cfg)
+    model = build_model(cfg, processor.tokenizer)
+    if cfg.init_from:
+        trained = Qwen2AudioForConditionalGeneration.from_pretrained(cfg.init_from, dtype=torch.float32)
+        model.load_state_dict(trained.state_dict())
+    model.train()
+    n_params = sum(p.numel() for p in model.parameters())
+    decay = [p for n, p in model.named_parameters() if p.requires_grad and p.dim() >= 2 and "embed" not in n]
+    no_decay = [p for n, p in model.named_parameters() if p.requires_grad and (p.dim() < 2 or "embed" in n)]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.lr, betas=(0.9, 0.98),
+    )
+    loader = torch.utils.data.DataLoader(
+        Batches(cfg, processor, 0, cfg.steps), batch_size=None, num_workers=cfg.workers,
+        worker_init_fn=_worker_init if cfg.workers else None, prefetch_factor=4 if cfg.workers else None,
+    )
+    history: list[dict] = []
+    window = {t: np.zeros(4) for t in TASKS}
+    start, step = time.time(), 0
+    bar = tqdm(loader, total=cfg.steps, desc="train lalm-toy", dynamic_ncols=True)
+    for step, batch in enumerate(bar):
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, cfg)
+        loss, stats = answer_stats(forward_logits(model, batch), batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        optimizer.step()
+        for task, s in stats.items():
+            window[task] += s
+        if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
+            row = {"step": step + 1, "seconds": round(time.time() - start, 1), "lr": lr_at(step, cfg)}
+            for task, (loss_sum, examples, ok, answers) in window.items():
+                if answers:
+                    row[f"{task}_acc"], row[f"{task}_loss"] = ok / answers, loss_sum / examples
+            history.append(row)
+            window = {t: np.zeros(4) for t in TASKS}
+            bar.set_postfix({k.removesuffix("_acc"): f"{v:.2f}" for k, v in row.items() if k.endswith("_acc")})
+        if time.time() - start > cfg.minutes * 60:
+            bar.write(f"time budget of {cfg.minutes:g} min reached after {step + 1} of {cfg.steps} steps")
+            break
+    bar.close()
+    wall = time.time() - start
+    model.eval()
+    model.lm_head.weight = torch.nn.Parameter(model.lm_head.weight.detach().clone())
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    log = {
+        "config": dataclasses.asdict(cfg), "parameters": n_params, "steps": step + 1, "wall_seconds": round(wall, 1),
+        "threads": torch.get_num_threads(), "history": history,
+    }
+    (out / "training_log.json").write_text(json.dumps(log, indent=1))
+    plot_curves(history, out / "training_curve.png")
+    print(f"saved {n_params / 1e6:.2f} M parameters to {out} after {step + 1} steps in {wall / 60:.1f} min")
+    return out
+
+
+def plot_curves(history: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for task in TASKS:
+        rows = [r for r in history if f"{task}_acc" in r]
+        steps = [r["step"] for r in rows]
+        ax_acc.plot(steps, [r[f"{task}_acc"] for r in rows], label=task)
+        ax_loss.plot(steps, [r[f"{task}_loss"] for r in rows], label=task)
+    ax_acc.set(xlabel="step", ylabel="answers exactly right (teacher forced)", ylim=(0, 1.02), title="training accuracy")
+    ax_loss.set(xlabel="step", ylabel="answer loss (nats / token)", yscale="log", title="training loss")
+    for ax in (ax_acc, ax_loss):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# -- held-out evaluation -------------------------------------------------------------------------
+
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95 % Wilson score interval of a proportion ``k / n``."""
+    if n == 0:
+        return (0.0, 1.0)
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def _generate(model, waves, prompts, batch_size: int) -> list[str]:
+    out = []
+    for i in range(0, len(waves), batch_size):
+        batch = model.prepare(waves[i : i + batch_size], prompts[i : i + batch_size], sampling_rate=SAMPLING_RATE)
+        out += model.generate(batch, max_new_tokens=12)
+    return out
+
+
+def heldout_scenes(n: int, layout: str, offset: int, duration_s: float = 6.0):
+    return [make_scene(heldout_seed(offset + i), n_events=3, duration_s=duration_s, layout=layout) for i in range(n)]
+
+
+def evaluate(folder: str | Path = DEFAULT_OUT, n: int = 400, batch_size: int = 32, threads: int = 0) -> dict:
+    """Held-out accuracy per task by greedy generation, and per-layer attention peaks on the queried event."""
+    from lalm_lens import HookedLALM
+
+    torch.set_num_threads(threads or os.cpu_count() or 1)
+    model = HookedLALM.from_pretrained(folder)
+    results: dict = {"folder": str(folder), "n": n}
+
+    def score(name: str, hits: list[bool]) -> None:
+        k = int(sum(hits))
+        if hits:
+            results[name] = {"accuracy": k / len(hits), "n": len(hits), "ci95": wilson(k, len(hits))}
+
+    scenes = heldout_scenes(n // 2, "equal", 0) + heldout_scenes(n - n // 2, "random", 100_000)
+    answers = _generate(model, [s.wave for s in scenes], [LIST_Q] * len(scenes), batch_size)
+    score("list_3_events", [a == list_answer(s.labels) for a, s in zip(answers, scenes)])
+    results["list_examples"] = [[list_answer(s.labels), a] for s, a in list(zip(scenes, answers))[:5]]
+
+    rng = np.random.default_rng(EVAL_SEED)
+    waves, prompts, truth = [], [], []
+    for s in scenes:
+        absent = [c for c in EVENT_CLASSES if c not in s.labels]
+        for label, answer in ((str(rng.choice(s.labels)), "yes"), (str(rng.choice(absent)), "no")):
+            waves.append(s.wave), prompts.append(PRESENCE_Q.format(label=label)), truth.append(answer)
+    answers = _generate(model, waves, prompts, batch_size)
+    score("presence", [a == t for a, t in zip(answers, truth)])
+    score("presence_yes", [a == t for a, t in zip(answers, truth) if t == "yes"])
+    score("presence_no", [a == t for a, t in zip(answers, truth) if t == "no"])
+
+    utts = [
+        make_utterance(EMOTIONS[i % 4], SPEAKERS[(i // 4) % len(SPEAKERS)], heldout_seed(200_000 + i // 4),
+                       condition=CONDITIONS[(i // 4 + i // 32) % 2])
+        for i in range(n)
+    ]
+    answers = _generate(model, [u.wave for u in utts], [EMOTION_Q] * n, batch_size)
+    score("emotion", [a == u.emotion for a, u in zip(answers, utts)])
+    for condition in CONDITIONS:
+        score(f"emotion_{condition}", [a == u.emotion for a, u in zip(answers, utts) if u.condition == condition])
+
+    results["attention"] = attention_peaks(model, heldout_scenes(n // 4, "equal", 300_000), batch_size)
+    return results
+
+
+def attention_peaks(model, scenes, batch_size: int) -> dict:
+    """For "Is there a {label} sound?" asked of each event of each scene, per decoder layer and query position
+    (``last``: the last prompt position; ``label``: the class word): how often the attention over the audio
+    (heads averaged) peaks inside the queried event, and the share of it that falls there."""
+    from lalm_lens.hooks import AudioAttention
+
+    items = [(s, k) for s in scenes for k in range(len(s.events))]
+    rows = {"last": -1, "label": -6}
+    n_layers = model.cfg.n_layers
+    hits = np.zeros((len(rows), n_layers, len(items)), dtype=bool)
+    share = np.zeros((len(rows), n_layers, len(items)))
+    for i in range(0, len(items), batch_size):
+        chunk = items[i : i + batch_size]
+        labels = [s.events[k].label for s, k in chunk]
+        batch = model.prepare([s.wave for s, _ in chunk], [PRESENCE_Q.format(label=c) for c in labels],
+                              sampling_rate=SAMPLING_RATE)
+        assert model.tokenizer.convert_ids_to_tokens(batch.input_ids[:, rows["label"]].tolist()) == labels
+        reader = AudioAttention(n_layers, query_rows=list(rows.values()))
+        with torch.no_grad():
+            model.run_with_hooks(batch, fwd_hooks=reader.fwd_hooks())
+        for j, (scene, k) in enumerate(chunk):
+            span = batch.audio_spans[j][0]
+            event = scene.events[k]
+            inside = np.isin(np.arange(span.start, span.stop), list(span.positions_between(event.start_s, event.stop_s)))
+            for r in range(len(rows)):
+                for layer in range(n_layers):
+                    weights = reader.over_time(batch, layer, example=j, row=r)[1].reshape(-1)
+                    hits[r, layer, i + j] = inside[int(weights.argmax())]
+                    share[r, layer, i + j] = weights[inside].sum() / weights.sum()
+    index = np.array([k for _, k in items])
+    result = {"n": len(items), "baseline": 1 / 3}
+    for r, name in enumerate(rows):
+        result[name] = {
+            "peak_in_event": hits[r].mean(1).tolist(),
+            "peak_ci95": [wilson(int(h.sum()), len(items)) for h in hits[r]],
+            "attention_share": share[r].mean(1).tolist(),
+            "peak_by_event_index": [[float(hits[r, layer, index == e].mean()) for e in range(3)] for layer in range(n_layers)],
+        }
+    return result
+
+
+def format_results(r: dict) -> str:
+    lines = ["| task | held-out accuracy | n | 95 % Wilson interval |", "|---|---|---|---|"]
+    for key in ("list_3_events", "presence", "presence_yes", "presence_no", "emotion", *(f"emotion_{c}" for c in CONDITIONS)):
+        if key not in r:
+            continue
+        v = r[key]
+        lines.append(f"| {key} | {100 * v['accuracy']:.1f} % | {v['n']} | {100 * v['ci95'][0]:.1f}–{100 * v['ci95'][1]:.1f} % |")
+    a = r["attention"]
+    for name, where in (("last", "the last prompt position"), ("label", "the class word")):
+        lines += ["", f"Attention from {where}, n = {a['n']} yes-questions on equal-layout three-event clips "
+                  f"(random: {100 * a['baseline']:.1f} %)", "",
+                  "| layer | peak in queried event | 95 % interval | attention share on it | peak by event (1st / 2nd / 3rd) |",
+                  "|---|---|---|---|---|"]
+        q = a[name]
+        for layer, (p, ci, s, ev) in enumerate(zip(q["peak_in_event"], q["peak_ci95"], q["attention_share"], q["peak_by_event_index"])):
+            lines.append(f"| {layer} | {100 * p:.1f} % | {100 * ci[0]:.1f}–{100 * ci[1]:.1f} % | {100 * s:.1f} % | "
+                         + " / ".join(f"{100 * e:.0f} %" for e in ev) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", default=str(DEFAULT_OUT), help="folder to save to (or to evaluate)")
+    parser.add_argument("--minutes", type=float, default=Config.minutes, help="wall-clock budget; training stops there")
+    parser.add_argument("--steps", type=int, default=Config.steps, help="planned steps (the learning-rate schedule's length)")
+    parser.add_argument("--seed", type=int, default=Config.seed)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
+    parser.add_argument("--micro", action="store_true", help="a micro model and batch, for smoke tests")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override any Config field")
+    parser.add_argument("--evaluate", action="store_true", help="evaluate the model in --out instead of training")
+    parser.add_argument("--n", type=int, default=400, help="held-out examples per task for --evaluate")
+    args = parser.parse_args(argv)
+    if args.evaluate:
+        results = evaluate(args.out, n=args.n, threads=args.threads)
+        Path(args.out, "eval_results.json").write_text(json.dumps(results, indent=1))
+        print(format_results(results))
+        return
+    fields = {f.name: f for f in dataclasses.fields(Config)}
+    overrides = dict(out=args.out, minutes=args.minutes, steps=args.steps, seed=args.seed, threads=args.threads)
+    for item in args.set:
+        key, value = item.split("=", 1)
+        overrides[key] = json.loads(value) if fields[key].type not in ("str",) else value
+        if isinstance(overrides[key], list):
+            overrides[key] = tuple(overrides[key])
+    cfg = Config.micro(**overrides) if args.micro else Config(**overrides)
+    train(cfg)
+
+
+if __name__ == "__main__":
+    main()

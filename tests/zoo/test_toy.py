@@ -1,0 +1,75 @@
+"""The shipped toy model: loads by name offline, has its documented shape, answers each task; the training script runs."""
+
+import json
+
+import pytest
+import torch
+
+import lalm_lens as ll
+from lalm_lens.data import EVENT_CLASSES, make_scene, make_utterance
+from lalm_lens.zoo import SHIPPED
+from lalm_lens.zoo import train_toy as tt
+
+SCENE_SEED, SPEECH_SEED = tt.heldout_seed(7), tt.heldout_seed(11)
+
+
+SHIPPED_TOY = SHIPPED["lalm-toy"].joinpath("config.json").exists()
+
+
+@pytest.fixture(scope="module")
+def toy():
+    if not SHIPPED_TOY:
+        pytest.skip("lalm-toy has not been trained to its targets and shipped yet (python -m lalm_lens.zoo.train_toy)")
+    return ll.HookedLALM.from_pretrained("lalm-toy")
+
+
+def test_loads_by_name_with_the_documented_config(toy):
+    cfg, default = toy.cfg, tt.Config()
+    assert cfg.arch == "qwen2_audio" and isinstance(toy.hf_model, tt.Qwen2AudioForConditionalGeneration)
+    assert (cfg.n_layers, cfg.d_model, cfg.d_mlp, cfg.n_heads, cfg.n_kv_heads) == (
+        default.n_layers, default.d_model, default.d_mlp, default.n_heads, default.n_kv_heads)
+    assert (cfg.audio_n_layers, cfg.audio_d_model, cfg.audio_n_heads) == (default.audio_layers, default.d_audio, default.audio_heads)
+    assert cfg.max_audio_seconds == 10 and toy.processor.feature_extractor.feature_size == default.n_mels
+    assert toy.hf_model.config.audio_config.max_source_positions == 500
+    assert next(toy.hf_model.parameters()).dtype == torch.float32
+    assert SHIPPED["lalm-toy"].joinpath("model.safetensors").stat().st_size < 20e6
+
+
+def test_vocabulary_covers_every_prompt_and_answer(toy):
+    texts = [tt.LIST_Q, tt.EMOTION_Q, *(tt.PRESENCE_Q.format(label=c) for c in EVENT_CLASSES),
+             tt.list_answer(list(EVENT_CLASSES)), "yes no neutral happy angry sad"]
+    for text in texts + [t.upper() for t in texts]:
+        assert toy.tokenizer.unk_token_id not in toy.tokenizer(text)["input_ids"], text
+    assert toy.tokenizer.decode(toy.to_tokens("dog, bell, rain")) == "dog, bell, rain"
+
+
+def test_answers_each_task_on_fixed_held_out_examples(toy):
+    scene = make_scene(SCENE_SEED, n_events=3, layout="equal")
+    absent = next(c for c in EVENT_CLASSES if c not in scene.labels)
+    speech = make_utterance("angry", "f2", SPEECH_SEED)
+    prompts = [tt.LIST_Q, tt.PRESENCE_Q.format(label=scene.labels[1]), tt.PRESENCE_Q.format(label=absent), tt.EMOTION_Q]
+    batch = toy.prepare([scene.wave, scene.wave, scene.wave, speech.wave], prompts, sampling_rate=16000)
+    assert toy.generate(batch, max_new_tokens=8) == [tt.list_answer(scene.labels), "yes", "no", "angry"]
+
+
+def test_training_forward_equals_the_hf_forward():
+    cfg = tt.Config.micro(durations=(4.0,))
+    processor = tt.build_processor(cfg)
+    model = tt.build_model(cfg, processor.tokenizer).eval()
+    batch = tt.Batches(cfg, processor, 0, 1).batch(0)
+    full = torch.nn.functional.pad(batch["input_features"], (0, 1000 - batch["input_features"].shape[-1]))
+    frame_mask = (torch.arange(1000)[None] < batch["n_frames"][:, None]).long()
+    hf = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], input_features=full,
+               feature_attention_mask=frame_mask).logits
+    mask = batch["attention_mask"].bool()
+    torch.testing.assert_close(tt.forward_logits(model, batch)[mask], hf[mask], atol=1e-5, rtol=1e-4)
+
+
+def test_training_script_smoke(tmp_path):
+    tt.main(["--micro", "--steps", "3", "--threads", "1", "--out", str(tmp_path)])
+    for name in ("model.safetensors", "config.json", "tokenizer.json", "processor_config.json", "training_curve.png"):
+        assert (tmp_path / name).exists(), name
+    assert json.loads((tmp_path / "training_log.json").read_text())["steps"] == 3
+    model = ll.HookedLALM.from_pretrained(tmp_path)
+    batch = model.prepare(make_scene(1, n_events=2, duration_s=3.0).wave, tt.LIST_Q, sampling_rate=16000)
+    assert isinstance(model.generate(batch, max_new_tokens=3)[0], str)
