@@ -68,11 +68,20 @@ ANSWER_WORDS = ["yes", "no", ",", *EVENT_CLASSES, *EMOTIONS]
 
 @dataclass
 class Config:
+    """Everything a run depends on (``--set key=value`` overrides any field).
+
+    Data: each batch draws one clip-length bucket from ``durations`` (clips
+    within 2 s below it); a clip is speech (``speech_frac``) or a scene of
+    1-4 events (``event_counts``; ``noise_frac`` with background noise). For
+    ``list_only_steps`` scenes only get the list question, then a
+    ``list_frac`` share do, the rest get ``questions`` balanced yes/no turns.
+    """
+
     out: str = str(DEFAULT_OUT)
     init_from: str = ""
     seed: int = 0
-    steps: int = 3000
-    minutes: float = 60.0
+    steps: int = 3600
+    minutes: float = 58.0
     threads: int = 0
     batch_size: int = 16
     lr: float = 1e-3
@@ -82,25 +91,22 @@ class Config:
     grad_clip: float = 1.0
     # model
     d_model: int = 128
-    n_layers: int = 8
+    n_layers: int = 6
     n_heads: int = 4
     n_kv_heads: int = 2
     d_mlp: int = 384
     d_audio: int = 128
-    audio_layers: int = 1
-    tie_embeddings: bool = True
+    audio_layers: int = 2
     audio_heads: int = 4
     n_mels: int = 80
     max_seconds: int = 10
     # data
-    list_only_steps: int = 200
-    speech_frac: float = 0.25
-    list_frac: float = 0.3
+    list_only_steps: int = 300
+    speech_frac: float = 0.15
+    list_frac: float = 0.45
     questions: int = 4
-    text_first_frac: float = 0.5
-    text_first_from: int = 800
-    durations: tuple[float, ...] = (4.0, 6.0, 8.0, 10.0)
-    event_counts: tuple[float, ...] = (0.2, 0.2, 0.35, 0.25)
+    durations: tuple[float, ...] = (4.0, 6.0, 8.0)
+    event_counts: tuple[float, ...] = (0.2, 0.2, 0.4, 0.2)
     noise_frac: float = 0.2
     log_every: int = 25
     workers: int = 1
@@ -147,8 +153,6 @@ def build_model(cfg: Config, tokenizer) -> Qwen2AudioForConditionalGeneration:
     config._attn_implementation = "sdpa"
     torch.manual_seed(cfg.seed)
     model = Qwen2AudioForConditionalGeneration(config)
-    if cfg.tie_embeddings:
-        model.lm_head.weight = model.model.language_model.embed_tokens.weight
     model.generation_config = GenerationConfig(
         eos_token_id=ids("<|im_end|>"), pad_token_id=ids("<|endoftext|>"), do_sample=False, max_new_tokens=16
     )
@@ -187,12 +191,11 @@ def presence_turns(labels: list[str], n: int, rng: np.random.Generator) -> list[
 
 
 class Example(NamedTuple):
-    """A clip and a conversation about it; ``text_first`` puts the first question before the audio."""
+    """A clip and a conversation about it."""
 
     wave: np.ndarray
     turns: list[tuple[str, str]]
     task: str
-    text_first: bool = False
 
 
 def draw_example(cfg: Config, step: int, index: int, max_s: float) -> Example:
@@ -203,16 +206,16 @@ def draw_example(cfg: Config, step: int, index: int, max_s: float) -> Example:
         emotion, speaker = rng.choice(EMOTIONS), SPEAKERS[rng.integers(len(SPEAKERS))]
         utt = make_utterance(str(emotion), speaker, seed, condition=str(rng.choice(CONDITIONS)))
         return Example(utt.wave[: int(cfg.max_seconds * SAMPLING_RATE)], [(EMOTION_Q, str(emotion))], "emotion")
+    task = "list" if step < cfg.list_only_steps or rng.random() < cfg.list_frac else "presence"
     n_events = 1 + int(rng.choice(len(cfg.event_counts), p=np.array(cfg.event_counts) / sum(cfg.event_counts)))
     duration = float(rng.uniform(max(2.0, max_s - 2.0), max_s))
     scene = make_scene(
         seed, n_events=n_events, duration_s=duration, layout=str(rng.choice(["equal", "random"])),
         snr_db=float(rng.uniform(10, 30)) if rng.random() < cfg.noise_frac else None,
     )
-    if step < cfg.list_only_steps or rng.random() < cfg.list_frac:
+    if task == "list":
         return Example(scene.wave, [(LIST_Q, list_answer(scene.labels))], "list")
-    text_first = step >= cfg.text_first_from and bool(rng.random() < cfg.text_first_frac)
-    return Example(scene.wave, presence_turns(scene.labels, cfg.questions, rng), "presence", text_first)
+    return Example(scene.wave, presence_turns(scene.labels, cfg.questions, rng), "presence")
 
 
 class Encoder:
@@ -226,16 +229,15 @@ class Encoder:
     def ids(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
-    def prompt(self, question: str, text_first: bool = False) -> str:
-        content = [{"type": "audio"}, {"type": "text", "text": question}]
-        messages = [{"role": "user", "content": content[::-1] if text_first else content}]
+    def prompt(self, question: str) -> str:
+        messages = [{"role": "user", "content": [{"type": "audio"}, {"type": "text", "text": question}]}]
         return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
-    def __call__(self, turns: list[tuple[str, str]], n_audio: int, text_first: bool = False) -> tuple[list[int], list[int]]:
+    def __call__(self, turns: list[tuple[str, str]], n_audio: int) -> tuple[list[int], list[int]]:
         """``(ids, targets)``: targets hold the next token at answer positions and -100 elsewhere."""
         ids, targets = [], []
         for k, (question, answer) in enumerate(turns):
-            text = self.prompt(question, text_first) if k == 0 else f"<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n"
+            text = self.prompt(question) if k == 0 else f"<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n"
             prompt = self.ids(text)
             if k == 0:
                 at = prompt.index(self.audio_id)
@@ -267,7 +269,7 @@ class Batches(torch.utils.data.IterableDataset):
         )
         n_frames = feats["attention_mask"].sum(-1)
         keep = min(feats["input_features"].shape[-1], 4 * math.ceil((int(n_frames.max()) + 2) / 4))
-        rows = [self.encode(e.turns, int(tokens_after_whisper(n)), e.text_first) for e, n in zip(examples, n_frames)]
+        rows = [self.encode(e.turns, int(tokens_after_whisper(n))) for e, n in zip(examples, n_frames)]
         length = max(len(ids) for ids, _ in rows)
         input_ids = torch.full((len(rows), length), self.encode.pad_id)
         targets = torch.full((len(rows), length), -100)
@@ -332,10 +334,13 @@ def answer_stats(logits: torch.Tensor, batch: dict) -> tuple[torch.Tensor, dict[
     return loss, stats
 
 
-def lr_at(step: int, cfg: Config) -> float:
+def lr_at(step: int, cfg: Config, elapsed_s: float = 0.0) -> float:
+    """Linear warm-up, then cosine decay to ``min_lr`` by the planned last step or the end of the time
+    budget, whichever comes first (so a run cut short by the clock is still annealed)."""
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
-    progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps))
+    progress = max((step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps), elapsed_s / (60 * cfg.minutes))
+    progress = min(1.0, progress)
     return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * progress))
 
 
@@ -372,8 +377,9 @@ def train(cfg: Config) -> Path:
     start, step = time.time(), 0
     bar = tqdm(loader, total=cfg.steps, desc="train lalm-toy", dynamic_ncols=True)
     for step, batch in enumerate(bar):
+        lr = lr_at(step, cfg, time.time() - start)
         for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, cfg)
+            group["lr"] = lr
         loss, stats = answer_stats(forward_logits(model, batch), batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -382,7 +388,7 @@ def train(cfg: Config) -> Path:
         for task, s in stats.items():
             window[task] += s
         if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
-            row = {"step": step + 1, "seconds": round(time.time() - start, 1), "lr": lr_at(step, cfg)}
+            row = {"step": step + 1, "seconds": round(time.time() - start, 1), "lr": lr}
             for task, (loss_sum, examples, ok, answers) in window.items():
                 if answers:
                     row[f"{task}_acc"], row[f"{task}_loss"] = ok / answers, loss_sum / examples
@@ -395,7 +401,6 @@ def train(cfg: Config) -> Path:
     bar.close()
     wall = time.time() - start
     model.eval()
-    model.lm_head.weight = torch.nn.Parameter(model.lm_head.weight.detach().clone())
     model.save_pretrained(out)
     processor.save_pretrained(out)
     log = {
