@@ -10,7 +10,8 @@ kernel, so the output stays bit-identical and reading the last token's
 attention of every layer costs one row per layer. Otherwise the pattern is
 materialised with HF's eager math (scores, mask, float32 softmax), passed
 through the hook point, and multiplied with the values, so an edit to it
-reaches the output.
+reaches the output. Encoder patterns over padded audio leave out the
+padding frames (:func:`real_frames`).
 """
 
 from __future__ import annotations
@@ -117,9 +118,6 @@ def attention_probs(
             "gives another kind: load the model with attn_implementation='sdpa' or 'eager' to read patterns"
         )
     q_len, k_len = query.shape[-2], key.shape[-2]
-    groups = query.shape[1] // key.shape[1]
-    if groups > 1:
-        key = einops.repeat(key, "b h k d -> b (h g) k d", g=groups)
     scaling = query.shape[-1] ** -0.5 if scaling is None else scaling
     mask = None if attention_mask is None else attention_mask[..., :k_len]
     used_k = _used_keys(mask, k_len)
@@ -129,16 +127,20 @@ def attention_probs(
         query = query[:, :, rows.to(query.device)]
         if mask is not None and mask.shape[-2] > 1:
             mask = mask[:, :, rows.to(mask.device)]
-    scores = torch.matmul(query, key.transpose(-1, -2))
+    batch, heads, n_rows, _ = query.shape
     if scaling != 1.0:
-        scores.mul_(scaling)
+        query = query * scaling
+    # query head h reads key head h // groups: group the query heads instead of repeating the keys
+    grouped = query.reshape(batch, key.shape[1], -1, query.shape[-1])
+    scores = torch.matmul(grouped, key.transpose(-1, -2)).view(batch, heads, n_rows, key.shape[-2])
+    lowest = torch.finfo(scores.dtype).min
     if mask is None:
         if getattr(module, "is_causal", False) and q_len > 1:
             q_pos = torch.arange(q_len, device=scores.device) if rows is None else rows.to(scores.device)
             keep = torch.arange(k_len, device=scores.device)[None, :] <= (q_pos[:, None] + k_len - q_len)
-            scores.masked_fill_(~keep, torch.finfo(scores.dtype).min)
+            scores.add_(torch.zeros(keep.shape, dtype=scores.dtype, device=scores.device).masked_fill_(~keep, lowest))
     elif mask.dtype == torch.bool:
-        scores.masked_fill_(~mask, torch.finfo(scores.dtype).min)
+        scores.add_(torch.zeros(mask.shape, dtype=scores.dtype, device=scores.device).masked_fill_(~mask, lowest))
     else:
         scores.add_(mask)
     probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
@@ -146,18 +148,34 @@ def attention_probs(
 
 
 def _used_keys(mask: torch.Tensor | None, k_len: int) -> int:
-    """How many leading keys a boolean mask lets any query see, when the rest are masked for every query.
+    """How many leading keys the mask lets any query see, when the rest are masked for every query.
 
     Padded audio (Qwen2-Audio and AF3 pad every clip to 30 s) leaves most keys
     masked; their probabilities are exactly 0, so they need not be computed.
     """
-    if mask is None or mask.dtype != torch.bool or mask.shape[-1] != k_len:
+    if mask is None or mask.shape[-1] != k_len:
         return k_len
+    if mask.dtype != torch.bool:
+        mask = mask > torch.finfo(mask.dtype).min / 2
     seen = mask.any(dim=-2).flatten(0, -2).any(dim=0)
     used = int(seen.nonzero().max()) + 1 if bool(seen.any()) else k_len
     if used < k_len and not bool(mask[..., :used].any(-1).all()):
         return k_len
     return used
+
+
+def real_frames(module: nn.Module, attention_mask: torch.Tensor | None, q_len: int, k_len: int) -> int | None:
+    """For bidirectional self-attention over padded frames (an audio encoder), how many leading frames are real.
+
+    Frames past the longest clip of the batch are padding: no real frame
+    attends to them, and what they compute never reaches the decoder. Encoder
+    patterns are cut to the real frames, so a 6 s clip gives a 300 x 300
+    pattern rather than 1500 x 1500. None when there is nothing to cut.
+    """
+    if getattr(module, "is_causal", True) or q_len != k_len or attention_mask is None:
+        return None
+    used = _used_keys(attention_mask, k_len)
+    return used if used < k_len else None
 
 
 def hooked_attention(
@@ -177,15 +195,24 @@ def hooked_attention(
         return kernel(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
     rows = shared_query_rows(point)
     point.ctx["query_rows"] = rows
+    n = real_frames(module, attention_mask, query.shape[-2], key.shape[-2])
+    q, k, v, mask = query, key, value, attention_mask
+    if n is not None:
+        q, k, v = query[:, :, :n], key[:, :, :n], value[:, :, :n]
+        mask = attention_mask[..., :n, :n] if attention_mask.shape[-2] > 1 else attention_mask[..., :n]
     if rows is not None:
         output, _ = kernel(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
-        index = None if rows == ALL_ROWS else row_index(rows, query.shape[-2])
-        point(attention_probs(module, query, key, attention_mask, scaling, index))
+        index = None if rows == ALL_ROWS else row_index(rows, q.shape[-2])
+        point(attention_probs(module, q, k, mask, scaling, index))
         return output, None
-    pattern = point(attention_probs(module, query, key, attention_mask, scaling))
+    pattern = point(attention_probs(module, q, k, mask, scaling))
     pattern = nn.functional.dropout(pattern, p=dropout, training=module.training)
-    groups = query.shape[1] // value.shape[1]
+    groups = q.shape[1] // v.shape[1]
     if groups > 1:
-        value = einops.repeat(value, "b h k d -> b (h g) k d", g=groups)
-    output = torch.matmul(pattern.to(value.device, value.dtype), value)
-    return output.transpose(1, 2).contiguous(), pattern
+        v = einops.repeat(v, "b h k d -> b (h g) k d", g=groups)
+    output = torch.matmul(pattern.to(v.device, v.dtype), v).transpose(1, 2)
+    if n is not None:
+        padded, _ = kernel(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
+        padded[:, :n] = output
+        output = padded
+    return output.contiguous(), pattern

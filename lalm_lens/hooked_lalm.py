@@ -247,6 +247,9 @@ class HookedLALM(HookedRootModule):
         """Run the model. ``return_type``: ``"logits"`` (default), ``"output"`` (the HF output object) or None."""
         if return_type not in ("logits", "output", None):
             raise ValueError(f"return_type must be 'logits', 'output' or None, got {return_type!r}")
+        misplaced = {"fwd_hooks", "bwd_hooks"} & set(hf_kwargs)
+        if misplaced:
+            raise TypeError(f"forward() takes no {sorted(misplaced)}: use run_with_hooks, run_with_cache or hooks()")
         output = self.hf_model(**self._inputs(batch), use_cache=False, **hf_kwargs)
         if return_type == "logits":
             return output.logits
@@ -262,6 +265,8 @@ class HookedLALM(HookedRootModule):
         remove_batch_dim: bool = False,
         incl_bwd: bool = False,
         loss_fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        fwd_hooks: list = (),
+        bwd_hooks: list = (),
         **forward_kwargs,
     ) -> tuple[Any, ActivationCache]:
         """Run and cache activations; returns ``(logits, ActivationCache)``.
@@ -273,14 +278,16 @@ class HookedLALM(HookedRootModule):
         patterns, which are then computed for those rows only (encoder tensors
         are kept whole). Caching never changes the logits. With ``incl_bwd``,
         ``loss_fn(logits)`` must give the scalar to differentiate; gradients
-        are cached as ``name + "_grad"``.
+        are cached as ``name + "_grad"``. ``fwd_hooks``/``bwd_hooks`` run
+        during the same forward, before the caching hooks, so the cache holds
+        what their edits produce.
 
         Shapes: see the hook tables in the README (``lalm-lens hooks MODEL``).
         """
         if incl_bwd and loss_fn is None:
             raise ValueError("incl_bwd=True needs loss_fn(logits) -> scalar to differentiate")
         cache, fwd, bwd = self.get_caching_hooks(names_filter, incl_bwd, device, remove_batch_dim, pos_slice=pos_slice)
-        with self.hooks(fwd_hooks=fwd, bwd_hooks=bwd):
+        with self.hooks(fwd_hooks=[*fwd_hooks, *fwd], bwd_hooks=[*bwd_hooks, *bwd]):
             with torch.enable_grad() if incl_bwd else contextlib.nullcontext():
                 out = self(batch, **forward_kwargs)
                 if incl_bwd:

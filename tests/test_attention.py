@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from lalm_lens.attention import attention_probs, row_index
+from lalm_lens.attention import attention_probs, real_frames, row_index
 
 
 def test_row_index_counts_negative_rows_from_the_end():
@@ -38,3 +38,14 @@ def test_keys_masked_for_every_query_are_skipped_but_shapes_and_values_stay():
     probs = attention_probs(module, q, k, mask, 1.0)
     assert probs.shape == (2, 4, 10, 10) and torch.all(probs[..., 6:] == 0)
     torch.testing.assert_close(probs, scores.softmax(-1), rtol=0, atol=1e-7)
+
+
+def test_encoder_attention_is_cut_to_the_real_frames_with_bool_or_float_masks():
+    encoder, decoder = nn.Module(), nn.Module()
+    encoder.is_causal, decoder.is_causal = False, True
+    keep = (torch.arange(10)[None, :] < torch.tensor([6, 3])[:, None])[:, None, None, :].expand(2, 1, 10, 10)
+    additive = torch.zeros(keep.shape).masked_fill(~keep, torch.finfo(torch.float32).min)
+    assert real_frames(encoder, keep, 10, 10) == real_frames(encoder, additive, 10, 10) == 6
+    assert real_frames(decoder, keep, 10, 10) is None, "causal attention keeps its full shape"
+    assert real_frames(encoder, None, 10, 10) is None
+    assert real_frames(encoder, torch.ones(2, 1, 10, 10, dtype=torch.bool), 10, 10) is None

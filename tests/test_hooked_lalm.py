@@ -55,7 +55,7 @@ def test_pattern_rows_sum_to_one_over_unmasked_keys(model, batch):
 def expected_shapes(model, batch) -> dict:
     cfg, (b, pos) = model.cfg, batch.input_ids.shape
     rows, mel = batch.inputs["input_features"].shape[:2]
-    frames, enc, tokens = model.adapter.audio_hook_frames(batch.inputs)
+    frames, enc, pattern, tokens = model.adapter.audio_hook_frames(batch.inputs)
     shapes = {
         "audio.hook_features": (rows, mel, frames),
         "audio.hook_out": (rows, tokens, cfg.audio_d_model),
@@ -66,7 +66,7 @@ def expected_shapes(model, batch) -> dict:
     for i in range(cfg.audio_n_layers):
         for name in ("hook_resid_pre", "hook_resid_post", "hook_attn_out", "hook_mlp_out"):
             shapes[f"audio.blocks.{i}.{name}"] = (rows, enc, cfg.audio_d_model)
-        shapes[f"audio.blocks.{i}.attn.hook_pattern"] = (rows, cfg.audio_n_heads, enc, enc)
+        shapes[f"audio.blocks.{i}.attn.hook_pattern"] = (rows, cfg.audio_n_heads, pattern, pattern)
         shapes[f"audio.blocks.{i}.mlp.hook_post"] = (rows, enc, cfg.audio_d_mlp)
     for i in range(cfg.n_layers):
         for name in ("hook_resid_pre", "hook_resid_mid", "hook_resid_post", "hook_attn_out", "hook_mlp_out"):
@@ -177,6 +177,16 @@ def test_unknown_hook_name_suggests_the_nearest(model, batch):
         model.run_with_hooks(batch, fwd_hooks=[("blocks.0.hook_resid_psot", lambda t, hook: t)])
     with pytest.raises(KeyError, match="hook_audio_embeds"):
         model.run_with_cache(batch, names_filter=["hook_audio_embed"])
+
+
+def test_run_with_cache_takes_editing_hooks_and_caches_their_result(model, batch):
+    double = lambda t, hook: 2 * t
+    logits, cache = model.run_with_cache(batch, names_filter="blocks.0.hook_mlp_out", fwd_hooks=[("blocks.0.hook_mlp_out", double)])
+    _, plain = model.run_with_cache(batch, names_filter="blocks.0.hook_mlp_out")
+    assert torch.equal(cache["blocks.0.hook_mlp_out"], 2 * plain["blocks.0.hook_mlp_out"])
+    assert torch.equal(logits, model.run_with_hooks(batch, fwd_hooks=[("blocks.0.hook_mlp_out", double)]))
+    with pytest.raises(TypeError, match="run_with_hooks"):
+        model(batch, fwd_hooks=[("blocks.0.hook_mlp_out", double)])
 
 
 def test_generate_runs_hooks_on_prefill_and_every_step(model, batch):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -82,6 +82,16 @@ def claim_attention(attention: nn.Module) -> None:
 def tokens_after_whisper(n_frames: torch.Tensor | int) -> torch.Tensor | int:
     """Audio tokens from ``n_frames`` mel frames: conv stride 2, then average pooling by 2."""
     return ((n_frames - 1) // 2 + 1 - 2) // 2 + 1
+
+
+class HookFrames(NamedTuple):
+    """Lengths of the frame axes of ``audio.hook_features``, of the encoder blocks' hooks, of their
+    ``attn.hook_pattern`` (padding frames past the longest clip left out) and of ``audio.hook_out``."""
+
+    features: int
+    encoder: int
+    pattern: int
+    out: int
 
 
 class Adapter:
@@ -225,10 +235,11 @@ class Adapter:
         frames = inputs[self.feature_mask_key].sum(-1).tolist()
         return [(int(n), int(tokens_after_whisper(int(n)))) for n in frames]
 
-    def audio_hook_frames(self, inputs: dict) -> tuple[int, int, int]:
-        """Length of the frame axis of ``audio.hook_features``, of the encoder blocks' hooks, and of ``audio.hook_out``."""
+    def audio_hook_frames(self, inputs: dict) -> "HookFrames":
+        """Lengths of the frame axes of the ``audio.*`` hooks for these inputs."""
         mel = inputs["input_features"].shape[-1]
-        return mel, mel // 2, mel // 4
+        real = max((n - 1) // 2 + 1 for n, _ in self.encoder_rows(inputs))
+        return HookFrames(features=mel, encoder=mel // 2, pattern=min(mel // 2, real), out=mel // 4)
 
     def windows(self, n_samples: int) -> int:
         """How many encoder rows a clip of ``n_samples`` takes (1 unless the family windows its audio)."""

@@ -56,7 +56,7 @@ from transformers.video_processing_utils import VideoProcessorMixin
 
 from ..attention import ALL_ROWS, shared_query_rows
 from ..hook_points import LazyHookPoint, Tap
-from .base import Adapter, HookBuilder, claim_attention, place, read_model_type
+from .base import Adapter, HookBuilder, HookFrames, claim_attention, place, read_model_type
 
 logger = logging.getLogger(__name__)
 
@@ -359,9 +359,10 @@ class Qwen2_5OmniAdapter(Adapter):
         frames = inputs[self.feature_mask_key].sum(-1).tolist()
         return [(int(n), int(_get_feat_extract_output_lengths(int(n)))) for n in frames]
 
-    def audio_hook_frames(self, inputs: dict) -> tuple[int, int, int]:
+    def audio_hook_frames(self, inputs: dict) -> HookFrames:
         mel = [n for n, _ in self.encoder_rows(inputs)]
-        return max(mel), max((n - 1) // 2 + 1 for n in mel), max(int(_get_feat_extract_output_lengths(n)) for n in mel)
+        frames = max((n - 1) // 2 + 1 for n in mel)
+        return HookFrames(max(mel), frames, frames, max(int(_get_feat_extract_output_lengths(n)) for n in mel))
 
     def audio_spans(self, inputs: dict, clip_samples: list[list[int]]):
         self.check_inputs(inputs)

@@ -64,8 +64,13 @@ def test_encoder_patterns_equal_hf_eager(qwen):
     mask = torch.where(audio_mask[:, None, None, :], 0.0, torch.finfo(torch.float32).min)
     expected = eager.model.audio_tower(batch.inputs["input_features"], attention_mask=mask, output_attentions=True).attentions
     _, cache = qwen.run_with_cache(batch, names_filter=lambda n: n.startswith("audio.") and "pattern" in n)
+    real = 100  # the 2 s clip's frames: padding frames past it are left out of encoder patterns
     for layer, attentions in enumerate(expected):
-        torch.testing.assert_close(cache[f"audio.blocks.{layer}.attn.hook_pattern"], attentions, rtol=0, atol=1e-6)
+        pattern = cache[f"audio.blocks.{layer}.attn.hook_pattern"]
+        assert pattern.shape[-2:] == (real, real)
+        torch.testing.assert_close(pattern, attentions[..., :real, :real], rtol=0, atol=1e-6)
+        assert not attentions[..., :real, real:].any(), "real frames never attend to padding"
+
 
 
 def test_inputs_without_the_feature_mask_raise(qwen):
@@ -95,3 +100,18 @@ def test_placeholder_count_is_checked(qwen):
     inputs["input_ids"][0, batch.audio_spans[0][0].start] = 0
     with pytest.raises(ValueError, match="placeholder tokens"):
         qwen(inputs)
+
+
+def test_editing_a_cut_encoder_pattern_reaches_the_output_and_spares_padding_frames(qwen):
+    batch = qwen.prepare(noise(2.0), "hi", sampling_rate=16000)
+    name, resid = "audio.blocks.0.attn.hook_pattern", "audio.blocks.0.hook_resid_post"
+    clean_logits, clean = qwen.run_with_cache(batch, names_filter=resid)
+    same_logits, same = qwen.run_with_cache(batch, names_filter=resid, fwd_hooks=[(name, lambda t, hook: t * 1.0)])
+    torch.testing.assert_close(same_logits, clean_logits, rtol=0, atol=1e-5)
+    torch.testing.assert_close(same[resid], clean[resid], rtol=0, atol=1e-5)
+
+    uniform = lambda t, hook: torch.ones_like(t) / t.shape[-1]
+    edited_logits, edited = qwen.run_with_cache(batch, names_filter=resid, fwd_hooks=[(name, uniform)])
+    assert not torch.allclose(edited_logits, clean_logits)
+    assert not torch.allclose(edited[resid][:, :100], clean[resid][:, :100])
+    assert torch.equal(edited[resid][:, 100:], clean[resid][:, 100:]), "padding frames run the plain kernel"
