@@ -19,3 +19,11 @@ def test_demo_answers_and_writes_the_attention_plot(checkpoint, tmp_path, capsys
     printed = capsys.readouterr().out
     assert "the clip:" in printed and "A: " in printed
     assert out.stat().st_size > 10_000
+
+
+def test_demo_runs_on_the_shipped_toy_by_default(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path / "demo.png")]) == 0
+    printed = capsys.readouterr().out
+    clip = printed.split("the clip: ")[1].splitlines()[0]
+    labels = [event.split()[0] for event in clip.split(", ")]
+    assert f"A: {', '.join(labels)}" in printed

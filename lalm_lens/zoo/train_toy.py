@@ -563,6 +563,37 @@ def format_results(r: dict) -> str:
     return "\n".join(lines)
 
 
+def attention_summary(attention: dict) -> str:
+    """One measured sentence on where query-driven attention to the queried event appears."""
+    word, last = attention["label"]["peak_in_event"], attention["last"]["peak_in_event"]
+    best = int(np.argmax(word))
+    return (f"From the class word it is strongest in layer {best} ({100 * word[best]:.0f} % against "
+            f"{100 * attention['baseline']:.0f} % at random); from the last prompt position no layer goes "
+            f"above {100 * max(last):.0f} %.")
+
+
+def reproduction_section(folder: Path, results: dict) -> str:
+    """A table comparing the shipped run with a retraining from scratch, if ``reproduction.json`` holds one."""
+    path = folder / "reproduction.json"
+    if not path.exists():
+        return ""
+    again = json.loads(path.read_text())
+    rows = "\n".join(
+        f"| {task} | {100 * results[task]['accuracy']:.1f} % | {100 * again['accuracy'][task]:.1f} % |"
+        for task in ("list_3_events", "presence", "emotion")
+    )
+    return f"""
+## Retraining from scratch
+
+`{again["command"]}` ({again["steps"]} steps, {again["wall_seconds"] / 60:.1f} min on {again["threads"]} threads, on a
+machine also running other work), then `--evaluate` on the same held-out sets:
+
+| task | shipped | retrained |
+|---|---|---|
+{rows}
+"""
+
+
 def write_model_card(folder: str | Path) -> Path:
     """``MODEL_CARD.md`` in ``folder`` from its ``training_log.json`` and ``eval_results.json``: every number in it is measured."""
     folder = Path(folder)
@@ -627,7 +658,19 @@ emotions, speakers and recording conditions.
 
 The attention tables are what the localization study probes: without any
 training on timing, how often the attention over the audio peaks inside the
-event the question names, per decoder layer.
+event the question names, per decoder layer. {attention_summary(results["attention"])}
+{reproduction_section(folder, results)}
+## How this recipe was found
+
+Earlier runs of this script (1-layer encoder, 8-layer decoder, clips up to
+10 s, list questions on 22 % of examples, about 1,200 steps on one shared
+thread) stalled near 45 % on the list task and 85 % on presence. What changed:
+a 2-layer encoder, 6 decoder layers, clips up to 8 s, the list question on
+{100 * c["list_frac"]:g} % of scenes, and the whole CPU for the run (about three times as
+many steps). The recipe keeps a list-only warm start, so the encoder is
+class-aware before yes/no questions begin (alone, they stay at chance), and
+several balanced yes/no questions per clip; which of these matters most was
+not isolated.
 """
     path = folder / "MODEL_CARD.md"
     path.write_text(text)
