@@ -121,10 +121,13 @@ class PackedTap(Tap):
             self.packing.use(not installed)
 
     def _run(self, packed: torch.Tensor) -> torch.Tensor:
+        """Run the points on the ``[clip, ...]`` view; pack back what they returned or edited in place."""
         lengths = getattr(self.packing, self.lengths)
-        view = unpack(packed, lengths, self.dim)
+        shares_memory = len(lengths) == 1
+        view = packed.unsqueeze(0) if shares_memory else unpack(packed, lengths, self.dim)
+        version = None if view.is_inference() else view._version
         new = super()._run(view)
-        if new is view:
+        if new is view and (shares_memory or (version is not None and version == view._version)):
             return packed
         if new.shape != view.shape:
             raise ValueError(f"a hook returned shape {tuple(new.shape)} where {tuple(view.shape)} was expected")
@@ -150,10 +153,10 @@ class ChunkedPattern:
     The module's ``_lalm_pattern`` is an internal :class:`LazyHookPoint` that
     the registered attention function calls once per chunk; while ``point`` is
     in use, it records the chunk patterns, and a forward hook on the module
-    assembles them, runs ``point`` and, if it returned an edited pattern,
-    recomputes the module's output with it. When every hook on ``point`` only
+    assembles them and runs ``point``. When every hook on ``point`` only
     reads (``query_rows``), the module output is left as the fast kernel made
-    it, so it stays bit-identical; an edited pattern recomputes it.
+    it, so it stays bit-identical; otherwise the output is recomputed from the
+    pattern the hooks leave, whether they returned it or edited it in place.
     """
 
     def __init__(self, attention: nn.Module, packing: Packing):
@@ -215,11 +218,7 @@ class ChunkedPattern:
         readers_only = shared_query_rows(self.point) is not None
         self.point.ctx["query_rows"] = ALL_ROWS if readers_only else None
         new = self.point(full)
-        if readers_only:
-            return None
-        if new is full:
-            return None
-        return self._attend(module, new, placements)
+        return None if readers_only else self._attend(module, new, placements)
 
     def _attend(self, module: nn.Module, pattern: torch.Tensor, placements) -> torch.Tensor:
         """The module's output with ``pattern`` as its attention probabilities inside each chunk."""

@@ -303,3 +303,25 @@ def test_cfg_and_processor(omni, checkpoint):
     assert '"processor_class": "Qwen2_5OmniProcessor"' in config and "Qwen2VLVideoProcessor" in config
     with pytest.raises(ImportError, match="torchvision"):
         omni.processor.video_processor([])
+
+
+@pytest.mark.parametrize("clips", [1, 2])
+def test_in_place_edits_of_packed_encoder_hooks_reach_the_output(omni, clips):
+    waves = [noise(1.5, seed) for seed in range(clips)]
+    batch = omni.prepare([waves], "hi", sampling_rate=16000)
+    clean = omni(batch)
+
+    def zero_in_place(tensor, hook):
+        tensor[..., :8] = 0
+        return tensor
+
+    def zero_copy(tensor, hook):
+        tensor = tensor.clone()
+        tensor[..., :8] = 0
+        return tensor
+
+    for name in ("audio.blocks.0.hook_resid_post", "audio.blocks.1.mlp.hook_post", "audio.blocks.0.attn.hook_pattern"):
+        in_place = omni.run_with_hooks(batch, fwd_hooks=[(name, zero_in_place)])
+        copied = omni.run_with_hooks(batch, fwd_hooks=[(name, zero_copy)])
+        assert not torch.allclose(in_place, clean), name
+        torch.testing.assert_close(in_place, copied, rtol=0, atol=1e-6)
