@@ -235,7 +235,7 @@ class Adapter:
         frames = inputs[self.feature_mask_key].sum(-1).tolist()
         return [(int(n), int(tokens_after_whisper(int(n)))) for n in frames]
 
-    def audio_hook_frames(self, inputs: dict) -> "HookFrames":
+    def audio_hook_frames(self, inputs: dict) -> HookFrames:
         """Lengths of the frame axes of the ``audio.*`` hooks for these inputs."""
         mel = inputs["input_features"].shape[-1]
         real = max((n - 1) // 2 + 1 for n, _ in self.encoder_rows(inputs))

@@ -572,7 +572,7 @@ def attention_summary(attention: dict) -> str:
             f"above {100 * max(last):.0f} %.")
 
 
-def reproduction_section(folder: Path, results: dict) -> str:
+def reproduction_section(folder: Path, results: dict, log: dict) -> str:
     """A table comparing the shipped run with a retraining from scratch, if ``reproduction.json`` holds one."""
     path = folder / "reproduction.json"
     if not path.exists():
@@ -586,7 +586,9 @@ def reproduction_section(folder: Path, results: dict) -> str:
 ## Retraining from scratch
 
 `{again["command"]}` ({again["steps"]} steps, {again["wall_seconds"] / 60:.1f} min on {again["threads"]} threads, on a
-machine also running other work), then `--evaluate` on the same held-out sets:
+machine also running other work), then `--evaluate` on the same held-out sets.
+Training stops on the clock, so a slower or busier machine makes fewer steps
+(the shipped run made {log["steps"]}); pass `--minutes` to give it longer.
 
 | task | shipped | retrained |
 |---|---|---|
@@ -659,7 +661,7 @@ emotions, speakers and recording conditions.
 The attention tables are what the localization study probes: without any
 training on timing, how often the attention over the audio peaks inside the
 event the question names, per decoder layer. {attention_summary(results["attention"])}
-{reproduction_section(folder, results)}
+{reproduction_section(folder, results, log)}
 ## How this recipe was found
 
 Earlier runs of this script (1-layer encoder, 8-layer decoder, clips up to
