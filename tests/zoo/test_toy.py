@@ -73,3 +73,13 @@ def test_training_script_smoke(tmp_path):
     model = ll.HookedLALM.from_pretrained(tmp_path)
     batch = model.prepare(make_scene(1, n_events=2, duration_s=3.0).wave, tt.LIST_Q, sampling_rate=16000)
     assert isinstance(model.generate(batch, max_new_tokens=3)[0], str)
+
+
+def test_model_card_is_what_the_measured_logs_give(toy, tmp_path):
+    shipped = SHIPPED["lalm-toy"]
+    for name in ("training_log.json", "eval_results.json", "reproduction.json", "model.safetensors"):
+        (tmp_path / name).symlink_to(shipped / name)
+    assert tt.write_model_card(tmp_path).read_text() == (shipped / "MODEL_CARD.md").read_text()
+    results = json.loads((shipped / "eval_results.json").read_text())
+    assert results["list_3_events"]["accuracy"] >= 0.8 and results["presence"]["accuracy"] >= 0.95
+    assert results["emotion"]["accuracy"] >= 0.85
