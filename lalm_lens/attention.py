@@ -133,15 +133,14 @@ def attention_probs(
     # query head h reads key head h // groups: group the query heads instead of repeating the keys
     grouped = query.reshape(batch, key.shape[1], -1, query.shape[-1])
     scores = torch.matmul(grouped, key.transpose(-1, -2)).view(batch, heads, n_rows, key.shape[-2])
-    lowest = torch.finfo(scores.dtype).min
-    if mask is None:
-        if getattr(module, "is_causal", False) and q_len > 1:
-            q_pos = torch.arange(q_len, device=scores.device) if rows is None else rows.to(scores.device)
-            keep = torch.arange(k_len, device=scores.device)[None, :] <= (q_pos[:, None] + k_len - q_len)
-            scores.add_(torch.zeros(keep.shape, dtype=scores.dtype, device=scores.device).masked_fill_(~keep, lowest))
-    elif mask.dtype == torch.bool:
-        scores.add_(torch.zeros(mask.shape, dtype=scores.dtype, device=scores.device).masked_fill_(~mask, lowest))
-    else:
+    keep = mask if mask is not None and mask.dtype == torch.bool else None
+    if mask is None and getattr(module, "is_causal", False) and q_len > 1:
+        q_pos = torch.arange(q_len, device=scores.device) if rows is None else rows.to(scores.device)
+        keep = torch.arange(k_len, device=scores.device)[None, :] <= (q_pos[:, None] + k_len - q_len)
+    if keep is not None:  # one [.., q, k] bias broadcast over heads, cheaper than masking every head
+        bias = torch.zeros(keep.shape, dtype=scores.dtype, device=scores.device)
+        scores.add_(bias.masked_fill_(~keep, torch.finfo(scores.dtype).min))
+    elif mask is not None:
         scores.add_(mask)
     probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
     return nn.functional.pad(probs, (0, k_len - used_k)) if used_k < k_len else probs
