@@ -142,7 +142,10 @@ def attention_probs(
         scores.add_(bias.masked_fill_(~keep, torch.finfo(scores.dtype).min))
     elif mask is not None:
         scores.add_(mask)
-    probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
+    if scores.dtype == torch.float32:  # in place: one [batch, head, q, k] buffer rather than two
+        probs = torch.softmax(scores, dim=-1, out=scores)
+    else:
+        probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
     return nn.functional.pad(probs, (0, k_len - used_k)) if used_k < k_len else probs
 
 

@@ -55,7 +55,7 @@ def test_pattern_rows_sum_to_one_over_unmasked_keys(model, batch):
 def expected_shapes(model, batch) -> dict:
     cfg, (b, pos) = model.cfg, batch.input_ids.shape
     rows, mel = batch.inputs["input_features"].shape[:2]
-    frames, enc, pattern, tokens = model.adapter.audio_hook_frames(batch.inputs)
+    frames, enc, pattern, tokens, chunks = model.adapter.audio_hook_frames(batch.inputs)
     shapes = {
         "audio.hook_features": (rows, mel, frames),
         "audio.hook_out": (rows, tokens, cfg.audio_d_model),
@@ -66,7 +66,8 @@ def expected_shapes(model, batch) -> dict:
     for i in range(cfg.audio_n_layers):
         for name in ("hook_resid_pre", "hook_resid_post", "hook_attn_out", "hook_mlp_out"):
             shapes[f"audio.blocks.{i}.{name}"] = (rows, enc, cfg.audio_d_model)
-        shapes[f"audio.blocks.{i}.attn.hook_pattern"] = (rows, cfg.audio_n_heads, pattern, pattern)
+        per_chunk = (chunks,) if chunks else ()
+        shapes[f"audio.blocks.{i}.attn.hook_pattern"] = (rows, *per_chunk, cfg.audio_n_heads, pattern, pattern)
         shapes[f"audio.blocks.{i}.mlp.hook_post"] = (rows, enc, cfg.audio_d_mlp)
     for i in range(cfg.n_layers):
         for name in ("hook_resid_pre", "hook_resid_mid", "hook_resid_post", "hook_attn_out", "hook_mlp_out"):

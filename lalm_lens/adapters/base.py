@@ -86,12 +86,18 @@ def tokens_after_whisper(n_frames: torch.Tensor | int) -> torch.Tensor | int:
 
 class HookFrames(NamedTuple):
     """Lengths of the frame axes of ``audio.hook_features``, of the encoder blocks' hooks, of their
-    ``attn.hook_pattern`` (padding frames past the longest clip left out) and of ``audio.hook_out``."""
+    ``attn.hook_pattern`` (padding frames past the longest clip left out) and of ``audio.hook_out``.
+
+    ``chunks`` is the length of the encoder pattern's chunk axis where the
+    encoder attends in chunks (its pattern is then ``[clip, chunk, head, q, k]``
+    with ``q = k = pattern``), None where it attends over the whole clip.
+    """
 
     features: int
     encoder: int
     pattern: int
     out: int
+    chunks: int | None = None
 
 
 class Adapter:

@@ -20,19 +20,21 @@ packed back (its padding ignored) into the tensor the model goes on with:
 ``audio.hook_features``                       clip, mel, mel_frame (real frames only)
 ``audio.blocks.{i}.*`` (resid, attn/mlp out)  clip, frame, d_audio; frame = (mel_frame - 1) // 2 + 1
 ``audio.blocks.{i}.mlp.hook_post``            clip, frame, d_audio_mlp
-``audio.blocks.{i}.attn.hook_pattern``        clip, head, q_frame, k_frame (block diagonal)
+``audio.blocks.{i}.attn.hook_pattern``        clip, chunk, head, q, k (q, k: frames inside a chunk)
 ``audio.hook_out``                            clip, token, d_audio (after avg-pool and ln_post)
 ``hook_audio_embeds``                         clip, token, d_model (``audio_tower.proj`` output)
 ============================================  ===============================================
 
-Encoder pattern layout: ``[clip, head, q_frame, k_frame]``, block diagonal.
-Block ``[c, :, s:e, s:e]`` holds the softmax of the chunk of clip ``c``
-covering frames ``s:e`` (every row sums to 1 over its own chunk); entries
-between different chunks and rows/columns of padding frames are 0. The
-probabilities come from the registered attention function, which the encoder
-calls once per chunk (sdpa/eager; flash attention is refused for pattern
-hooks). A pattern a hook returns is used inside each chunk: its entries
-outside the chunks are ignored, as the encoder never attends across them.
+Encoder pattern layout: ``[clip, chunk, head, q, k]``. ``pattern[c, j]`` is
+the ordinary ``[head, q, k]`` softmax of chunk ``j`` of clip ``c``, which
+covers the clip's frames ``j * 100 + q``; a clip's last, shorter chunk and the
+chunks a shorter clip lacks are zero-padded. Only the chunks are stored: for
+a 30 s clip this is 15 times less than a ``[clip, head, frame, frame]`` map,
+which is block diagonal (:func:`block_diagonal` builds it, e.g. for a plot).
+The probabilities come from the registered attention function, which the
+encoder calls once per chunk (sdpa/eager; flash attention is refused for
+pattern hooks). A pattern a hook returns is used inside each chunk; its
+padding is ignored.
 
 Decoder: multimodal RoPE whose three axes are the same plain positions for
 audio+text prompts; ``position_ids``/``rope_deltas`` are what the HF forward
@@ -48,6 +50,7 @@ import logging
 from typing import Any
 
 import torch
+from jaxtyping import Float
 from torch import nn
 from transformers import Qwen2_5OmniProcessor, Qwen2_5OmniThinkerForConditionalGeneration
 from transformers.models.qwen2_5_omni.processing_qwen2_5_omni import _get_feat_extract_output_lengths
@@ -135,28 +138,29 @@ class PackedTap(Tap):
 
 
 class _ChunkRecorder:
-    """Keeps the chunk patterns the attention function computes beside the fast kernel (``query_rows = ALL_ROWS``)."""
+    """The reader hook on the internal per-chunk point: hands each chunk pattern, computed beside the fast kernel, to ``store``."""
 
     query_rows = ALL_ROWS
 
-    def __init__(self):
-        self.chunks: list[torch.Tensor] = []
+    def __init__(self, store):
+        self.store = store
 
     def __call__(self, pattern: torch.Tensor, hook) -> None:
-        self.chunks.append(pattern)
+        self.store(pattern)
 
 
 class ChunkedPattern:
     """The pattern hook of one encoder attention module that attends inside chunks of the packed sequence.
 
-    ``point`` is the named hook point (block-diagonal ``[clip, head, q, k]``).
-    The module's ``_lalm_pattern`` is an internal :class:`LazyHookPoint` that
-    the registered attention function calls once per chunk; while ``point`` is
-    in use, it records the chunk patterns, and a forward hook on the module
-    assembles them and runs ``point``. When every hook on ``point`` only
-    reads (``query_rows``), the module output is left as the fast kernel made
-    it, so it stays bit-identical; otherwise the output is recomputed from the
-    pattern the hooks leave, whether they returned it or edited it in place.
+    ``point`` is the named hook point, ``[clip, chunk, head, q, k]``. The
+    module's ``_lalm_pattern`` is an internal :class:`LazyHookPoint` that the
+    registered attention function calls once per chunk; while ``point`` is in
+    use, each chunk's probabilities are written into their place as they are
+    computed, and a forward hook on the module runs ``point`` on the whole.
+    When every hook on ``point`` only reads (``query_rows``), the module output
+    is left as the fast kernel made it, so it stays bit-identical; otherwise the
+    output is recomputed from the pattern the hooks leave, whether they
+    returned it or edited it in place.
     """
 
     def __init__(self, attention: nn.Module, packing: Packing):
@@ -165,9 +169,11 @@ class ChunkedPattern:
         self.collector = LazyHookPoint()
         claim_attention(attention)
         attention.__dict__["_lalm_pattern"] = self.collector
-        self.recorder = _ChunkRecorder()
+        self.recorder = _ChunkRecorder(self._store)
         self.handles: list = []
-        self.hidden_states = self.cu_seqlens = None
+        self.hidden_states = self.pattern = None
+        self.placements: list[tuple[int, int, int, int]] = []
+        self.stored = 0
 
     def sync(self) -> None:
         if self.point.active and not self.handles:
@@ -183,54 +189,79 @@ class ChunkedPattern:
                 handle.remove()
             self.handles = []
             self.packing.use(False)
-            self.recorder.chunks, self.hidden_states = [], None
+            self.hidden_states = self.pattern = None
 
     def _before(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
         self.hidden_states = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
-        self.cu_seqlens = kwargs["cu_seqlens"] if "cu_seqlens" in kwargs else args[1]
-        self.recorder.chunks = []
+        cu_seqlens = kwargs["cu_seqlens"] if "cu_seqlens" in kwargs else args[1]
+        self.placements = chunk_placements([int(b) for b in cu_seqlens.tolist()], self.packing.frames)
+        self.pattern, self.stored = None, 0
 
-    def _placements(self) -> list[tuple[int, int, int, int]]:
-        """``(packed_start, length, clip, offset_in_clip)`` of every chunk."""
-        bounds = [int(b) for b in self.cu_seqlens.tolist()]
-        clip_starts = [0]
-        for n in self.packing.frames:
-            clip_starts.append(clip_starts[-1] + n)
-        placements, clip = [], 0
-        for start, stop in zip(bounds[:-1], bounds[1:]):
-            while start >= clip_starts[clip + 1]:
-                clip += 1
-            placements.append((start, stop - start, clip, start - clip_starts[clip]))
-        return placements
+    def _store(self, chunk: Float[torch.Tensor, "1 head n n"]) -> None:
+        """Write the next chunk's pattern into its ``[clip, chunk]`` block (the buffer is made on the first)."""
+        if self.stored >= len(self.placements) or chunk.shape[-1] != self.placements[self.stored][1]:
+            raise _NOT_CHUNKED
+        _, n, clip, index = self.placements[self.stored]
+        if self.pattern is None:
+            size = max(length for _, length, _, _ in self.placements)
+            shape = (len(self.packing.frames), max(i for *_, i in self.placements) + 1, chunk.shape[1], size, size)
+            self.pattern = chunk.new_zeros(shape)
+        self.pattern[clip, index, :, :n, :n] = chunk[0]
+        self.stored += 1
 
     def _after(self, module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor | None:
-        chunks, self.recorder.chunks = self.recorder.chunks, []
-        placements = self._placements()
-        if len(chunks) != len(placements) or any(c.shape[-1] != n for c, (_, n, _, _) in zip(chunks, placements)):
-            raise RuntimeError(
-                "the Qwen2.5-Omni encoder attention did not run chunk by chunk (flash attention?); "
-                "encoder pattern hooks need attn_implementation='sdpa' or 'eager'"
-            )
-        frames = max(self.packing.frames)
-        full = chunks[0].new_zeros(len(self.packing.frames), chunks[0].shape[1], frames, frames)
-        for chunk, (_, n, clip, offset) in zip(chunks, placements):
-            full[clip, :, offset : offset + n, offset : offset + n] = chunk[0]
+        pattern, self.pattern = self.pattern, None
+        if self.stored != len(self.placements):
+            raise _NOT_CHUNKED
         readers_only = shared_query_rows(self.point) is not None
         self.point.ctx["query_rows"] = ALL_ROWS if readers_only else None
-        new = self.point(full)
-        return None if readers_only else self._attend(module, new, placements)
+        new = self.point(pattern)
+        return None if readers_only else self._attend(module, new)
 
-    def _attend(self, module: nn.Module, pattern: torch.Tensor, placements) -> torch.Tensor:
+    def _attend(self, module: nn.Module, pattern: Float[torch.Tensor, "clip chunk head q k"]) -> torch.Tensor:
         """The module's output with ``pattern`` as its attention probabilities inside each chunk."""
         hidden = self.hidden_states
         total = hidden.shape[0]
         value = module.v_proj(hidden).reshape(total, module.num_heads, -1).transpose(0, 1)
         outputs = []
-        for start, n, clip, offset in placements:
-            probs = pattern[clip, :, offset : offset + n, offset : offset + n].to(value.device, value.dtype)
+        for start, n, clip, index in self.placements:
+            probs = pattern[clip, index, :, :n, :n].to(value.device, value.dtype)
             probs = nn.functional.dropout(probs, p=module.attention_dropout, training=module.training)
             outputs.append(torch.matmul(probs, value[:, start : start + n]).transpose(0, 1))
         return module.out_proj(torch.cat(outputs).reshape(total, -1).contiguous())
+
+
+_NOT_CHUNKED = RuntimeError(
+    "the Qwen2.5-Omni encoder attention did not run chunk by chunk (flash attention?); "
+    "encoder pattern hooks need attn_implementation='sdpa' or 'eager'"
+)
+
+
+def chunk_placements(bounds: list[int], frames: list[int]) -> list[tuple[int, int, int, int]]:
+    """``(packed_start, length, clip, chunk_in_clip)`` of every chunk, from the encoder's ``cu_seqlens`` and frames per clip."""
+    clip_starts = [0]
+    for n in frames:
+        clip_starts.append(clip_starts[-1] + n)
+    placements, clip, index = [], 0, 0
+    for start, stop in zip(bounds[:-1], bounds[1:]):
+        while start >= clip_starts[clip + 1]:
+            clip, index = clip + 1, 0
+        placements.append((start, stop - start, clip, index))
+        index += 1
+    return placements
+
+
+def block_diagonal(pattern: Float[torch.Tensor, "clip chunk head q k"], frames: int | None = None) -> Float[torch.Tensor, "clip head frame frame"]:
+    """An Omni encoder pattern ``[clip, chunk, head, q, k]`` as one ``[clip, head, frame, frame]`` map, zero between chunks.
+
+    Handy for plotting a whole clip's encoder attention; ``frames`` cuts the
+    frame axes (default: ``chunk * q``). Costs ``chunk`` times the memory.
+    """
+    clips, chunks, heads, size, _ = pattern.shape
+    full = pattern.new_zeros(clips, heads, chunks * size, chunks * size)
+    for j in range(chunks):
+        full[:, :, j * size : (j + 1) * size, j * size : (j + 1) * size] = pattern[:, j]
+    return full if frames is None else full[:, :, :frames, :frames]
 
 
 class _NoVideoProcessor(VideoProcessorMixin):
@@ -360,8 +391,10 @@ class Qwen2_5OmniAdapter(Adapter):
 
     def audio_hook_frames(self, inputs: dict) -> HookFrames:
         mel = [n for n, _ in self.encoder_rows(inputs)]
-        frames = max((n - 1) // 2 + 1 for n in mel)
-        return HookFrames(max(mel), frames, frames, max(int(_get_feat_extract_output_lengths(n)) for n in mel))
+        frames = [(n - 1) // 2 + 1 for n in mel]
+        chunk = (2 * self.audio_tower.n_window - 1) // 2 + 1
+        tokens = max(int(_get_feat_extract_output_lengths(n)) for n in mel)
+        return HookFrames(max(mel), max(frames), min(chunk, max(frames)), tokens, chunks=-(-max(frames) // chunk))
 
     def audio_spans(self, inputs: dict, clip_samples: list[list[int]]):
         self.check_inputs(inputs)

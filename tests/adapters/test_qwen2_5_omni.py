@@ -10,6 +10,7 @@ from transformers import Qwen2_5OmniForConditionalGeneration, Qwen2_5OmniThinker
 
 import lalm_lens as ll
 from conftest import noise
+from lalm_lens.adapters.qwen2_5_omni import block_diagonal
 from lalm_lens.hook_points import LazyHookPoint
 from lalm_lens.zoo.tiny import save_tiny_qwen2_5_omni
 
@@ -66,7 +67,7 @@ def test_audio_hooks_unpack_clips_with_zero_padding(omni, batch):
         assert not torch.allclose(decoder["hook_embed"][b, span.start], embeds.weight[omni.adapter.audio_token_id])
 
 
-def test_encoder_pattern_is_block_diagonal_over_2_s_chunks(omni, batch):
+def test_encoder_pattern_holds_each_2_s_chunk_softmax(omni, batch):
     layer = omni.adapter.audio_tower.layers[1]
     seen = {}
 
@@ -76,21 +77,31 @@ def test_encoder_pattern_is_block_diagonal_over_2_s_chunks(omni, batch):
     with torch_hook(layer.self_attn, pre=True, fn=grab, with_kwargs=True):
         _, cache = omni.run_with_cache(batch, names_filter="audio.blocks.1.attn.hook_pattern")
     pattern = cache["audio.blocks.1.attn.hook_pattern"]
-    assert pattern.shape == (2, omni.cfg.audio_n_heads, max(FRAMES), max(FRAMES))
+    assert pattern.shape == (2, 2, omni.cfg.audio_n_heads, 100, 100), "[clip, chunk, head, q, k]"
     assert seen["cu"].tolist() == [0, 100, 200, 275], "chunks: clip 0 [0, 100), clip 1 [0, 100) and [100, 175)"
     attn, x = layer.self_attn, seen["x"]
     q = attn.q_proj(x).reshape(len(x), attn.num_heads, -1).transpose(0, 1)
     k = attn.k_proj(x).reshape(len(x), attn.num_heads, -1).transpose(0, 1)
     expected = torch.zeros_like(pattern)
-    for clip, start, offset, n in [(0, 0, 0, 100), (1, 100, 0, 100), (1, 200, 100, 75)]:
+    for clip, chunk, start, n in [(0, 0, 0, 100), (1, 0, 100, 100), (1, 1, 200, 75)]:
         scores = q[:, start : start + n] @ k[:, start : start + n].transpose(-1, -2) * attn.scaling
-        expected[clip, :, offset : offset + n, offset : offset + n] = scores.softmax(-1)
+        expected[clip, chunk, :, :n, :n] = scores.softmax(-1)
     torch.testing.assert_close(pattern, expected, rtol=0, atol=1e-6)
-    assert torch.all(pattern[1, :, :100, 100:] == 0) and torch.all(pattern[0, :, 100:] == 0)
+    assert torch.all(pattern[0, 1] == 0), "clip 0 has one chunk: the second is padding"
 
     logits, sliced = omni.run_with_cache(batch, names_filter="audio.blocks.1.attn.hook_pattern", pos_slice=-1)
     assert torch.equal(sliced["audio.blocks.1.attn.hook_pattern"], pattern), "pos_slice is about decoder positions"
     assert torch.equal(logits, omni(batch)), "caching a pattern leaves the logits bit-identical"
+
+
+def test_block_diagonal_lays_the_chunks_out_over_frames(omni, batch):
+    _, cache = omni.run_with_cache(batch, names_filter="audio.blocks.0.attn.hook_pattern")
+    pattern = cache["audio.blocks.0.attn.hook_pattern"]
+    full = block_diagonal(pattern, frames=max(FRAMES))
+    assert full.shape == (2, omni.cfg.audio_n_heads, 175, 175)
+    assert torch.equal(full[1, :, 100:, 100:], pattern[1, 1, :, :75, :75])
+    assert torch.all(full[1, :, :100, 100:] == 0) and torch.all(full[0, :, 100:] == 0)
+    torch.testing.assert_close(full[1].sum(-1), torch.ones(omni.cfg.audio_n_heads, 175))
 
 
 def test_encoder_attention_goes_through_the_registered_function(omni, batch):
@@ -292,7 +303,7 @@ def test_full_omni_checkpoint_loads_only_the_thinker(tmp_path_factory, batch, ca
         ll.HookedLALM.from_hf(full, model.processor)
     assert torch.equal(ll.HookedLALM.from_hf(full.thinker, model.processor)(batch), model(batch))
     _, cache = model.run_with_cache(batch, names_filter="audio.blocks.0.attn.hook_pattern")
-    assert cache["audio.blocks.0.attn.hook_pattern"].shape[-1] == max(FRAMES)
+    assert cache["audio.blocks.0.attn.hook_pattern"].shape[:2] == (2, 2)
 
 
 def test_cfg_and_processor(omni, checkpoint):
