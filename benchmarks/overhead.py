@@ -7,6 +7,14 @@ attention). TransformerLens's ``TransformerBridge`` runs the same work where
 it boots offline.
 
     python benchmarks/overhead.py --rounds 15 --json out/overhead.json
+    python benchmarks/overhead.py --real-widths --layers 2 --rounds 5   # one 7B layer's widths
+
+The default model is 256 wide with the tiny builders' heads (decoder heads of
+16 dims): patterns weigh far more there than in a released model, whose heads
+are 128 (decoder) and 64 (encoder) wide and whose MLPs are 3 to 5 times wider.
+``--real-widths`` builds layers as wide as the released checkpoints' (random
+weights, few layers, a small vocabulary), which is what a user's forward
+costs per layer.
 """
 
 from __future__ import annotations
@@ -24,7 +32,7 @@ import torch
 
 import lalm_lens as ll
 from lalm_lens.hooks import AudioAttention
-from lalm_lens.zoo.tiny import save_tiny_audio_flamingo3, save_tiny_qwen2_5_omni_thinker, save_tiny_qwen2_audio
+from lalm_lens.zoo.tiny import LayerShape, save_tiny_audio_flamingo3, save_tiny_qwen2_5_omni_thinker, save_tiny_qwen2_audio
 
 BUILDERS = {
     "qwen2_audio": save_tiny_qwen2_audio,
@@ -33,8 +41,20 @@ BUILDERS = {
 }
 
 
-def build(family: str, width: int, layers: int) -> str:
+# (d_model, d_audio, LayerShape) of the released checkpoints' layers
+REAL_WIDTHS = {
+    "qwen2_audio": (4096, 1280, LayerShape(heads=32, kv_heads=32, d_mlp=11008, audio_heads=20, d_audio_mlp=5120)),  # Qwen2-Audio-7B
+    "audioflamingo3": (3584, 1280, LayerShape(heads=28, kv_heads=4, d_mlp=18944, audio_heads=20, d_audio_mlp=5120)),  # AF3 (Qwen2.5-7B)
+    "qwen2_5_omni_thinker": (3584, 1280, LayerShape(heads=28, kv_heads=4, d_mlp=18944, audio_heads=20, d_audio_mlp=5120)),  # Omni-7B
+}
+
+
+def build(family: str, width: int, layers: int, real_widths: bool = False) -> str:
+    """A random checkpoint: ``width`` wide with the tiny builders' heads, or the released model's layer widths."""
     folder = tempfile.mkdtemp(prefix=f"bench-{family}-")
+    if real_widths:
+        d_model, d_audio, shape = REAL_WIDTHS[family]
+        return str(BUILDERS[family](folder, d_model=d_model, layers=layers, d_audio=d_audio, audio_layers=layers, shape=shape))
     return str(BUILDERS[family](folder, d_model=width, layers=layers, d_audio=width, audio_layers=layers))
 
 
@@ -67,7 +87,7 @@ def bridge_variants(folder: str, batch, decoder_patterns) -> dict[str, Callable[
 
         tl = TransformerBridge.boot_transformers(folder, device="cpu", dtype=torch.float32)
     except Exception as error:  # the bridge is optional: report why it did not run
-        print(f"TransformerBridge did not boot: {error}")
+        print(f"TransformerBridge did not boot: {str(error)[:200]}")
         return {}
     inputs = dict(batch.inputs)
     ids = inputs.pop("input_ids")
@@ -100,6 +120,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--family", default="qwen2_audio", choices=list(BUILDERS))
     parser.add_argument("--width", type=int, default=256, help="encoder and decoder width")
     parser.add_argument("--layers", type=int, default=4, help="encoder and decoder layers")
+    parser.add_argument("--real-widths", action="store_true",
+                        help="layers as wide as the released 7B checkpoint's (heads, key/value heads, MLP); ignores --width")
     parser.add_argument("--seconds", type=float, default=6.0)
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
@@ -109,10 +131,11 @@ def main(argv: list[str] | None = None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     random.seed(0)
-    folder = build(args.family, args.width, args.layers)
+    folder = build(args.family, args.width, args.layers, args.real_widths)
     medians = measure(variants(folder, args.seconds, not args.no_bridge), args.rounds)
     base = medians["HF forward (sdpa)"]
-    print(f"{args.family}: width {args.width}, {args.layers}+{args.layers} layers, {args.seconds:g} s audio, "
+    widths = "the released model's widths" if args.real_widths else f"width {args.width}"
+    print(f"{args.family}: {widths}, {args.layers}+{args.layers} layers, {args.seconds:g} s audio, "
           f"{args.rounds} rounds, torch {torch.__version__}, {torch.get_num_threads()} threads")
     print("| variant | median ms | × HF |\n|---|---:|---:|")
     for name, seconds in medians.items():

@@ -142,7 +142,7 @@ def attention_probs(
         scores.add_(bias.masked_fill_(~keep, torch.finfo(scores.dtype).min))
     elif mask is not None:
         scores.add_(mask)
-    if scores.dtype == torch.float32:  # in place: one [batch, head, q, k] buffer rather than two
+    if scores.dtype == torch.float32 and not scores.requires_grad:  # in place: one [batch, head, q, k] buffer, not two
         probs = torch.softmax(scores, dim=-1, out=scores)
     else:
         probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)

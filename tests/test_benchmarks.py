@@ -16,3 +16,8 @@ def test_overhead_benchmark_runs(family, tmp_path):
     assert result["ratio"]["HF forward (sdpa)"] == 1.0
     assert set(result["ratio"]) >= {"HookedLALM, no hooks", "run_with_cache, everything", "last-query text→audio attention"}
     assert (tmp_path / "out.json").exists()
+
+
+def test_real_widths_have_the_released_head_sizes():
+    for family, (d_model, d_audio, shape) in overhead.REAL_WIDTHS.items():
+        assert d_model // shape.heads == 128 and d_audio // shape.audio_heads == 64, family

@@ -111,8 +111,11 @@ def test_a_reader_and_an_editor_on_one_pattern_each_get_what_they_asked(model, b
 
 def test_gradients_are_cached_with_a_loss(model, batch):
     loss = lambda logits: logits[:, -1].logsumexp(-1).sum()
-    _, cache = model.run_with_cache(batch, names_filter=["blocks.0.hook_resid_post"], incl_bwd=True, loss_fn=loss)
-    assert cache["blocks.0.hook_resid_post_grad"].shape == cache["blocks.0.hook_resid_post"].shape
+    names = ["blocks.0.hook_resid_post", "blocks.0.attn.hook_pattern", "audio.blocks.0.attn.hook_pattern"]
+    _, cache = model.run_with_cache(batch, names_filter=names, incl_bwd=True, loss_fn=loss)
+    for name in names:
+        assert cache[name + "_grad"].shape == cache[name].shape, name
+        assert cache[name + "_grad"].abs().sum() > 0, name
     with pytest.raises(ValueError, match="loss_fn"):
         model.run_with_cache(batch, incl_bwd=True)
 

@@ -200,7 +200,7 @@ class ChunkedPattern:
     def _store(self, chunk: Float[torch.Tensor, "1 head n n"]) -> None:
         """Write the next chunk's pattern into its ``[clip, chunk]`` block (the buffer is made on the first)."""
         if self.stored >= len(self.placements) or chunk.shape[-1] != self.placements[self.stored][1]:
-            raise _NOT_CHUNKED
+            raise _not_chunked()
         _, n, clip, index = self.placements[self.stored]
         if self.pattern is None:
             size = max(length for _, length, _, _ in self.placements)
@@ -212,7 +212,7 @@ class ChunkedPattern:
     def _after(self, module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor | None:
         pattern, self.pattern = self.pattern, None
         if self.stored != len(self.placements):
-            raise _NOT_CHUNKED
+            raise _not_chunked()
         readers_only = shared_query_rows(self.point) is not None
         self.point.ctx["query_rows"] = ALL_ROWS if readers_only else None
         new = self.point(pattern)
@@ -231,10 +231,11 @@ class ChunkedPattern:
         return module.out_proj(torch.cat(outputs).reshape(total, -1).contiguous())
 
 
-_NOT_CHUNKED = RuntimeError(
-    "the Qwen2.5-Omni encoder attention did not run chunk by chunk (flash attention?); "
-    "encoder pattern hooks need attn_implementation='sdpa' or 'eager'"
-)
+def _not_chunked() -> RuntimeError:
+    return RuntimeError(
+        "the Qwen2.5-Omni encoder attention did not run chunk by chunk (flash attention?); "
+        "encoder pattern hooks need attn_implementation='sdpa' or 'eager'"
+    )
 
 
 def chunk_placements(bounds: list[int], frames: list[int]) -> list[tuple[int, int, int, int]]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
@@ -106,24 +107,36 @@ def _whisper_features(max_seconds: int = 30, n_mels: int = 128) -> WhisperFeatur
     return WhisperFeatureExtractor(feature_size=n_mels, sampling_rate=16000, chunk_length=max_seconds)
 
 
-def _encoder_kwargs(d_audio: int, audio_layers: int, n_mels: int, max_seconds: int) -> dict:
+class LayerShape(NamedTuple):
+    """Head counts and MLP widths of a tiny checkpoint; None keeps the test defaults
+    (decoder heads of 16 dims, key/value heads of 32, encoder heads of 32, MLPs 3x / 4x wide).
+    The benchmark sets them to a real model's, where heads are 128 (decoder) and 64 (encoder) wide."""
+
+    heads: int | None = None
+    kv_heads: int | None = None
+    d_mlp: int | None = None
+    audio_heads: int | None = None
+    d_audio_mlp: int | None = None
+
+
+def _encoder_kwargs(d_audio: int, audio_layers: int, n_mels: int, max_seconds: int, shape: LayerShape) -> dict:
     return dict(
         num_mel_bins=n_mels,
         d_model=d_audio,
         encoder_layers=audio_layers,
-        encoder_attention_heads=max(1, d_audio // 32),
-        encoder_ffn_dim=4 * d_audio,
+        encoder_attention_heads=shape.audio_heads or max(1, d_audio // 32),
+        encoder_ffn_dim=shape.d_audio_mlp or 4 * d_audio,
         max_source_positions=max_seconds * 50,
     )
 
 
-def _text_kwargs(d_model: int, layers: int, vocab: int) -> dict:
+def _text_kwargs(d_model: int, layers: int, vocab: int, shape: LayerShape) -> dict:
     return dict(
         hidden_size=d_model,
-        intermediate_size=3 * d_model,
+        intermediate_size=shape.d_mlp or 3 * d_model,
         num_hidden_layers=layers,
-        num_attention_heads=max(2, d_model // 16),
-        num_key_value_heads=max(1, d_model // 32),
+        num_attention_heads=shape.heads or max(2, d_model // 16),
+        num_key_value_heads=shape.kv_heads or max(1, d_model // 32),
         vocab_size=vocab,
         max_position_embeddings=4096,
         tie_word_embeddings=False,
@@ -146,13 +159,14 @@ def save_tiny_qwen2_audio(
     n_mels: int = 128,
     max_seconds: int = 30,
     seed: int = 0,
+    shape: LayerShape = LayerShape(),
 ) -> Path:
     """Write a random ``Qwen2AudioForConditionalGeneration`` with its processor to ``path``."""
     path = Path(path)
     tokenizer = word_tokenizer(QWEN2_AUDIO_SPECIALS, chat_template=QWEN2_AUDIO_TEMPLATE)
     config = Qwen2AudioConfig(
-        audio_config=dict(model_type="qwen2_audio_encoder", **_encoder_kwargs(d_audio, audio_layers, n_mels, max_seconds)),
-        text_config=dict(model_type="qwen2", **_text_kwargs(d_model, layers, len(tokenizer))),
+        audio_config=dict(model_type="qwen2_audio_encoder", **_encoder_kwargs(d_audio, audio_layers, n_mels, max_seconds, shape)),
+        text_config=dict(model_type="qwen2", **_text_kwargs(d_model, layers, len(tokenizer), shape)),
         audio_token_index=tokenizer.convert_tokens_to_ids("<|AUDIO|>"),
     )
     _write_model(path, Qwen2AudioForConditionalGeneration, config, seed)
@@ -173,11 +187,12 @@ def save_tiny_audio_flamingo3(
     n_mels: int = 128,
     window_seconds: int = 30,
     seed: int = 0,
+    shape: LayerShape = LayerShape(),
 ) -> Path:
     """Write a random ``AudioFlamingo3ForConditionalGeneration`` with its processor to ``path``."""
     path = Path(path)
     tokenizer = word_tokenizer(AF3_SPECIALS, chat_template=AF3_TEMPLATE)
-    encoder = _encoder_kwargs(d_audio, audio_layers, n_mels, window_seconds)
+    encoder = _encoder_kwargs(d_audio, audio_layers, n_mels, window_seconds, shape)
     config = AudioFlamingo3Config(
         audio_config=dict(
             model_type="audioflamingo3_encoder",
@@ -188,7 +203,7 @@ def save_tiny_audio_flamingo3(
             num_mel_bins=n_mels,
             max_source_positions=encoder["max_source_positions"],
         ),
-        text_config=dict(model_type="qwen2", **_text_kwargs(d_model, layers, len(tokenizer))),
+        text_config=dict(model_type="qwen2", **_text_kwargs(d_model, layers, len(tokenizer), shape)),
         audio_token_id=tokenizer.convert_tokens_to_ids("<sound>"),
     )
     _write_model(path, AudioFlamingo3ForConditionalGeneration, config, seed)
@@ -200,18 +215,18 @@ def save_tiny_audio_flamingo3(
 
 
 def _omni_thinker_config(
-    tokenizer, d_model: int, layers: int, d_audio: int, audio_layers: int, n_mels: int, seconds_per_chunk: int = 2
+    tokenizer, d_model: int, layers: int, d_audio: int, audio_layers: int, n_mels: int, shape: LayerShape = LayerShape(),
+    seconds_per_chunk: int = 2,
 ) -> dict:
     ids = {name: tokenizer.convert_tokens_to_ids(token) for name, token in OMNI_TOKENS.items()}
-    text = _text_kwargs(d_model, layers, len(tokenizer))
+    text = _text_kwargs(d_model, layers, len(tokenizer), shape)
     head_dim = d_model // text["num_attention_heads"]
     third = head_dim // 2 // 3
     text["rope_parameters"] = {"rope_type": "default", "rope_theta": 1e6, "mrope_section": [head_dim // 2 - 2 * third, third, third]}
     return dict(
         text_config=text,
         audio_config=dict(
-            num_mel_bins=n_mels, d_model=d_audio, encoder_layers=audio_layers, encoder_attention_heads=max(1, d_audio // 32),
-            encoder_ffn_dim=4 * d_audio, n_window=50 * seconds_per_chunk, output_dim=d_model, max_source_positions=1500,
+            **_encoder_kwargs(d_audio, audio_layers, n_mels, 30, shape), n_window=50 * seconds_per_chunk, output_dim=d_model
         ),
         vision_config=dict(depth=1, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=d_model, fullatt_block_indexes=[0]),
         audio_token_index=ids["audio_token"], image_token_index=ids["image_token"], video_token_index=ids["video_token"],
@@ -254,11 +269,12 @@ def save_tiny_qwen2_5_omni_thinker(
     n_mels: int = 128,
     max_seconds: int = 30,
     seed: int = 0,
+    shape: LayerShape = LayerShape(),
 ) -> Path:
     """Write a random ``Qwen2_5OmniThinkerForConditionalGeneration`` (thinker-only checkpoint) with its processor."""
     path = Path(path)
     tokenizer = word_tokenizer(OMNI_SPECIALS, chat_template=OMNI_TEMPLATE, named_tokens=OMNI_TOKENS)
-    config = Qwen2_5OmniThinkerConfig(**_omni_thinker_config(tokenizer, d_model, layers, d_audio, audio_layers, n_mels))
+    config = Qwen2_5OmniThinkerConfig(**_omni_thinker_config(tokenizer, d_model, layers, d_audio, audio_layers, n_mels, shape))
     _write_model(path, Qwen2_5OmniThinkerForConditionalGeneration, config, seed)
     _save_omni_processor(path, tokenizer, max_seconds, n_mels)
     return path
