@@ -9,7 +9,11 @@ import tempfile
 import numpy as np
 import torch
 
-TINY = {"tiny-qwen2-audio": "save_tiny_qwen2_audio", "tiny-audioflamingo3": "save_tiny_audio_flamingo3"}
+TINY = {
+    "tiny-qwen2-audio": "save_tiny_qwen2_audio",
+    "tiny-audioflamingo3": "save_tiny_audio_flamingo3",
+    "tiny-qwen2.5-omni-thinker": "save_tiny_qwen2_5_omni_thinker",
+}
 
 
 def load(name: str, **kwargs):
@@ -72,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="lalm-lens", description="Hooked audio-language models.")
     commands = parser.add_subparsers(dest="command", required=True)
     hooks = commands.add_parser("hooks", help="print every hook name with its shape")
-    hooks.add_argument("model", help="folder, hub id in the local cache, or tiny-qwen2-audio / tiny-audioflamingo3")
+    hooks.add_argument("model", help=f"folder, hub id in the local cache, lalm-toy, or one of {', '.join(TINY)}")
     hooks.add_argument("--seconds", type=float, default=6.0, help="length of the test clip (default 6)")
     hooks.add_argument("--prompt", default="What sounds are in the audio?")
     hooks.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
