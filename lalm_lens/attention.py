@@ -56,7 +56,8 @@ class PatternReader:
 
     Subclasses set ``query_rows`` (an int, a list of ints, or a slice of
     query positions; :data:`ALL_ROWS` for the whole pattern) and implement
-    ``read(pattern, hook)``, where ``pattern`` is ``[batch, head, rows, key]``.
+    ``read(pattern, hook)``, where ``pattern`` is ``[batch, head, rows, key]``
+    (``[clip, chunk, head, rows, key]`` on a chunked encoder, rows counted in each chunk).
     When every hook on a pattern point is such a reader, the probabilities are
     computed beside the model's fast attention kernel, so the output stays
     bit-identical. Returning a tensor from ``read`` is an error.
@@ -80,11 +81,11 @@ def row_index(rows: int | list[int] | slice, q_len: int) -> torch.Tensor:
     return torch.tensor([r % q_len for r in rows])
 
 
-def read_rows(pattern: Float[torch.Tensor, "batch head q key"], hook, rows) -> Float[torch.Tensor, "batch head row key"]:
+def read_rows(pattern: Float[torch.Tensor, "*batch head q key"], hook, rows) -> Float[torch.Tensor, "*batch head row key"]:
     """The query ``rows`` of ``pattern``, whether or not the attention function already cut them."""
     if hook.ctx.get("query_rows") == rows or rows == ALL_ROWS:
         return pattern
-    return pattern[:, :, row_index(rows, pattern.shape[-2]).to(pattern.device)]
+    return pattern[..., row_index(rows, pattern.shape[-2]).to(pattern.device), :]
 
 
 def shared_query_rows(point) -> Any:

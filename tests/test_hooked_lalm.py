@@ -224,9 +224,13 @@ def test_explicit_device_map_and_bfloat16_load_and_run(model, batch):
     mapped = ll.HookedLALM.from_pretrained(model.cfg.name, device_map=device_map)
     assert torch.equal(mapped(batch), model(batch))
     half = ll.HookedLALM.from_pretrained(model.cfg.name, dtype=torch.bfloat16)
-    logits, cache = half.run_with_cache(half.prepare(noise(1.0), "What sounds are in the audio?", 16000), names_filter="blocks.0.attn.hook_pattern")
+    patterns = ["blocks.0.attn.hook_pattern", "audio.blocks.0.attn.hook_pattern"]
+    small = half.prepare(noise(1.0), "What sounds are in the audio?", 16000)
+    logits, cache = half.run_with_cache(small, names_filter=patterns)
     assert logits.dtype == torch.bfloat16 and torch.isfinite(logits).all()
-    assert cache["blocks.0.attn.hook_pattern"].dtype == torch.bfloat16
+    assert all(cache[name].dtype == torch.bfloat16 for name in patterns)
+    edited = half.run_with_hooks(small, fwd_hooks=[(patterns[1], lambda pattern, hook: pattern.clone())])
+    assert edited.dtype == torch.bfloat16 and torch.isfinite(edited).all()
 
 
 def test_from_hf_wraps_a_loaded_model(model, batch):

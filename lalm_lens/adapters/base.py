@@ -79,9 +79,14 @@ def claim_attention(attention: nn.Module) -> None:
         )
 
 
+def encoder_frames(n_frames: torch.Tensor | int) -> torch.Tensor | int:
+    """Encoder frames from ``n_frames`` mel frames (Whisper's second conv has stride 2)."""
+    return (n_frames - 1) // 2 + 1
+
+
 def tokens_after_whisper(n_frames: torch.Tensor | int) -> torch.Tensor | int:
     """Audio tokens from ``n_frames`` mel frames: conv stride 2, then average pooling by 2."""
-    return ((n_frames - 1) // 2 + 1 - 2) // 2 + 1
+    return (encoder_frames(n_frames) - 2) // 2 + 1
 
 
 class HookFrames(NamedTuple):
@@ -244,7 +249,7 @@ class Adapter:
     def audio_hook_frames(self, inputs: dict) -> HookFrames:
         """Lengths of the frame axes of the ``audio.*`` hooks for these inputs."""
         mel = inputs["input_features"].shape[-1]
-        real = max((n - 1) // 2 + 1 for n, _ in self.encoder_rows(inputs))
+        real = max(encoder_frames(n) for n, _ in self.encoder_rows(inputs))
         return HookFrames(features=mel, encoder=mel // 2, pattern=min(mel // 2, real), out=mel // 4)
 
     def windows(self, n_samples: int) -> int:

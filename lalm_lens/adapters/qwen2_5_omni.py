@@ -59,7 +59,7 @@ from transformers.video_processing_utils import VideoProcessorMixin
 
 from ..attention import ALL_ROWS, shared_query_rows
 from ..hook_points import LazyHookPoint, Tap
-from .base import Adapter, HookBuilder, HookFrames, claim_attention, place, read_model_type
+from .base import Adapter, HookBuilder, HookFrames, claim_attention, encoder_frames, place, read_model_type
 
 logger = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ class Packing:
     def _record(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
         lens = kwargs["feature_lens"] if "feature_lens" in kwargs else args[1]
         self.mel = [int(n) for n in lens.tolist()]
-        self.frames = [(n - 1) // 2 + 1 for n in self.mel]
+        self.frames = [encoder_frames(n) for n in self.mel]
         self.tokens = [int(_get_feat_extract_output_lengths(n)) for n in self.mel]
 
 
@@ -173,6 +173,7 @@ class ChunkedPattern:
         self.handles: list = []
         self.hidden_states = self.pattern = None
         self.placements: list[tuple[int, int, int, int]] = []
+        self.chunks: list[torch.Tensor] = []
         self.stored = 0
 
     def sync(self) -> None:
@@ -192,31 +193,58 @@ class ChunkedPattern:
             self.hidden_states = self.pattern = None
 
     def _before(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        if "flash" in module.config._attn_implementation:
+            raise _not_chunked()
         self.hidden_states = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
         cu_seqlens = kwargs["cu_seqlens"] if "cu_seqlens" in kwargs else args[1]
         self.placements = chunk_placements([int(b) for b in cu_seqlens.tolist()], self.packing.frames)
-        self.pattern, self.stored = None, 0
+        self.pattern, self.chunks, self.stored = None, [], 0
 
     def _store(self, chunk: Float[torch.Tensor, "1 head n n"]) -> None:
-        """Write the next chunk's pattern into its ``[clip, chunk]`` block (the buffer is made on the first)."""
+        """Write the next chunk's pattern into its ``[clip, chunk]`` block (kept aside while autograd records)."""
         if self.stored >= len(self.placements) or chunk.shape[-1] != self.placements[self.stored][1]:
             raise _not_chunked()
         _, n, clip, index = self.placements[self.stored]
-        if self.pattern is None:
-            size = max(length for _, length, _, _ in self.placements)
-            shape = (len(self.packing.frames), max(i for *_, i in self.placements) + 1, chunk.shape[1], size, size)
-            self.pattern = chunk.new_zeros(shape)
-        self.pattern[clip, index, :, :n, :n] = chunk[0]
         self.stored += 1
+        if chunk.requires_grad:  # stacked once at the end: in-place writes would each copy the buffer in backward
+            self.chunks.append(chunk[0])
+            return
+        if self.pattern is None:
+            self.pattern = chunk.new_zeros(self._shape(chunk.shape[1]))
+        self.pattern[clip, index, :, :n, :n] = chunk[0]
+
+    def _shape(self, heads: int) -> tuple[int, int, int, int, int]:
+        size = max(n for _, n, _, _ in self.placements)
+        return len(self.packing.frames), max(index for *_, index in self.placements) + 1, heads, size, size
+
+    def _stacked(self) -> torch.Tensor:
+        """The pattern from the chunks kept aside, padded and stacked in one differentiable step."""
+        clips, chunks, heads, size, _ = self._shape(self.chunks[0].shape[0])
+        blank = self.chunks[0].new_zeros(heads, size, size)
+        grid = [[blank] * chunks for _ in range(clips)]
+        for chunk, (_, n, clip, index) in zip(self.chunks, self.placements):
+            grid[clip][index] = nn.functional.pad(chunk, (0, size - n, 0, size - n))
+        return torch.stack([torch.stack(row) for row in grid])
 
     def _after(self, module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor | None:
-        pattern, self.pattern = self.pattern, None
-        if self.stored != len(self.placements):
-            raise _not_chunked()
-        readers_only = shared_query_rows(self.point) is not None
-        self.point.ctx["query_rows"] = ALL_ROWS if readers_only else None
-        new = self.point(pattern)
-        return None if readers_only else self._attend(module, new)
+        try:
+            if self.stored != len(self.placements):
+                raise _not_chunked()
+            pattern = self._stacked() if self.chunks else self.pattern
+            readers_only = shared_query_rows(self.point) is not None
+            self.point.ctx["query_rows"] = ALL_ROWS if readers_only else None
+            new = self.point(pattern)
+            if readers_only:
+                return None
+            if new.shape != pattern.shape:
+                raise ValueError(
+                    f"a hook returned an encoder pattern of shape {tuple(new.shape)} where {tuple(pattern.shape)} "
+                    "([clip, chunk, head, q, k]) was expected"
+                )
+            return self._attend(module, new)
+        finally:
+            self.hidden_states = self.pattern = None
+            self.chunks = []
 
     def _attend(self, module: nn.Module, pattern: Float[torch.Tensor, "clip chunk head q k"]) -> torch.Tensor:
         """The module's output with ``pattern`` as its attention probabilities inside each chunk."""
@@ -392,8 +420,8 @@ class Qwen2_5OmniAdapter(Adapter):
 
     def audio_hook_frames(self, inputs: dict) -> HookFrames:
         mel = [n for n, _ in self.encoder_rows(inputs)]
-        frames = [(n - 1) // 2 + 1 for n in mel]
-        chunk = (2 * self.audio_tower.n_window - 1) // 2 + 1
+        frames = [encoder_frames(n) for n in mel]
+        chunk = encoder_frames(2 * self.audio_tower.n_window)
         tokens = max(int(_get_feat_extract_output_lengths(n)) for n in mel)
         return HookFrames(max(mel), max(frames), min(chunk, max(frames)), tokens, chunks=-(-max(frames) // chunk))
 

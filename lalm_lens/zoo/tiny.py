@@ -109,8 +109,9 @@ def _whisper_features(max_seconds: int = 30, n_mels: int = 128) -> WhisperFeatur
 
 class LayerShape(NamedTuple):
     """Head counts and MLP widths of a tiny checkpoint; None keeps the test defaults
-    (decoder heads of 16 dims, key/value heads of 32, encoder heads of 32, MLPs 3x / 4x wide).
-    The benchmark sets them to a real model's, where heads are 128 (decoder) and 64 (encoder) wide."""
+    (decoder heads of 16 dims, one key/value head per two query heads, encoder heads of 32 dims,
+    MLPs 3x / 4x wide). The benchmark sets them to a released model's, whose heads are 128
+    (decoder) and 64 (encoder) wide."""
 
     heads: int | None = None
     kv_heads: int | None = None
@@ -131,12 +132,13 @@ def _encoder_kwargs(d_audio: int, audio_layers: int, n_mels: int, max_seconds: i
 
 
 def _text_kwargs(d_model: int, layers: int, vocab: int, shape: LayerShape) -> dict:
+    heads = shape.heads or max(2, d_model // 16)
     return dict(
         hidden_size=d_model,
         intermediate_size=shape.d_mlp or 3 * d_model,
         num_hidden_layers=layers,
-        num_attention_heads=shape.heads or max(2, d_model // 16),
-        num_key_value_heads=shape.kv_heads or max(1, d_model // 32),
+        num_attention_heads=heads,
+        num_key_value_heads=shape.kv_heads or max(1, heads // 2),
         vocab_size=vocab,
         max_position_embeddings=4096,
         tie_word_embeddings=False,

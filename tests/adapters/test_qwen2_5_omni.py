@@ -10,7 +10,7 @@ from transformers import Qwen2_5OmniForConditionalGeneration, Qwen2_5OmniThinker
 
 import lalm_lens as ll
 from conftest import noise
-from lalm_lens.adapters.qwen2_5_omni import block_diagonal
+from lalm_lens.adapters.qwen2_5_omni import block_diagonal, chunk_placements
 from lalm_lens.hook_points import LazyHookPoint
 from lalm_lens.zoo.tiny import save_tiny_qwen2_5_omni
 
@@ -102,6 +102,38 @@ def test_block_diagonal_lays_the_chunks_out_over_frames(omni, batch):
     assert torch.equal(full[1, :, 100:, 100:], pattern[1, 1, :, :75, :75])
     assert torch.all(full[1, :, :100, 100:] == 0) and torch.all(full[0, :, 100:] == 0)
     torch.testing.assert_close(full[1].sum(-1), torch.ones(omni.cfg.audio_n_heads, 175))
+
+
+def test_chunk_placements_follow_clips_of_any_length():
+    # clips of 250, 100 (exactly one chunk), 30 and 201 frames; the encoder cuts each into chunks of 100
+    bounds = [0, 100, 200, 250, 350, 380, 480, 580, 581]
+    assert chunk_placements(bounds, [250, 100, 30, 201]) == [
+        (0, 100, 0, 0), (100, 100, 0, 1), (200, 50, 0, 2),
+        (250, 100, 1, 0),
+        (350, 30, 2, 0),
+        (380, 100, 3, 0), (480, 100, 3, 1), (580, 1, 3, 2),
+    ]
+
+
+def test_a_pattern_reader_gets_rows_of_every_chunk(omni, batch):
+    class LastRow(ll.PatternReader):
+        query_rows = -1
+
+        def read(self, pattern, hook):
+            self.seen = pattern
+
+    reader = LastRow()
+    _, cache = omni.run_with_cache(batch, names_filter="audio.blocks.0.attn.hook_pattern")
+    logits = omni.run_with_hooks(batch, fwd_hooks=[("audio.blocks.0.attn.hook_pattern", reader)])
+    full = cache["audio.blocks.0.attn.hook_pattern"]
+    assert torch.equal(reader.seen, full[..., -1:, :]) and reader.seen.shape == (2, 2, omni.cfg.audio_n_heads, 1, 100)
+    assert torch.equal(logits, omni(batch))
+
+
+def test_an_encoder_pattern_of_the_wrong_shape_is_refused(omni, batch):
+    with pytest.raises(ValueError, match=re.escape("[clip, chunk, head, q, k]")):
+        omni.run_with_hooks(batch, fwd_hooks=[("audio.blocks.0.attn.hook_pattern", lambda p, hook: block_diagonal(p))])
+    assert not omni.adapter.audio_tower.layers[0].self_attn._forward_hooks, "hooks are removed after the failed run"
 
 
 def test_encoder_attention_goes_through_the_registered_function(omni, batch):
