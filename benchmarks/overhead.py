@@ -1,9 +1,11 @@
 """Cost of hooking, as ratios against the plain HF forward run side by side in one process.
 
 Every variant runs once per round, in a shuffled order, for ``--rounds``
-rounds; the table shows each variant's median time and its ratio to the
+rounds; the table shows each variant's median time, its ratio to the
 median of the plain HF forward (same weights, same inputs, default sdpa
-attention). TransformerLens's ``TransformerBridge`` runs the same work where
+attention), and the memory the kernel handed the process fresh during a run
+(minor page faults: what a run keeps, such as a cache, and the allocator had
+given back, is paid for again on first touch). TransformerLens's ``TransformerBridge`` runs the same work where
 it boots offline.
 
     python benchmarks/overhead.py --rounds 15 --json out/overhead.json
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import mmap
 import random
 import shutil
 import statistics
@@ -35,6 +38,8 @@ import torch
 import lalm_lens as ll
 from lalm_lens.hooks import AudioAttention
 from lalm_lens.zoo.tiny import LayerShape, save_tiny_audio_flamingo3, save_tiny_qwen2_5_omni_thinker, save_tiny_qwen2_audio
+
+PAGE = mmap.PAGESIZE
 
 BUILDERS = {
     "qwen2_audio": save_tiny_qwen2_audio,
@@ -103,18 +108,31 @@ def bridge_variants(folder: str, batch, decoder_patterns) -> dict[str, Callable[
     }
 
 
-def measure(runs: dict[str, Callable[[], object]], rounds: int, warmup: int = 2) -> dict[str, float]:
+def fresh_pages() -> int:
+    """Minor page faults of this process so far: memory the kernel handed over fresh (0 where unknown)."""
+    try:
+        import resource
+    except ImportError:  # not on Windows
+        return 0
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+def measure(runs: dict[str, Callable[[], object]], rounds: int, warmup: int = 2) -> tuple[dict[str, float], dict[str, float]]:
+    """Median seconds per variant, and median MiB of fresh memory it touched per run."""
     times: dict[str, list[float]] = {name: [] for name in runs}
+    faults: dict[str, list[int]] = {name: [] for name in runs}
     order = list(runs)
     with torch.inference_mode():
         for round_ in range(warmup + rounds):
             random.shuffle(order)
             for name in order:
-                start = time.perf_counter()
+                pages, start = fresh_pages(), time.perf_counter()
                 runs[name]()
                 if round_ >= warmup:
                     times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
+                    faults[name].append(fresh_pages() - pages)
+    mib = {name: statistics.median(f) * PAGE / 2**20 for name, f in faults.items()}
+    return {name: statistics.median(t) for name, t in times.items()}, mib
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -138,15 +156,15 @@ def main(argv: list[str] | None = None) -> dict:
         runs = variants(folder, args.seconds, not args.no_bridge)
     finally:
         shutil.rmtree(folder)
-    medians = measure(runs, args.rounds)
+    medians, fresh = measure(runs, args.rounds)
     base = medians["HF forward (sdpa)"]
     widths = "the released model's widths" if args.real_widths else f"width {args.width}"
     print(f"{args.family}: {widths}, {args.layers}+{args.layers} layers, {args.seconds:g} s audio, "
           f"{args.rounds} rounds, torch {torch.__version__}, {torch.get_num_threads()} threads")
-    print("| variant | median ms | × HF |\n|---|---:|---:|")
+    print("| variant | median ms | × HF | fresh MiB/run |\n|---|---:|---:|---:|")
     for name, seconds in medians.items():
-        print(f"| {name} | {seconds * 1e3:.1f} | {seconds / base:.3f} |")
-    result = {"args": vars(args), "median_s": medians, "ratio": {k: v / base for k, v in medians.items()}}
+        print(f"| {name} | {seconds * 1e3:.1f} | {seconds / base:.3f} | {fresh[name]:.1f} |")
+    result = {"args": vars(args), "median_s": medians, "ratio": {k: v / base for k, v in medians.items()}, "fresh_mib": fresh}
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=2)
