@@ -23,7 +23,7 @@ from .adapters import Adapter, adapter_class, adapter_for
 from .adapters.base import read_model_type
 from .attention import ALL_ROWS, PREFIX, hooked_implementation, read_rows
 from .batch import LALMBatch
-from .data.audio import AudioError, AudioLike, limit_length, load_waveform
+from .data.audio import AudioError, AudioLike, as_examples, limit_length, load_waveform
 
 NamesFilter = Union[None, str, Sequence[str], Callable[[str], bool]]
 
@@ -175,7 +175,7 @@ class HookedLALM(HookedRootModule):
                           mixdown=mixdown, system_prompt=system_prompt, **family_kwargs)
         if family_kwargs:
             raise TypeError(f"unexpected arguments for {self.cfg.arch}: {sorted(family_kwargs)}")
-        examples = _as_examples(audio)
+        examples = as_examples(audio)
         prompts = [prompt] * len(examples) if isinstance(prompt, str) else list(prompt)
         if len(prompts) != len(examples):
             raise ValueError(f"got {len(prompts)} prompts for {len(examples)} audio examples")
@@ -361,15 +361,3 @@ class HookedLALM(HookedRootModule):
     def to_tokens(self, text: str) -> torch.Tensor:
         """Token ids of ``text`` with no special tokens and no chat template, ``[n]`` (unlike TransformerLens, no batch axis)."""
         return torch.tensor(self.tokenizer(text, add_special_tokens=False)["input_ids"])
-
-
-def _is_clip(x: Any) -> bool:
-    return isinstance(x, (str, Path, torch.Tensor)) or hasattr(x, "__array_interface__")
-
-
-def _as_examples(audio: Any) -> list[list[Any]]:
-    if _is_clip(audio):
-        return [[audio]]
-    if not isinstance(audio, (list, tuple)) or not audio:
-        raise AudioError("audio must be a clip (path, array, tensor), a non-empty list of clips, or a list of lists")
-    return [[a] if _is_clip(a) else list(a) for a in audio]

@@ -60,7 +60,7 @@ from transformers import WhisperConfig, WhisperFeatureExtractor
 
 from ..batch import LALMBatch
 from ..config import LALMConfig
-from ..data.audio import limit_length, load_waveform
+from ..data.audio import as_examples, limit_length, load_waveform
 from ..models.kimi_audio import WHISPER_SUBFOLDER, KimiAudioConfig, feature_segments, audio_segment, load_kimi_audio
 from ..spans import AudioSpan
 from .base import Adapter, HookBuilder
@@ -384,8 +384,6 @@ class KimiAudioAdapter(Adapter):
         Log-mel is transformers' ``WhisperFeatureExtractor`` on each 30 s chunk (zero-padded), as the
         official encoder wrapper chunks audio. Batches are padded on the left with blanks.
         """
-        from ..hooked_lalm import _as_examples
-
         if system_prompt is not None:
             raise ValueError("Kimi-Audio's prompt format has no system role; put instructions in the user text")
         if output_type not in ("text", "both"):
@@ -397,7 +395,7 @@ class KimiAudioAdapter(Adapter):
             raise ValueError(MISSING_SEMANTIC)
         if semantic_tokens is not None and semantic_tokenizer is not None:
             raise ValueError("pass semantic_tokens or semantic_tokenizer, not both")
-        examples = _as_examples(audio)
+        examples = as_examples(audio)
         prompts = self._per_example(prompt, len(examples), raw_prompt)
         n_clips = sum(map(len, examples))
         given = None if semantic_tokens is None or blank else _code_lists(semantic_tokens)

@@ -127,3 +127,17 @@ def limit_length(
             f"Pass truncate=True to keep the first {max_seconds:g} s."
         )
     return wave[: int(max_seconds * rate)]
+
+
+def is_clip(x) -> bool:
+    """Whether ``x`` is one clip (a path, a tensor or an array) rather than a list of clips."""
+    return isinstance(x, (str, Path, torch.Tensor)) or hasattr(x, "__array_interface__")
+
+
+def as_examples(audio) -> list[list]:
+    """A clip, a list of clips (one per example) or a list of lists (several clips per example) -> list of lists."""
+    if is_clip(audio):
+        return [[audio]]
+    if not isinstance(audio, (list, tuple)) or not audio:
+        raise AudioError("audio must be a clip (path, array, tensor), a non-empty list of clips, or a list of lists")
+    return [[a] if is_clip(a) else list(a) for a in audio]
