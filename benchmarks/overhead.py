@@ -5,8 +5,8 @@ rounds; the table shows each variant's median time, its ratio to the
 median of the plain HF forward (same weights, same inputs, default sdpa
 attention), and the memory the kernel handed the process fresh during a run
 (minor page faults: what a run keeps, such as a cache, and the allocator had
-given back, is paid for again on first touch). TransformerLens's ``TransformerBridge`` runs the same work where
-it boots offline.
+given back, is paid for again on first touch). TransformerLens's
+``TransformerBridge`` runs the same work where it boots offline.
 
     python benchmarks/overhead.py --rounds 15 --json out/overhead.json
     python benchmarks/overhead.py --real-widths --layers 2 --rounds 5   # one 7B layer's widths
@@ -14,7 +14,8 @@ it boots offline.
 The default model is 256 wide with the tiny builders' heads (decoder heads of
 16 dims): patterns weigh far more there than in a released model, whose heads
 are 128 (decoder) and 64 (encoder) wide, whose encoder layers are 5 times and
-decoder layers 14 to 16 times wider, and whose decoder MLPs are 14 to 25 times wider.
+decoder layers 14 to 16 times wider, and whose decoder MLPs are 14 to 25
+times wider.
 ``--real-widths`` builds layers as wide as the released checkpoints' (random
 weights, few layers, a small vocabulary), which is what a user's forward
 costs per layer.

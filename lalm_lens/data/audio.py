@@ -129,12 +129,12 @@ def limit_length(
     return wave[: int(max_seconds * rate)]
 
 
-def is_clip(x) -> bool:
+def is_clip(x: object) -> bool:
     """Whether ``x`` is one clip (a path, a tensor or an array) rather than a list of clips."""
     return isinstance(x, (str, Path, torch.Tensor)) or hasattr(x, "__array_interface__")
 
 
-def as_examples(audio) -> list[list]:
+def as_examples(audio: AudioLike | list) -> list[list[AudioLike]]:
     """A clip, a list of clips (one per example) or a list of lists (several clips per example) -> list of lists."""
     if is_clip(audio):
         return [[audio]]
