@@ -78,6 +78,9 @@ def row_index(rows: int | list[int] | slice, q_len: int) -> torch.Tensor:
     if isinstance(rows, slice):
         return torch.arange(q_len)[rows]
     rows = [rows] if isinstance(rows, int) else list(rows)
+    outside = [r for r in rows if not -q_len <= r < q_len]
+    if outside:
+        raise IndexError(f"query row(s) {outside} are outside the {q_len} positions of this run")
     return torch.tensor([r % q_len for r in rows])
 
 
@@ -208,7 +211,7 @@ def hooked_attention(
         index = None if rows == ALL_ROWS else row_index(rows, q.shape[-2])
         point(attention_probs(module, q, k, mask, scaling, index))
         return output, None
-    pattern = point(attention_probs(module, q, k, mask, scaling))
+    pattern = point.run(attention_probs(module, q, k, mask, scaling))
     pattern = nn.functional.dropout(pattern, p=dropout, training=module.training)
     groups = q.shape[1] // v.shape[1]
     if groups > 1:

@@ -13,7 +13,9 @@ class LALMConfig:
     ``audio_frames_per_second`` that of encoder frames (50 for Whisper-style
     encoders). ``max_audio_seconds`` is the longest clip the model takes
     without truncation; ``window_seconds`` the length of independently
-    encoded windows (None when a clip is encoded whole).
+    encoded windows (None when a clip is encoded whole). ``n_ctx`` is the
+    decoder's ``max_position_embeddings``: longer sequences are refused.
+    ``device`` is where inputs go (kept current by the model).
     """
 
     arch: str
@@ -34,6 +36,13 @@ class LALMConfig:
     max_audio_seconds: float
     window_seconds: float | None = None
     name: str = ""
+    n_ctx: int | None = None
+    device: str | None = None
+    # what TransformerLens's ActivationCache reads from ``model.cfg``
+    normalization_type: str = "RMS"
+    positional_embedding_type: str = "rotary"
+    attn_only: bool = False
+    final_rms: bool = True
 
     def to_dict(self) -> dict:
         return asdict(self)

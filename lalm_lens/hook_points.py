@@ -10,11 +10,34 @@ code with no extra Python on its path.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
 from torch import nn
 from transformer_lens.hook_points import HookPoint
+
+from . import names
+
+
+@dataclass
+class Step:
+    """Which part of a run the hooks are seeing, shared by every hook point of a model as ``hook.step``.
+
+    ``phase`` is ``"forward"`` (a plain run), ``"prefill"`` (the first pass of
+    ``generate``) or ``"decode"``; ``index`` is 0 for forward and prefill and
+    ``k`` for the k-th generated token; ``positions`` are the absolute sequence
+    positions the position axis of a decoder tensor covers now
+    (``range(0, L)``, then ``range(L + k - 1, L + k)`` at decoding step ``k``).
+    :class:`~lalm_lens.HookedLALM` owns and updates it.
+    """
+
+    phase: str = "forward"
+    index: int = 0
+    positions: range = range(0)
+
+    def set(self, phase: str, index: int, positions: range) -> None:
+        self.phase, self.index, self.positions = phase, index, positions
 
 
 class LazyHookPoint(HookPoint):
@@ -23,6 +46,30 @@ class LazyHookPoint(HookPoint):
     def __init__(self, on_change: Callable[[], None] | None = None):
         super().__init__()
         self.on_change = on_change
+        self.step = Step()
+
+    def layer(self) -> int:
+        """The block index of this point (decoder, encoder or Kimi's MIMO blocks); raises outside blocks."""
+        return names.layer_of(self.name)
+
+    def run(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Pass ``tensor`` through the user hooks; what they return must be a tensor of the same shape."""
+        out = self(tensor)
+        if out is tensor:
+            return out
+        if not isinstance(out, torch.Tensor):
+            raise TypeError(
+                f"a hook on {self.name} returned a {type(out).__name__}; return a torch.Tensor of shape "
+                f"{tuple(tensor.shape)}, or None to leave the activation unchanged"
+            )
+        if out.shape != tensor.shape:
+            raise ValueError(
+                f"a hook on {self.name} returned shape {tuple(out.shape)} where the activation has shape "
+                f"{tuple(tensor.shape)}; return a tensor of the same shape (broadcasting is not applied)"
+            )
+        if out.device != tensor.device or out.dtype != tensor.dtype:
+            out = out.to(tensor.device, tensor.dtype)
+        return out
 
     @property
     def active(self) -> bool:
@@ -40,13 +87,6 @@ class LazyHookPoint(HookPoint):
             self.on_change()
 
 
-def _run_point(point: LazyHookPoint, tensor: torch.Tensor) -> torch.Tensor:
-    out = point(tensor)
-    if out is not tensor and (out.device != tensor.device or out.dtype != tensor.dtype):
-        out = out.to(tensor.device, tensor.dtype)
-    return out
-
-
 class Tap:
     """One PyTorch hook on ``module`` that runs ``points`` on a tensor it sees.
 
@@ -54,12 +94,17 @@ class Tap:
     it returns a tuple) or ``"input"`` (positional argument 0, or the keyword
     ``arg``). With ``in_place`` an edit is copied into the input tensor itself,
     so that other references to it (a residual kept before a norm) see it too.
+    With ``head_dim`` the points see the last axis split into heads,
+    ``[..., head, head_dim]`` (per-head q, k, v and z of a fused projection).
     """
 
-    def __init__(self, module: nn.Module, where: str, arg: str | None = None, in_place: bool = False):
+    def __init__(
+        self, module: nn.Module, where: str, arg: str | None = None, in_place: bool = False, head_dim: int | None = None
+    ):
         if where not in ("input", "output"):
             raise ValueError(f"where must be 'input' or 'output', got {where!r}")
         self.module, self.where, self.arg, self.in_place = module, where, arg, in_place
+        self.head_dim = head_dim
         self.points: list[LazyHookPoint] = []
         self.handle = None
 
@@ -81,10 +126,14 @@ class Tap:
             self.handle = None
 
     def _run(self, tensor: torch.Tensor) -> torch.Tensor:
+        view = tensor if self.head_dim is None else tensor.unflatten(-1, (-1, self.head_dim))
+        new = view
         for point in self.points:
             if point.active:
-                tensor = _run_point(point, tensor)
-        return tensor
+                new = point.run(new)
+        if new is view:
+            return tensor
+        return new if self.head_dim is None else new.flatten(-2)
 
     def _on_output(self, module: nn.Module, args: Any, output: Any) -> Any:
         if isinstance(output, tuple):
@@ -113,3 +162,21 @@ class Tap:
             raise ValueError(f"a hook returned shape {tuple(new.shape)} where {tuple(old.shape)} was expected")
         old.copy_(new)
         return old
+
+
+class ReadTap(Tap):
+    """A tap whose points see ``derive(tensor)``, a value computed from what the module sees (e.g. a norm's scale).
+
+    The value is not part of the HF computation, so its points may read it but not edit it.
+    """
+
+    def __init__(self, module: nn.Module, where: str, derive: Callable[[torch.Tensor], torch.Tensor], arg: str | None = None):
+        super().__init__(module, where, arg)
+        self.derive = derive
+
+    def _run(self, tensor: torch.Tensor) -> torch.Tensor:
+        value = self.derive(tensor)
+        for point in self.points:
+            if point.active and point.run(value) is not value:
+                raise ValueError(f"{point.name} is read-only (derived from the activation); edit the tensor it is computed from")
+        return tensor

@@ -10,20 +10,25 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Sequence, Union
 
 import torch
-from jaxtyping import Float
-from transformer_lens import ActivationCache, HookedRootModule
+from jaxtyping import Float, Int
+from transformer_lens import HookedRootModule
 from transformer_lens.hook_points import HookPoint
 from transformer_lens.utilities import Slice
 
+from .names import is_audio
 from .adapters import Adapter, adapter_class, adapter_for
 from .adapters.base import read_model_type
-from .attention import ALL_ROWS, PREFIX, hooked_implementation, read_rows
+from .attention import PREFIX, hooked_implementation
 from .batch import LALMBatch
+from .cache import CacheWriter, LALMActivationCache
+from .checkpoints import locate
 from .data.audio import AudioError, AudioLike, as_examples, limit_length, load_waveform
+from .hook_points import Step
 
 NamesFilter = Union[None, str, Sequence[str], Callable[[str], bool]]
 
@@ -35,33 +40,6 @@ class HookDict(dict):
         close = difflib.get_close_matches(str(name), list(self), n=5, cutoff=0.5)
         hint = f" Did you mean: {', '.join(close)}?" if close else " Run `lalm-lens hooks MODEL` to list them."
         raise KeyError(f"unknown hook point {name!r}.{hint}")
-
-
-def _is_audio_hook(name: str) -> bool:
-    return name.startswith("audio.") or name == "hook_audio_embeds"
-
-
-class CacheWriter:
-    """A caching hook: stores the activation (its ``pos_slice`` positions) under the hook's name.
-
-    It only reads, so for attention patterns it declares ``query_rows`` (the
-    sliced positions, or all rows) and the pattern is computed beside the fast
-    kernel: caching patterns leaves the logits bit-identical.
-    """
-
-    def __init__(self, cache: dict, pos_slice: Slice | None, device, remove_batch_dim: bool, suffix: str = ""):
-        self.cache, self.pos_slice, self.device = cache, pos_slice, device
-        self.remove_batch_dim, self.suffix = remove_batch_dim, suffix
-        rows = None if pos_slice is None else pos_slice.slice
-        self.query_rows = ALL_ROWS if rows is None else rows if isinstance(rows, slice) else [int(r) for r in rows]
-
-    def __call__(self, tensor: torch.Tensor, hook: HookPoint) -> None:
-        if hook.name.endswith("hook_pattern"):
-            tensor = read_rows(tensor, hook, self.query_rows)
-        elif self.pos_slice is not None:
-            tensor = self.pos_slice.apply(tensor, dim=1)
-        tensor = tensor.detach().to(self.device)
-        self.cache[hook.name + self.suffix] = tensor[0] if self.remove_batch_dim else tensor
 
 
 class HookedLALM(HookedRootModule):
@@ -82,8 +60,11 @@ class HookedLALM(HookedRootModule):
         self.cfg = self.adapter.config(name)
         for config in self.adapter.attention_configs:
             config._attn_implementation = hooked_implementation(config._attn_implementation.removeprefix(PREFIX))
+        self.cfg = replace(self.cfg, device=str(self.input_device))
+        self.step = Step()
         self.adapter.build_hooks(self)
         self.setup()
+        self.train(hf_model.training)
 
     # -- construction -----------------------------------------------------
     @classmethod
@@ -106,15 +87,24 @@ class HookedLALM(HookedRootModule):
     ) -> "HookedLALM":
         """Load a checkpoint from a folder or the local hub cache; nothing is downloaded unless ``allow_download``.
 
+        Returns the model in eval mode. A hub id that is not in the local
+        cache raises :class:`~lalm_lens.checkpoints.CheckpointNotFound` without
+        any network access unless ``allow_download=True``.
+
         ``device_map`` (e.g. ``"auto"`` or a per-module dict) hands placement to
         accelerate for models larger than one device; hooks, caches and edits
         work across devices. Weights are read from safetensors only.
         """
         from .zoo import resolve
 
-        path = resolve(name_or_path)
-        local = {"local_files_only": not allow_download, "trust_remote_code": trust_remote_code}
-        adapter_cls = adapter_class(read_model_type(path, local_files_only=not allow_download))
+        if not hf_kwargs.pop("use_safetensors", True):
+            raise ValueError(
+                "lalm-lens loads weights from safetensors only (pickled .bin weights can run code when loaded); "
+                "convert the checkpoint with save_pretrained(..., safe_serialization=True)"
+            )
+        path = locate(resolve(name_or_path), allow_download=allow_download)
+        local = {"local_files_only": True, "trust_remote_code": trust_remote_code}
+        adapter_cls = adapter_class(read_model_type(path, local_files_only=True))
         hf_model = adapter_cls.load(
             path, dtype=dtype, attn_implementation=attn_implementation, device_map=device_map,
             use_safetensors=True, **local, **hf_kwargs,
@@ -130,8 +120,15 @@ class HookedLALM(HookedRootModule):
         for name, module in self.named_modules():
             if isinstance(module, HookPoint):
                 module.name = name
+                module.step = self.step
                 self.hook_dict[name] = module
         self.mod_dict = self.hook_dict
+
+    def _apply(self, fn, recurse: bool = True):
+        """``to``/``cuda``/``cpu``/``half``..., then ``cfg.device`` follows the inputs' device."""
+        super()._apply(fn, recurse)
+        self.cfg = replace(self.cfg, device=str(self.input_device))
+        return self
 
     @property
     def input_device(self) -> torch.device:
@@ -171,8 +168,10 @@ class HookedLALM(HookedRootModule):
         """
         custom = getattr(self.adapter, "prepare", None)
         if custom is not None:
-            return custom(self, audio, prompt, sampling_rate, raw_prompt=raw_prompt, truncate=truncate,
-                          mixdown=mixdown, system_prompt=system_prompt, **family_kwargs)
+            batch = custom(self, audio, prompt, sampling_rate, raw_prompt=raw_prompt, truncate=truncate,
+                           mixdown=mixdown, system_prompt=system_prompt, **family_kwargs)
+            self._check_length(batch.inputs)
+            return replace(batch, tokenizer=self.tokenizer)
         if family_kwargs:
             raise TypeError(f"unexpected arguments for {self.cfg.arch}: {sorted(family_kwargs)}")
         examples = as_examples(audio)
@@ -208,8 +207,9 @@ class HookedLALM(HookedRootModule):
                         f"example {b} clip {c} lasts {1000 * n_samples / rate:.0f} ms and gives {n_tokens} audio "
                         f"token(s); the model needs at least 2 ({2 / self.cfg.audio_tokens_per_second:g} s)"
                     )
+        self._check_length(inputs)
         seconds = [[n / rate for n in example] for example in lengths]
-        return LALMBatch(inputs, spans, texts, seconds).to(self.input_device, self.hf_model.dtype)
+        return LALMBatch(inputs, spans, texts, seconds, self.tokenizer).to(self.input_device, self.hf_model.dtype)
 
     def _prompt_text(self, text: str, n_clips: int, raw: bool, system_prompt: str | None, example: int) -> str:
         placeholder = self.adapter.placeholder
@@ -232,12 +232,38 @@ class HookedLALM(HookedRootModule):
             messages.insert(0, {"role": "system", "content": system_prompt})
         return self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
+    def _check_length(self, inputs: dict) -> None:
+        n_ctx, length = self.cfg.n_ctx, inputs["input_ids"].shape[-1]
+        if n_ctx is not None and length > n_ctx:
+            raise ValueError(
+                f"the sequence is {length} positions long (audio and text) but the decoder's position embeddings "
+                f"cover {n_ctx} (max_position_embeddings); use shorter clips or fewer clips per prompt"
+            )
+
     def _inputs(self, batch: LALMBatch | dict) -> dict:
-        """The HF keyword inputs; hand-made dicts are checked here, batches were checked by :meth:`prepare`."""
-        if isinstance(batch, LALMBatch):
-            return batch.inputs
-        inputs = dict(batch)
+        """The HF keyword inputs, checked: placeholders per example and clip, sequence length, and for a
+        batch, that its audio spans still describe its ``input_ids`` (one pass over the ids, no model work)."""
+        if not isinstance(batch, (LALMBatch, dict)):
+            raise TypeError(
+                f"expected the LALMBatch from model.prepare(...) or a dict of HF inputs, got {type(batch).__name__}"
+            )
+        inputs = batch.inputs if isinstance(batch, LALMBatch) else dict(batch)
+        if "input_ids" not in inputs:
+            raise ValueError("the inputs hold no input_ids; build them with model.prepare(...)")
         self.adapter.check_inputs(inputs)
+        self._check_length(inputs)
+        if isinstance(batch, LALMBatch):
+            rate = self.cfg.sampling_rate
+            samples = [[round(s * rate) for s in example] for example in batch.clip_seconds]
+            try:
+                spans = self.adapter.audio_spans(inputs, samples)
+            except ValueError as error:
+                raise ValueError(f"the batch's audio placeholders were edited after model.prepare(...): {error}") from None
+            if spans != batch.audio_spans:
+                raise ValueError(
+                    "the batch's audio spans no longer match its input_ids (placeholders were edited after "
+                    "model.prepare(...)); prepare the batch again"
+                )
         return inputs
 
     # -- running ----------------------------------------------------------
@@ -250,7 +276,9 @@ class HookedLALM(HookedRootModule):
         misplaced = {"fwd_hooks", "bwd_hooks"} & set(hf_kwargs)
         if misplaced:
             raise TypeError(f"forward() takes no {sorted(misplaced)}: use run_with_hooks, run_with_cache or hooks()")
-        output = self.hf_model(**self._inputs(batch), use_cache=False, **hf_kwargs)
+        inputs = self._inputs(batch)
+        self.step.set("forward", 0, range(inputs["input_ids"].shape[-1]))
+        output = self.hf_model(**inputs, use_cache=False, **hf_kwargs)
         if return_type == "logits":
             return output.logits
         return output if return_type == "output" else None
@@ -282,17 +310,24 @@ class HookedLALM(HookedRootModule):
         during the same forward, before the caching hooks, so the cache holds
         what their edits produce.
 
+        ``remove_batch_dim`` needs one example and one encoded clip.
         Shapes: see the hook tables in the README (``lalm-lens hooks MODEL``).
         """
         if incl_bwd and loss_fn is None:
             raise ValueError("incl_bwd=True needs loss_fn(logits) -> scalar to differentiate")
+        n_examples = len((batch.inputs if isinstance(batch, LALMBatch) else batch)["input_ids"])
+        if remove_batch_dim and n_examples != 1:
+            raise ValueError(
+                f"remove_batch_dim=True needs a batch of one example, got {n_examples}; "
+                "cache with the batch axis and index it (cache[name][i])"
+            )
         cache, fwd, bwd = self.get_caching_hooks(names_filter, incl_bwd, device, remove_batch_dim, pos_slice=pos_slice)
         with self.hooks(fwd_hooks=[*fwd_hooks, *fwd], bwd_hooks=[*bwd_hooks, *bwd]):
             with torch.enable_grad() if incl_bwd else contextlib.nullcontext():
                 out = self(batch, **forward_kwargs)
                 if incl_bwd:
                     loss_fn(out).backward()
-        return out, ActivationCache(cache, self, has_batch_dim=not remove_batch_dim)
+        return out, LALMActivationCache(cache, self, has_batch_dim=not remove_batch_dim)
 
     def get_caching_hooks(
         self,
@@ -309,11 +344,28 @@ class HookedLALM(HookedRootModule):
         pos = None if pos_slice is None else Slice.unwrap(pos_slice)
         fwd, bwd = [], []
         for name in names:
-            sliced = None if _is_audio_hook(name) else pos
+            sliced = None if is_audio(name) else pos
             fwd.append((name, CacheWriter(cache, sliced, device, remove_batch_dim)))
             if incl_bwd:
                 bwd.append((name, CacheWriter(cache, sliced, device, remove_batch_dim, suffix="_grad")))
         return cache, fwd, bwd
+
+    def add_caching_hooks(
+        self,
+        names_filter: NamesFilter = None,
+        incl_bwd: bool = False,
+        device=None,
+        remove_batch_dim: bool = False,
+        cache: dict | None = None,
+    ) -> dict:
+        """Attach caching hooks (until ``reset_hooks``) and return the dict they fill; patterns are read beside
+        the fast kernel, so the logits stay those of ``model(batch)``."""
+        cache, fwd, bwd = self.get_caching_hooks(names_filter, incl_bwd, device, remove_batch_dim, cache)
+        for name, hook in fwd:
+            self.hook_dict[name].add_hook(hook, dir="fwd")
+        for name, hook in bwd:
+            self.hook_dict[name].add_hook(hook, dir="bwd")
+        return cache
 
     def hook_names(self, names_filter: NamesFilter = None) -> list[str]:
         """The hook names a filter selects; unknown names raise with suggestions."""
@@ -344,19 +396,96 @@ class HookedLALM(HookedRootModule):
     ) -> list[str] | torch.Tensor:
         """Generate with ``fwd_hooks`` active during the prefill and every decoding step.
 
-        Returns the decoded new text per example (``return_type="text"``) or
-        the new token ids ``[batch, new]`` (``"tokens"``). Greedy by default.
+        Hooks tell the two apart by ``hook.step`` (:class:`~lalm_lens.hook_points.Step`):
+        ``phase`` is ``"prefill"`` then ``"decode"``, and ``positions`` the
+        absolute positions the tensor covers. Returns the decoded new text per
+        example (``return_type="text"``) or the new token ids ``[batch, new]``
+        (``"tokens"``). Greedy by default.
         """
         if return_type not in ("text", "tokens"):
             raise ValueError(f"return_type must be 'text' or 'tokens', got {return_type!r}")
         inputs = self._inputs(batch)
         generate_kwargs.setdefault("pad_token_id", self.tokenizer.pad_token_id)
-        with self.hooks(fwd_hooks=list(fwd_hooks)):
-            out = self.hf_model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=do_sample, **generate_kwargs)
+        self.step.set("prefill", 0, range(0))
+        tracker = self.hf_model.register_forward_pre_hook(self._next_step, with_kwargs=True)
+        try:
+            with self.hooks(fwd_hooks=list(fwd_hooks)):
+                out = self.hf_model.generate(
+                    **inputs, max_new_tokens=max_new_tokens, do_sample=do_sample, **generate_kwargs
+                )
+        finally:
+            tracker.remove()
+            self.step.set("forward", 0, range(0))
         new = out[:, inputs["input_ids"].shape[1] :]
         if return_type == "tokens":
             return new
         return [t.strip() for t in self.tokenizer.batch_decode(new, skip_special_tokens=True)]
+
+    def _next_step(self, module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
+        """Before each model call in ``generate``: which positions the call covers (prefill, then one per step)."""
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        if ids is None:
+            ids = kwargs["inputs_embeds"]
+        n, step = ids.shape[1], self.step
+        if step.phase == "prefill" and not step.positions:
+            step.set("prefill", 0, range(n))
+        else:
+            step.set("decode", step.index + 1, range(step.positions.stop, step.positions.stop + n))
+
+    # -- reading out (TransformerLens names) -------------------------------
+    @property
+    def W_U(self) -> Float[torch.Tensor, "d_model d_vocab"]:
+        """The unembedding, ``lm_head.weight`` transposed (a view). The final norm's weight is not folded in:
+        ``model.ln_final(resid) @ model.W_U + model.b_U`` gives the logits."""
+        return self.hf_model.get_output_embeddings().weight.T
+
+    @property
+    def b_U(self) -> Float[torch.Tensor, "d_vocab"]:
+        """The unembedding bias (zeros when ``lm_head`` has none)."""
+        head = self.hf_model.get_output_embeddings()
+        return head.bias if head.bias is not None else head.weight.new_zeros(head.weight.shape[0])
+
+    def unembed(self, normalized: Float[torch.Tensor, "... d_model"]) -> Float[torch.Tensor, "... d_vocab"]:
+        """Logits from the output of the final norm (``ln_final.hook_normalized``), with the model's own ``lm_head``."""
+        return self.hf_model.get_output_embeddings()(normalized)
+
+    def tokens_to_residual_directions(self, tokens: str | int | list | torch.Tensor) -> torch.Tensor:
+        """``W_U`` columns of ``tokens`` (a token string, an id, or ids): ``[d_model]`` for one, ``[..., d_model]`` else."""
+        if isinstance(tokens, str):
+            tokens = self.to_single_token(tokens)
+        ids = torch.as_tensor(tokens, device=self.W_U.device)
+        return self.W_U[:, ids].movedim(0, -1)
+
+    def to_single_token(self, text: str) -> int:
+        """The id of ``text`` when it is exactly one token; raises otherwise."""
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        if len(ids) != 1:
+            raise ValueError(f"{text!r} is {len(ids)} tokens, not one: {ids}")
+        return ids[0]
+
+    def to_string(self, tokens: Int[torch.Tensor, "... pos"] | list[int]) -> str | list[str]:
+        """Decode ids (``[pos]`` gives a string, ``[batch, pos]`` a list of strings)."""
+        tokens = torch.as_tensor(tokens)
+        if tokens.dim() > 1:
+            return [self.to_string(row) for row in tokens]
+        return self.tokenizer.decode(tokens.tolist())
+
+    def to_str_tokens(
+        self, input: LALMBatch | str | torch.Tensor | list[int], example: int | None = None
+    ) -> list[str] | list[list[str]]:
+        """One string per position. For a batch, its decoder positions, audio ones as ``<audio {clip} {t:.2f}s>``
+        (clip time at the token's start); one example's list when ``example`` is given or the batch holds one.
+        A string is tokenized without template; ids ``[pos]`` or ``[batch, pos]`` are decoded token by token."""
+        if isinstance(input, LALMBatch):
+            if example is None and len(input) > 1:
+                return [input.str_tokens(b) for b in range(len(input))]
+            return input.str_tokens(0 if example is None else example)
+        if isinstance(input, str):
+            input = self.to_tokens(input)
+        ids = torch.as_tensor(input)
+        if ids.dim() > 1:
+            return [self.to_str_tokens(row) for row in ids]
+        return self.tokenizer.batch_decode([[i] for i in ids.tolist()])
 
     def to_tokens(self, text: str) -> torch.Tensor:
         """Token ids of ``text`` with no special tokens and no chat template, ``[n]`` (unlike TransformerLens, no batch axis)."""

@@ -70,10 +70,24 @@ def clip_spans(spans: list[AudioSpan], clip: int = 0) -> list[AudioSpan]:
     return sorted((s for s in spans if s.clip == clip), key=lambda s: s.offset_s)
 
 
-def audio_positions(spans: list[AudioSpan], clip: int | None = None) -> list[int]:
-    """All decoder positions holding audio (of one clip, if given), in time order."""
+def audio_positions(
+    spans: list[AudioSpan], clip: int | None = None, start_s: float | None = None, stop_s: float | None = None
+) -> list[int]:
+    """Decoder positions holding audio (of one clip, if given), in time order.
+
+    With ``start_s`` / ``stop_s`` (seconds of the clip) only the tokens
+    overlapping ``[start_s, stop_s)`` are kept; this needs a clip.
+    """
     chosen = spans if clip is None else clip_spans(spans, clip)
-    return [p for s in chosen for p in s.positions]
+    if start_s is None and stop_s is None:
+        return [p for s in chosen for p in s.positions]
+    if clip is None:
+        raise ValueError("a time interval needs a clip: times are seconds of one clip")
+    lo = -np.inf if start_s is None else start_s
+    hi = np.inf if stop_s is None else stop_s
+    if hi <= lo:
+        raise ValueError(f"empty interval: start_s={start_s} >= stop_s={stop_s}")
+    return [p for s in chosen for p in s.positions_between(max(lo, s.offset_s), min(hi, s.offset_s + s.duration_s))]
 
 
 def audio_slice(

@@ -16,7 +16,8 @@ def test_row_index_counts_negative_rows_from_the_end():
 def test_causal_probs_for_selected_rows_equal_the_full_pattern():
     module = nn.Module()
     module.is_causal = True
-    q, k = torch.randn(2, 4, 6, 8), torch.randn(2, 2, 6, 8)
+    generator = torch.Generator().manual_seed(0)
+    q, k = torch.randn(2, 4, 6, 8, generator=generator), torch.randn(2, 2, 6, 8, generator=generator)
     full = attention_probs(module, q, k, None, None)
     assert torch.all(full.triu(1) == 0)
     torch.testing.assert_close(attention_probs(module, q, k, None, None, row_index([1, -1], 6)), full[:, :, [1, 5]])
@@ -31,13 +32,15 @@ def test_masks_that_are_not_4d_are_refused():
 
 def test_keys_masked_for_every_query_are_skipped_but_shapes_and_values_stay():
     module = nn.Module()
-    q, k = torch.randn(2, 4, 10, 8), torch.randn(2, 4, 10, 8)
+    generator = torch.Generator().manual_seed(0)
+    q, k = torch.randn(2, 4, 10, 8, generator=generator), torch.randn(2, 4, 10, 8, generator=generator)
     real = torch.tensor([6, 3])
     mask = (torch.arange(10)[None, :] < real[:, None])[:, None, None, :].expand(2, 1, 10, 10)
     scores = (q @ k.transpose(-1, -2)).masked_fill(~mask, torch.finfo(torch.float32).min)
     probs = attention_probs(module, q, k, mask, 1.0)
     assert probs.shape == (2, 4, 10, 10) and torch.all(probs[..., 6:] == 0)
-    torch.testing.assert_close(probs, scores.softmax(-1), rtol=0, atol=1e-7)
+    # probabilities in [0, 1] from 8-term dot products through another matmul kernel: a few float32 ulps of 1.0
+    torch.testing.assert_close(probs, scores.softmax(-1), rtol=0, atol=1e-6)
 
 
 def test_encoder_attention_is_cut_to_the_real_frames_with_bool_or_float_masks():

@@ -62,6 +62,7 @@ def expected_shapes(model, batch) -> dict:
         "hook_audio_embeds": (rows, tokens, cfg.d_model),
         "hook_embed": (b, pos, cfg.d_model),
         "ln_final.hook_normalized": (b, pos, cfg.d_model),
+        "ln_final.hook_scale": (b, pos, 1),
     }
     for i in range(cfg.audio_n_layers):
         for name in ("hook_resid_pre", "hook_resid_post", "hook_attn_out", "hook_mlp_out"):
@@ -73,6 +74,8 @@ def expected_shapes(model, batch) -> dict:
         for name in ("hook_resid_pre", "hook_resid_mid", "hook_resid_post", "hook_attn_out", "hook_mlp_out"):
             shapes[f"blocks.{i}.{name}"] = (b, pos, cfg.d_model)
         shapes[f"blocks.{i}.attn.hook_pattern"] = (b, cfg.n_heads, pos, pos)
+        for name, heads in (("hook_q", cfg.n_heads), ("hook_k", cfg.n_kv_heads), ("hook_v", cfg.n_kv_heads), ("hook_z", cfg.n_heads)):
+            shapes[f"blocks.{i}.attn.{name}"] = (b, pos, heads, cfg.d_head)
         for name in ("hook_pre", "hook_gate", "hook_post"):
             shapes[f"blocks.{i}.mlp.{name}"] = (b, pos, cfg.d_mlp)
     return shapes
@@ -95,8 +98,15 @@ def test_editing_any_hook_changes_the_logits(model, batch):
         return tensor * 0.5 + 0.1
 
     for name in model.hook_dict:
+        if name == "ln_final.hook_scale":
+            continue  # derived, read-only: see test_hook_scale_is_read_only
         edited = model.run_with_hooks(batch, fwd_hooks=[(name, edit)])
         assert not torch.allclose(edited, clean), f"editing {name} left the logits unchanged"
+
+
+def test_hook_scale_is_read_only(model, batch):
+    with pytest.raises(ValueError, match="read-only"):
+        model.run_with_hooks(batch, fwd_hooks=[("ln_final.hook_scale", lambda t, hook: t * 2)])
 
 
 def test_a_reader_and_an_editor_on_one_pattern_each_get_what_they_asked(model, batch):
@@ -152,7 +162,7 @@ def test_zeroing_a_neuron_equals_the_same_edit_on_hf_down_proj(model, batch):
 def test_resid_mid_edit_reaches_the_mlp_and_the_residual(model, batch):
     name = "blocks.0.hook_resid_mid"
     _, clean = model.run_with_cache(batch, names_filter=[name, "blocks.0.hook_resid_post", "blocks.0.hook_mlp_out"])
-    shift = torch.randn(model.cfg.d_model)
+    shift = torch.randn(model.cfg.d_model, generator=torch.Generator().manual_seed(0))
     with model.hooks(fwd_hooks=[(name, lambda t, hook: t + shift)]):
         _, edited = model.run_with_cache(batch, names_filter=["blocks.0.hook_resid_post", "blocks.0.hook_mlp_out"])
     torch.testing.assert_close(edited["blocks.0.hook_resid_post"], clean[name] + shift + edited["blocks.0.hook_mlp_out"])

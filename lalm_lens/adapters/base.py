@@ -13,11 +13,12 @@ import json
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import einops
 import torch
 from torch import nn
 
 from ..config import LALMConfig
-from ..hook_points import LazyHookPoint, Tap
+from ..hook_points import LazyHookPoint, ReadTap, Tap
 from ..spans import AudioSpan
 
 
@@ -29,6 +30,63 @@ class HookContainer(nn.Module):
 
     def __len__(self) -> int:
         return len(self._modules)
+
+
+class FinalNorm(HookContainer):
+    """``model.ln_final``: the decoder's final RMSNorm, callable as in TransformerLens (its weight included).
+
+    It holds ``hook_scale`` (``[batch, pos, 1]``, the RMS the norm divides by,
+    read-only) and ``hook_normalized`` (the norm's output, what the unembedding
+    reads). The HF module stays in the HF tree; this only refers to it.
+    """
+
+    def __init__(self, norm: nn.Module):
+        super().__init__()
+        object.__setattr__(self, "norm", norm)
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.norm.weight
+
+    @property
+    def eps(self) -> float:
+        return self.norm.variance_epsilon
+
+    def scale(self, x: torch.Tensor) -> torch.Tensor:
+        """``sqrt(mean(x^2) + eps)`` over the last axis, ``[..., 1]``, as the norm computes it (in float32)."""
+        return x.float().pow(2).mean(-1, keepdim=True).add(self.eps).sqrt().to(x.dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(x)
+
+
+class DecoderAttention(HookContainer):
+    """``blocks.{i}.attn``: the hook points of one decoder attention layer, and its weights in TransformerLens layout.
+
+    ``W_Q [head, d_model, d_head]``, ``W_K`` / ``W_V [kv_head, d_model, d_head]``
+    (grouped-query attention keeps its key/value heads), ``W_O [head, d_head, d_model]``;
+    biases the projections lack are zeros. Views of the HF weights, not copies.
+    """
+
+    def __init__(self, attention: nn.Module):
+        super().__init__()
+        object.__setattr__(self, "attention", attention)
+
+    def _in(self, proj: nn.Module) -> torch.Tensor:
+        return einops.rearrange(proj.weight, "(h d) m -> h m d", d=self.attention.head_dim)
+
+    def _bias(self, proj: nn.Module, per_head: bool = True) -> torch.Tensor:
+        bias = proj.bias if proj.bias is not None else proj.weight.new_zeros(proj.out_features)
+        return bias.unflatten(-1, (-1, self.attention.head_dim)) if per_head else bias
+
+    W_Q = property(lambda self: self._in(self.attention.q_proj))
+    W_K = property(lambda self: self._in(self.attention.k_proj))
+    W_V = property(lambda self: self._in(self.attention.v_proj))
+    W_O = property(lambda self: einops.rearrange(self.attention.o_proj.weight, "m (h d) -> h d m", d=self.attention.head_dim))
+    b_Q = property(lambda self: self._bias(self.attention.q_proj))
+    b_K = property(lambda self: self._bias(self.attention.k_proj))
+    b_V = property(lambda self: self._bias(self.attention.v_proj))
+    b_O = property(lambda self: self._bias(self.attention.o_proj, per_head=False))
 
 
 def place(root: nn.Module, name: str, module: nn.Module) -> None:
@@ -49,12 +107,22 @@ class HookBuilder:
         self.root = root
         self.taps: dict[tuple[int, str, bool], Tap] = {}
 
-    def point(self, name: str, module: nn.Module, where: str, arg: str | None = None, in_place: bool = False) -> None:
+    def point(
+        self, name: str, module: nn.Module, where: str, arg: str | None = None, in_place: bool = False,
+        head_dim: int | None = None,
+    ) -> None:
         """A hook point ``name`` fed from ``module``'s input or output (see :class:`Tap`)."""
-        key = (id(module), where, in_place)
+        key = (id(module), where, in_place, head_dim)
         if key not in self.taps:
-            self.taps[key] = Tap(module, where, arg, in_place)
+            self.taps[key] = Tap(module, where, arg, in_place, head_dim)
         place(self.root, name, self.taps[key].new_point())
+
+    def final_norm(self, norm: nn.Module, prefix: str = "ln_final") -> None:
+        """``{prefix}`` as a :class:`FinalNorm` with ``hook_scale`` (read from the norm's input) and ``hook_normalized``."""
+        final = FinalNorm(norm)
+        place(self.root, prefix, final)
+        place(self.root, f"{prefix}.hook_scale", ReadTap(norm, "input", final.scale).new_point())
+        self.point(f"{prefix}.hook_normalized", norm, "output")
 
     def pattern(self, name: str, attention: nn.Module) -> None:
         """A pattern point, read by the registered attention function from ``attention.__dict__``."""
@@ -195,6 +263,7 @@ class Adapter:
             max_audio_seconds=self.max_audio_seconds,
             window_seconds=self.window_seconds,
             name=name,
+            n_ctx=getattr(text, "max_position_embeddings", None),
         )
 
     # -- hook points ------------------------------------------------------
@@ -207,7 +276,7 @@ class Adapter:
         hooks.point("hook_audio_embeds", self.projector, "output")
         hooks.point("hook_embed", self.language_model, "input", arg="inputs_embeds")
         self.decoder_block_hooks(hooks, self.language_model.layers)
-        hooks.point("ln_final.hook_normalized", self.language_model.norm, "output")
+        hooks.final_norm(self.language_model.norm)
 
     @staticmethod
     def encoder_block_hooks(hooks: "HookBuilder", layers, prefix: str = "audio.blocks") -> None:
@@ -225,10 +294,14 @@ class Adapter:
     def decoder_block_hooks(hooks: "HookBuilder", layers, prefix: str = "blocks") -> None:
         """``{prefix}.{i}.*`` on Qwen2-style decoder layers (gated MLP with ``gate_proj``/``act_fn``/``down_proj``)."""
         for i, layer in enumerate(layers):
-            p = f"{prefix}.{i}"
+            p, attention = f"{prefix}.{i}", layer.self_attn
             hooks.point(f"{p}.hook_resid_pre", layer, "input", arg="hidden_states")
-            hooks.pattern(f"{p}.attn.hook_pattern", layer.self_attn)
-            hooks.point(f"{p}.hook_attn_out", layer.self_attn, "output")
+            place(hooks.root, f"{p}.attn", DecoderAttention(attention))
+            for site, proj in (("q", attention.q_proj), ("k", attention.k_proj), ("v", attention.v_proj)):
+                hooks.point(f"{p}.attn.hook_{site}", proj, "output", head_dim=attention.head_dim)
+            hooks.pattern(f"{p}.attn.hook_pattern", attention)
+            hooks.point(f"{p}.attn.hook_z", attention.o_proj, "input", head_dim=attention.head_dim)
+            hooks.point(f"{p}.hook_attn_out", attention, "output")
             hooks.point(f"{p}.hook_resid_mid", layer.post_attention_layernorm, "input", in_place=True)
             hooks.point(f"{p}.mlp.hook_pre", layer.mlp.gate_proj, "output")
             hooks.point(f"{p}.mlp.hook_gate", layer.mlp.act_fn, "output")
@@ -298,15 +371,49 @@ class Adapter:
         return spans
 
     def check_inputs(self, inputs: dict) -> None:
-        """Raise when the placeholder tokens do not match what the audio features will produce."""
-        if "input_features" not in inputs:
+        """Raise unless, in every example, each run of placeholders is filled by whole clips, in order.
+
+        HF models scatter the audio features over the placeholder positions
+        of the whole batch in order; a placeholder moved between examples,
+        or one too many in one and one too few in another, would pass a
+        count of the batch and silently shift audio. So the count is checked
+        per run of consecutive placeholders (a run may hold several windows
+        or clips).
+        """
+        if "input_features" not in inputs or "input_ids" not in inputs:
             return
         if self.feature_mask_key not in inputs:
             raise ValueError(f"input_features come without {self.feature_mask_key!r}; build inputs with model.prepare(...)")
-        expected = sum(n for _, n in self.encoder_rows(inputs))
-        found = int((inputs["input_ids"] == self.audio_token_id).sum())
-        if expected != found:
+        tokens = [n for _, n in self.encoder_rows(inputs)]
+        is_audio = (inputs["input_ids"] == self.audio_token_id).cpu()
+        runs = [[len(r) for r in placeholder_runs(row.nonzero().flatten().tolist())] for row in is_audio]
+        found = sum(map(sum, runs))
+        if found != sum(tokens):
             raise ValueError(
-                f"the prompt holds {found} audio placeholder tokens but the audio features give {expected}; "
-                "build inputs with model.prepare(...) so each clip gets its placeholder expanded once"
+                f"the prompt holds {found} audio placeholder tokens but the audio features give {sum(tokens)} "
+                f"({tokens} per encoded clip or window); build inputs with model.prepare(...) so each clip gets "
+                "its placeholder expanded once"
             )
+        row = 0
+        for example, example_runs in enumerate(runs):
+            for run in example_runs:
+                covered = 0
+                while covered < run and row < len(tokens):
+                    covered, row = covered + tokens[row], row + 1
+                if covered != run:
+                    raise ValueError(
+                        f"example {example}: a run of {run} audio placeholder tokens does not match whole clips "
+                        f"(tokens per encoded clip or window: {tokens}); were placeholders edited after "
+                        "model.prepare(...)?"
+                    )
+
+
+def placeholder_runs(positions: list[int]) -> list[list[int]]:
+    """Group sorted positions into runs of consecutive ones."""
+    runs: list[list[int]] = []
+    for p in positions:
+        if runs and p == runs[-1][-1] + 1:
+            runs[-1].append(p)
+        else:
+            runs.append([p])
+    return runs

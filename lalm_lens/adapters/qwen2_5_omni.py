@@ -132,8 +132,6 @@ class PackedTap(Tap):
         new = super()._run(view)
         if new is view and (shares_memory or (version is not None and version == view._version)):
             return packed
-        if new.shape != view.shape:
-            raise ValueError(f"a hook returned shape {tuple(new.shape)} where {tuple(view.shape)} was expected")
         return pack(new.to(packed.dtype), lengths, self.dim)
 
 
@@ -233,15 +231,8 @@ class ChunkedPattern:
             pattern = self._stacked() if self.chunks else self.pattern
             readers_only = shared_query_rows(self.point) is not None
             self.point.ctx["query_rows"] = ALL_ROWS if readers_only else None
-            new = self.point(pattern)
-            if readers_only:
-                return None
-            if new.shape != pattern.shape:
-                raise ValueError(
-                    f"a hook returned an encoder pattern of shape {tuple(new.shape)} where {tuple(pattern.shape)} "
-                    "([clip, chunk, head, q, k]) was expected"
-                )
-            return self._attend(module, new)
+            new = self.point.run(pattern)
+            return None if readers_only else self._attend(module, new)
         finally:
             self.hidden_states = self.pattern = None
             self.chunks = []
@@ -411,7 +402,7 @@ class Qwen2_5OmniAdapter(Adapter):
 
         hooks.point("hook_embed", self.language_model, "input", arg="inputs_embeds")
         self.decoder_block_hooks(hooks, self.language_model.layers)
-        hooks.point("ln_final.hook_normalized", self.language_model.norm, "output")
+        hooks.final_norm(self.language_model.norm)
 
     # -- inputs -----------------------------------------------------------
     def encoder_rows(self, inputs: dict) -> list[tuple[int, int]]:
@@ -424,48 +415,3 @@ class Qwen2_5OmniAdapter(Adapter):
         chunk = encoder_frames(2 * self.audio_tower.n_window)
         tokens = max(int(_get_feat_extract_output_lengths(n)) for n in mel)
         return HookFrames(max(mel), max(frames), min(chunk, max(frames)), tokens, chunks=-(-max(frames) // chunk))
-
-    def audio_spans(self, inputs: dict, clip_samples: list[list[int]]):
-        self.check_inputs(inputs)
-        return super().audio_spans(inputs, clip_samples)
-
-    def check_inputs(self, inputs: dict) -> None:
-        """Raise unless every clip's features meet a run of exactly as many placeholders, in order.
-
-        The thinker scatters the features over the placeholder positions of
-        the whole batch in order and drops what does not fit, so the counts
-        are checked per clip (runs of placeholders may hold several clips).
-        """
-        if "input_features" not in inputs or self.feature_mask_key not in inputs or "input_ids" not in inputs:
-            return
-        tokens = [n for _, n in self.encoder_rows(inputs)]
-        is_audio = (inputs["input_ids"] == self.audio_token_id).cpu()
-        runs = [[len(r) for r in _runs(row.nonzero().flatten().tolist())] for row in is_audio]
-        found = sum(map(sum, runs))
-        if found != sum(tokens):
-            raise ValueError(
-                f"the prompt holds {found} audio placeholder tokens but the audio features give {sum(tokens)} "
-                f"({tokens} per clip); build inputs with model.prepare(...) so each clip gets its placeholder "
-                "expanded once (Qwen2.5-Omni would silently drop or misplace audio features)"
-            )
-        clip = 0
-        for example, example_runs in enumerate(runs):
-            for run in example_runs:
-                covered = 0
-                while covered < run and clip < len(tokens):
-                    covered, clip = covered + tokens[clip], clip + 1
-                if covered != run:
-                    raise ValueError(
-                        f"example {example}: a run of {run} audio placeholder tokens does not match whole clips "
-                        f"(tokens per clip: {tokens}); build inputs with model.prepare(...)"
-                    )
-
-
-def _runs(positions: list[int]) -> list[list[int]]:
-    runs: list[list[int]] = []
-    for p in positions:
-        if runs and p == runs[-1][-1] + 1:
-            runs[-1].append(p)
-        else:
-            runs.append([p])
-    return runs

@@ -131,7 +131,7 @@ def test_a_pattern_reader_gets_rows_of_every_chunk(omni, batch):
 
 
 def test_an_encoder_pattern_of_the_wrong_shape_is_refused(omni, batch):
-    with pytest.raises(ValueError, match=re.escape("[clip, chunk, head, q, k]")):
+    with pytest.raises(ValueError, match="audio.blocks.0.attn.hook_pattern returned shape"):
         omni.run_with_hooks(batch, fwd_hooks=[("audio.blocks.0.attn.hook_pattern", lambda p, hook: block_diagonal(p))])
     assert not omni.adapter.audio_tower.layers[0].self_attn._forward_hooks, "hooks are removed after the failed run"
 
@@ -181,7 +181,7 @@ def test_editing_the_encoder_pattern_equals_the_same_edit_in_hf(omni, batch):
 
 def test_encoder_and_embed_edits_equal_the_same_edit_on_packed_hf_tensors(omni, batch):
     tower = omni.adapter.audio_tower
-    shift = torch.randn(omni.cfg.audio_d_model)
+    shift = torch.randn(omni.cfg.audio_d_model, generator=torch.Generator().manual_seed(0))
 
     def edit_clip(clip, rows, fn):
         def hook(tensor, hook):
@@ -245,7 +245,7 @@ def test_encoder_and_embed_edits_equal_the_same_edit_on_packed_hf_tensors(omni, 
 
 def test_decoder_edits_equal_the_same_edit_on_hf_modules(omni, batch):
     layer = omni.adapter.language_model.layers[1]
-    shift = torch.randn(omni.cfg.d_model)
+    shift = torch.randn(omni.cfg.d_model, generator=torch.Generator().manual_seed(0))
     neurons = torch.tensor([3, 17])
     ablate = lambda t, hook=None: t.index_fill(-1, neurons, 0.0)
     cases = [
