@@ -122,13 +122,24 @@ class LALMBatch:
     def find_text(self, example: int, phrase: str) -> list[int]:
         """Decoder positions of the tokens that spell ``phrase`` in example ``example``'s text (its last occurrence).
 
-        Tokens are decoded one by one and matched on characters (audio and
-        padding positions left out), so a phrase that starts or ends inside a
-        token gets the tokens it touches.
+        The phrase is looked up as a run of its token ids (as written, then
+        with a leading space, as BPE tokenizers spell a word inside a
+        sentence; only spellings that decode back to the phrase); failing that, on the characters of the tokens decoded one
+        by one, so a phrase that starts or ends inside a token gets the tokens
+        it touches. Audio and padding positions are never matched.
         """
         pieces, audio = self._pieces(example)
         keep = self.inputs["attention_mask"][example].tolist() if "attention_mask" in self.inputs else None
-        pieces = ["" if p in audio or (keep is not None and not keep[p]) else piece for p, piece in enumerate(pieces)]
+        text_only = [p not in audio and (keep is None or keep[p]) for p in range(len(pieces))]
+        row = self.input_ids[example].tolist()
+        for variant in (phrase, " " + phrase):
+            ids = self.tokenizer(variant, add_special_tokens=False)["input_ids"] if phrase.strip() else []
+            if self.tokenizer.decode(ids).strip() != phrase.strip():
+                continue
+            for start in range(len(row) - len(ids), -1, -1):
+                if ids and row[start : start + len(ids)] == ids and all(text_only[start : start + len(ids)]):
+                    return list(range(start, start + len(ids)))
+        pieces = [piece if text_only[p] else "" for p, piece in enumerate(pieces)]
         text = "".join(pieces)
         at = text.rfind(phrase) if phrase else -1
         if at < 0:

@@ -150,6 +150,7 @@ class HookedLALM(HookedRootModule):
         raw_prompt: bool = False,
         truncate: bool = False,
         mixdown: bool = False,
+        allow_loud: bool = False,
         system_prompt: str | None = None,
         **family_kwargs,
     ) -> LALMBatch:
@@ -163,13 +164,15 @@ class HookedLALM(HookedRootModule):
         text, unless ``raw_prompt`` (then it must hold one audio placeholder,
         e.g. ``<|AUDIO|>``, per clip). Clips longer than the model takes raise,
         unless ``truncate`` keeps their beginning; stereo raises unless
-        ``mixdown`` averages the channels. Families that need more (Kimi-Audio's
+        ``mixdown`` averages the channels. Integer PCM is scaled by its type;
+        float audio peaking above 2 is refused as integer PCM stored as
+        floats, unless ``allow_loud``. Families that need more (Kimi-Audio's
         semantic tokens) take it as keyword arguments of their adapter's ``prepare``.
         """
         custom = getattr(self.adapter, "prepare", None)
         if custom is not None:
             batch = custom(self, audio, prompt, sampling_rate, raw_prompt=raw_prompt, truncate=truncate,
-                           mixdown=mixdown, system_prompt=system_prompt, **family_kwargs)
+                           mixdown=mixdown, allow_loud=allow_loud, system_prompt=system_prompt, **family_kwargs)
             self._check_length(batch.inputs)
             return replace(batch, tokenizer=self.tokenizer)
         if family_kwargs:
@@ -187,7 +190,7 @@ class HookedLALM(HookedRootModule):
             example_lengths = []
             for c, clip in enumerate(clips):
                 name = f"example {b} clip {c}"
-                wave = load_waveform(clip, rate, sampling_rate=sampling_rate, mixdown=mixdown, name=name)
+                wave = load_waveform(clip, rate, sampling_rate=sampling_rate, mixdown=mixdown, allow_loud=allow_loud, name=name)
                 wave = limit_length(wave, rate, limit, truncate=truncate, name=name, model=self.cfg.arch)
                 waves.append(wave)
                 example_lengths.append(len(wave))

@@ -14,6 +14,14 @@ FAMILIES = {
 }
 
 
+@pytest.fixture(scope="session", autouse=True)
+def tiny_cache(tmp_path_factory):
+    """Tiny checkpoints loaded by name (``tiny-qwen2-audio``...) are built into a temporary cache, not the user's."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("LALM_LENS_CACHE", str(tmp_path_factory.mktemp("lalm_lens_cache")))
+        yield
+
+
 @pytest.fixture(scope="session")
 def checkpoint(tmp_path_factory):
     """``checkpoint(family)`` -> folder of a tiny checkpoint written with save_pretrained."""

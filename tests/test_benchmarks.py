@@ -12,10 +12,10 @@ import overhead  # noqa: E402
 @pytest.mark.parametrize("family", list(overhead.BUILDERS))
 def test_overhead_benchmark_runs(family, tmp_path):
     result = overhead.main(["--family", family, "--width", "32", "--layers", "1", "--seconds", "1",
-                            "--rounds", "1", "--no-bridge", "--json", str(tmp_path / "out.json")])
+                            "--rounds", "1", "--no-bridge", "--json", str(tmp_path / "out" / "overhead.json")])
     assert result["ratio"]["HF forward (sdpa)"] == 1.0
     assert set(result["ratio"]) >= {"HookedLALM, no hooks", "run_with_cache, everything", "last-query text→audio attention"}
-    assert (tmp_path / "out.json").exists()
+    assert (tmp_path / "out" / "overhead.json").exists(), "the output folder is created"
 
 
 def test_real_widths_have_the_released_head_sizes():

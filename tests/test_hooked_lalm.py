@@ -1,5 +1,9 @@
 """HookedLALM as a user meets it: load, prepare, run, cache, hook, generate."""
 
+import shutil
+import socket
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -254,3 +258,143 @@ def test_cfg_holds_the_documented_fields(model):
                   "audio_d_model", "audio_d_mlp", "audio_n_heads", "audio_tokens_per_second"):
         assert getattr(model.cfg, field)
     assert model.cfg.audio_tokens_per_second == 25
+
+
+# -- misuse that used to give silent wrong results ------------------------------------------------
+
+def _text_position(batch, example: int) -> int:
+    """A real (unpadded) text position of ``example``: the last prompt token."""
+    return batch.seq_len - 1
+
+
+def _moved_placeholder(model, batch):
+    """input_ids with one audio placeholder of example 0 moved into example 1's text (same total)."""
+    ids = batch.input_ids.clone()
+    placeholder = model.adapter.audio_token_id
+    first = int((ids[0] == placeholder).nonzero()[0])
+    ids[0, first] = ids[0, first - 1]
+    ids[1, _text_position(batch, 1)] = placeholder
+    return ids
+
+
+def test_placeholders_moved_between_examples_are_refused(model, batch):
+    ids = _moved_placeholder(model, batch)
+    edited = replace(batch, inputs={**batch.inputs, "input_ids": ids})
+    for inputs in (edited, dict(edited.inputs)):
+        with pytest.raises(ValueError, match="placeholder"):
+            model(inputs)
+        with pytest.raises(ValueError, match="placeholder"):
+            model.generate(inputs, max_new_tokens=1)
+
+
+def test_a_deleted_placeholder_is_refused(model, batch):
+    ids = batch.input_ids.clone()
+    first = int((ids[0] == model.adapter.audio_token_id).nonzero()[0])
+    ids[0, first] = ids[0, first - 1]
+    with pytest.raises(ValueError, match="placeholder"):
+        model(replace(batch, inputs={**batch.inputs, "input_ids": ids}))
+
+
+def test_remove_batch_dim_refuses_a_batch_of_two(model, batch):
+    with pytest.raises(ValueError, match="one example"):
+        model.run_with_cache(batch, names_filter="blocks.0.hook_resid_post", remove_batch_dim=True)
+    single = model.prepare(noise(1.0), "Hi", sampling_rate=16000)
+    _, cache = model.run_with_cache(single, names_filter="blocks.0.hook_resid_post", remove_batch_dim=True)
+    assert cache["blocks.0.hook_resid_post"].shape == (single.seq_len, model.cfg.d_model)
+
+
+def test_remove_batch_dim_refuses_two_clips_in_one_prompt(model):
+    if model.adapter.clips_per_prompt_max == 1:
+        pytest.skip("one clip per prompt")
+    two_clips = model.prepare([[noise(1.0), noise(1.0, 1)]], "Hi", sampling_rate=16000)
+    with pytest.raises(ValueError, match="encoded clips"):
+        model.run_with_cache(two_clips, names_filter="audio.blocks.0.hook_resid_post", remove_batch_dim=True)
+
+
+def test_pos_slice_past_the_sequence_raises_for_every_hook(model, batch):
+    for name in ("blocks.0.attn.hook_pattern", "blocks.0.hook_resid_post"):
+        with pytest.raises(IndexError):
+            model.run_with_cache(batch, names_filter=name, pos_slice=batch.seq_len + 4)
+
+
+def test_a_hook_that_returns_a_smaller_tensor_or_a_non_tensor_is_refused(model, batch):
+    cases = [("blocks.0.hook_attn_out", lambda t, hook: t[0], ValueError),
+             ("blocks.0.attn.hook_pattern", lambda t, hook: t[:, :1], ValueError),
+             ("blocks.0.mlp.hook_post", lambda t, hook: 0, TypeError),
+             ("blocks.0.hook_resid_pre", lambda t, hook: t.numpy(), TypeError)]
+    for name, hook, error in cases:
+        with pytest.raises(error, match=name.replace(".", r"\.")):
+            model.run_with_hooks(batch, fwd_hooks=[(name, hook)])
+    assert torch.equal(model(batch), hf_model(model)(**batch.inputs).logits), "hooks were removed after each failure"
+
+
+def test_a_sequence_longer_than_the_position_embeddings_is_refused():
+    toy = ll.HookedLALM.from_pretrained("lalm-toy")
+    five_long_clips = [[noise(9.9, seed) for seed in range(5)]]
+    with pytest.raises(ValueError, match=f"cover {toy.cfg.n_ctx}"):
+        toy.prepare(five_long_clips, "What sounds are in the audio?", sampling_rate=16000)
+
+
+def test_from_pretrained_returns_an_eval_model(model):
+    assert model.training is False and model.hf_model.training is False
+
+
+def test_a_folder_without_config_and_pickled_weights_are_refused(tmp_path, checkpoint):
+    with pytest.raises(ll.CheckpointNotFound, match="config.json"):
+        ll.HookedLALM.from_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="safetensors only"):
+        ll.HookedLALM.from_pretrained(checkpoint("qwen2_audio"), use_safetensors=False)
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("lalm-lens touched the network")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+
+
+def test_a_hub_id_loads_from_the_local_cache_without_the_network(tmp_path, monkeypatch, checkpoint, no_network):
+    import huggingface_hub
+
+    snapshot = tmp_path / "models--someone--tiny-audio" / "snapshots" / ("0" * 40)
+    shutil.copytree(checkpoint("qwen2_audio"), snapshot)
+    (tmp_path / "models--someone--tiny-audio" / "refs").mkdir()
+    (tmp_path / "models--someone--tiny-audio" / "refs" / "main").write_text("0" * 40)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    model = ll.HookedLALM.from_pretrained("someone/tiny-audio")
+    assert model.cfg.arch == "qwen2_audio"
+    with pytest.raises(ll.CheckpointNotFound, match="allow_download=True"):
+        ll.HookedLALM.from_pretrained("someone/not-downloaded")
+
+
+# -- generation: hooks know the prefill from the decoding steps --------------------------------------
+
+def test_hooks_during_generate_see_which_positions_they_cover(model, batch):
+    seen = []
+    record = lambda t, hook: seen.append((hook.step.phase, hook.step.index, hook.step.positions, t.shape[1]))
+    model.generate(batch, max_new_tokens=3, fwd_hooks=[("blocks.0.hook_resid_post", record)])
+    length = batch.seq_len
+    assert [s[:3] for s in seen] == [("prefill", 0, range(0, length)), ("decode", 1, range(length, length + 1)),
+                                    ("decode", 2, range(length + 1, length + 2))]
+    assert all(len(positions) == n for *_, positions, n in seen)
+    model(batch)
+    assert model.blocks[0].hook_resid_post.step.phase == "forward"
+
+
+def test_prefill_only_steering_leaves_decoding_steps_alone(model, batch):
+    vector = torch.randn(model.cfg.d_model, generator=torch.Generator().manual_seed(0)) * 50
+    calls = []
+
+    def steer_prefill(resid, hook):
+        calls.append(hook.step.phase)
+        if hook.step.phase == "decode":
+            return None
+        resid = resid.clone()
+        resid[:, -1] += vector
+        return resid
+
+    steered = model.generate(batch, max_new_tokens=2, return_type="tokens",
+                             fwd_hooks=[("blocks.0.hook_resid_post", steer_prefill)])
+    assert calls == ["prefill", "decode"] and steered.shape == (len(batch), 2)

@@ -1,6 +1,6 @@
 """Audio in, ground truth out: waveform loading, synthetic data with exact labels, and real-corpus loaders."""
 
-from lalm_lens.data.audio import AudioError, AudioLike, load_waveform, read_audio, resample, to_mono, validate_waveform
+from lalm_lens.data.audio import AudioError, AudioLike, AudioWarning, load_waveform, read_audio, resample, to_mono, validate_waveform
 from lalm_lens.data.datasets import (
     CREMA_D_EMOTIONS,
     RAVDESS_EMOTIONS,
@@ -26,7 +26,7 @@ from lalm_lens.data.speech import (
 )
 
 __all__ = [
-    "AudioError", "AudioLike", "load_waveform", "read_audio", "resample", "to_mono", "validate_waveform",
+    "AudioError", "AudioLike", "AudioWarning", "load_waveform", "read_audio", "resample", "to_mono", "validate_waveform",
     "EVENT_CLASSES", "add_noise", "derive_seed", "make_event",
     "EventInterval", "Scene", "iter_scenes", "make_scene",
     "CONDITIONS", "EMOTIONS", "PROSODY", "SPEAKERS", "Prosody", "Speaker", "Utterance",
