@@ -31,6 +31,7 @@ import shutil
 import statistics
 import tempfile
 import time
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -167,8 +168,10 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"| {name} | {seconds * 1e3:.1f} | {seconds / base:.3f} | {fresh[name]:.1f} |")
     result = {"args": vars(args), "median_s": medians, "ratio": {k: v / base for k, v in medians.items()}, "fresh_mib": fresh}
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
+        path = Path(args.json)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(result, indent=2))
+        print(f"wrote {path}")
     return result
 
 

@@ -4,33 +4,33 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 
 import numpy as np
 import torch
 
-TINY = {
-    "tiny-qwen2-audio": "save_tiny_qwen2_audio",
-    "tiny-audioflamingo3": "save_tiny_audio_flamingo3",
-    "tiny-qwen2.5-omni-thinker": "save_tiny_qwen2_5_omni_thinker",
-}
+from .data.audio import AudioError
+from .zoo import TINY
+
+USER_ERRORS = (AudioError, ValueError, KeyError, OSError)
+"""What a user's input causes (bad audio, an unknown name or hook, a missing file or checkpoint): printed as
+``lalm-lens: error: ...`` with exit status 2; anything else is a bug and keeps its traceback."""
 
 
 def load(name: str, **kwargs):
-    """Load a model by path, hub id in the local cache, shipped name, or ``tiny-*`` (built on the fly)."""
+    """Load a model by path, hub id in the local cache, shipped name, or ``tiny-*`` (built once into the cache)."""
     from . import HookedLALM
-    from .zoo import tiny
 
-    if name in TINY:
-        folder = getattr(tiny, TINY[name])(tempfile.mkdtemp(prefix=name))
-        return HookedLALM.from_pretrained(folder, **kwargs)
     return HookedLALM.from_pretrained(name, **kwargs)
 
 
-def hook_shapes(model, seconds: float, prompt: str) -> dict[str, tuple[int, ...]]:
-    """Every hook name with the shape it sees for one clip of ``seconds`` of audio."""
+def hook_shapes(model, seconds: float, prompt: str | list[int]) -> dict[str, tuple[int, ...]]:
+    """Every hook name with the shape it sees for one clip of ``seconds`` of audio.
+
+    Kimi-Audio runs with blank semantic tokens (``semantic_tokens="blank"``): the shapes are those of real codes.
+    """
     wave = (np.random.default_rng(0).standard_normal(int(seconds * model.cfg.sampling_rate)) * 0.1).astype(np.float32)
-    batch = model.prepare(wave, prompt, sampling_rate=model.cfg.sampling_rate)
+    family = {"semantic_tokens": "blank"} if model.cfg.arch == "kimi_audio" else {}
+    batch = model.prepare(wave, prompt, sampling_rate=model.cfg.sampling_rate, **family)
     shapes = {}
     record = lambda tensor, hook: shapes.__setitem__(hook.name, tuple(tensor.shape))
     with torch.no_grad():
@@ -38,11 +38,20 @@ def hook_shapes(model, seconds: float, prompt: str) -> dict[str, tuple[int, ...]
     return {name: shapes[name] for name in model.hook_dict if name in shapes}
 
 
+def token_ids(text: str) -> list[int]:
+    """``"11,12,13"`` -> ``[11, 12, 13]`` (``--prompt-ids``)."""
+    try:
+        return [int(t) for t in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated token ids such as 11,12,13, got {text!r}") from None
+
+
 def cmd_hooks(args) -> int:
     model = load(args.model, dtype=getattr(torch, args.dtype))
-    shapes = hook_shapes(model, args.seconds, args.prompt)
+    prompt = args.prompt if args.prompt_ids is None else args.prompt_ids
+    shapes = hook_shapes(model, args.seconds, prompt)
     print(f"{args.model}: {model.cfg.arch}, {model.cfg.n_layers} decoder layers, {model.cfg.audio_n_layers} encoder layers")
-    print(f"{len(shapes)} hook points for one {args.seconds:g} s clip and the prompt {args.prompt!r}:")
+    print(f"{len(shapes)} hook points for one {args.seconds:g} s clip and the prompt {prompt!r}:")
     width = max(map(len, shapes))
     for name, shape in shapes.items():
         print(f"  {name:<{width}}  {list(shape)}")
@@ -74,11 +83,14 @@ def cmd_demo(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="lalm-lens", description="Hooked audio-language models.")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of any error")
     commands = parser.add_subparsers(dest="command", required=True)
     hooks = commands.add_parser("hooks", help="print every hook name with its shape")
     hooks.add_argument("model", help=f"folder, hub id in the local cache, lalm-toy, or one of {', '.join(TINY)}")
     hooks.add_argument("--seconds", type=float, default=6.0, help="length of the test clip (default 6)")
     hooks.add_argument("--prompt", default="What sounds are in the audio?")
+    hooks.add_argument("--prompt-ids", type=token_ids, default=None, metavar="IDS",
+                       help="the prompt as comma-separated token ids, for checkpoints without a text tokenizer")
     hooks.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     hooks.set_defaults(run=cmd_hooks)
     demo = commands.add_parser("demo", help="listen to a generated three-event clip, answer, and plot attention to audio")
@@ -89,7 +101,14 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--out", default="lalm-lens-demo.png", help="where to write the plot (PNG)")
     demo.set_defaults(run=cmd_demo)
     args = parser.parse_args(argv)
-    return args.run(args)
+    try:
+        return args.run(args)
+    except USER_ERRORS as error:
+        if args.debug:
+            raise
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        print(f"{parser.prog}: error: {message}\n(run `{parser.prog} --debug ...` for the traceback)", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

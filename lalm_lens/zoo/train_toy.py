@@ -2,7 +2,8 @@
 
     python -m lalm_lens.zoo.train_toy                          # the shipped run: all cores, into zoo/lalm-toy
     python -m lalm_lens.zoo.train_toy --out /tmp/toy --steps 300 --threads 1
-    python -m lalm_lens.zoo.train_toy --evaluate [--out DIR]   # held-out accuracies and attention peaks
+    python -m lalm_lens.zoo.train_toy --evaluate [--out MODEL] [--results DIR]  # held-out accuracies, attention peaks
+    python -m lalm_lens.zoo.train_toy --evaluate --write-card   # update the shipped eval_results.json and card
 
 The model is a real ``Qwen2AudioForConditionalGeneration`` (thin Whisper-style
 encoder, deeper Qwen2 decoder) with a word-level tokenizer that carries the
@@ -681,7 +682,8 @@ not isolated.
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", default=str(DEFAULT_OUT), help="folder to save to (or to evaluate)")
+    parser.add_argument("--out", default=str(DEFAULT_OUT),
+                        help="folder to train into; with --evaluate, the model to evaluate (default: the shipped lalm-toy)")
     parser.add_argument("--minutes", type=float, default=Config.minutes, help="wall-clock budget; training stops there")
     parser.add_argument("--steps", type=int, default=Config.steps, help="planned steps (the learning-rate schedule's length)")
     parser.add_argument("--seed", type=int, default=Config.seed)
@@ -690,12 +692,24 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override any Config field")
     parser.add_argument("--evaluate", action="store_true", help="evaluate the model in --out instead of training")
     parser.add_argument("--n", type=int, default=400, help="held-out examples per task for --evaluate")
+    parser.add_argument("--results", default=None,
+                        help="with --evaluate: folder for eval_results.json (default: out/eval-<model folder name>)")
+    parser.add_argument("--write-card", action="store_true",
+                        help="with --evaluate: write eval_results.json and MODEL_CARD.md into the model's folder "
+                             "(how the shipped card is updated after retraining)")
     args = parser.parse_args(argv)
+    if not args.evaluate and (args.results or args.write_card):
+        parser.error("--results and --write-card go with --evaluate")
+    if args.results and args.write_card:
+        parser.error("--write-card writes into the model's folder (--out); drop --results")
     if args.evaluate:
         results = evaluate(args.out, n=args.n, threads=args.threads)
-        Path(args.out, "eval_results.json").write_text(json.dumps(results, indent=1))
+        target = Path(args.out) if args.write_card else Path(args.results or Path("out", f"eval-{Path(args.out).name}"))
+        target.mkdir(parents=True, exist_ok=True)
+        (target / "eval_results.json").write_text(json.dumps(results, indent=1))
         print(format_results(results))
-        if Path(args.out, "training_log.json").exists():
+        print(f"wrote {target / 'eval_results.json'}")
+        if args.write_card and Path(args.out, "training_log.json").exists():
             print(f"wrote {write_model_card(args.out)}")
         return
     fields = {f.name: f for f in dataclasses.fields(Config)}

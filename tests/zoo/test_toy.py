@@ -1,6 +1,7 @@
 """The shipped toy model: loads by name offline, has its documented shape, answers each task; the training script runs."""
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -65,14 +66,41 @@ def test_training_forward_equals_the_hf_forward():
     torch.testing.assert_close(tt.forward_logits(model, batch)[mask], hf[mask], atol=1e-5, rtol=1e-4)
 
 
-def test_training_script_smoke(tmp_path):
-    tt.main(["--micro", "--steps", "3", "--threads", "1", "--out", str(tmp_path)])
+@pytest.fixture(scope="module")
+def micro_toy(tmp_path_factory):
+    """A micro toy trained for three steps by the script, as a user would train their own."""
+    out = tmp_path_factory.mktemp("micro_toy")
+    tt.main(["--micro", "--steps", "3", "--threads", "1", "--out", str(out)])
+    return out
+
+
+def test_training_script_smoke(micro_toy):
     for name in ("model.safetensors", "config.json", "tokenizer.json", "processor_config.json", "training_curve.png"):
-        assert (tmp_path / name).exists(), name
-    assert json.loads((tmp_path / "training_log.json").read_text())["steps"] == 3
-    model = ll.HookedLALM.from_pretrained(tmp_path)
+        assert (micro_toy / name).exists(), name
+    assert json.loads((micro_toy / "training_log.json").read_text())["steps"] == 3
+    model = ll.HookedLALM.from_pretrained(micro_toy)
     batch = model.prepare(make_scene(1, n_events=2, duration_s=3.0).wave, tt.LIST_Q, sampling_rate=16000)
     assert isinstance(model.generate(batch, max_new_tokens=3)[0], str)
+
+
+def test_evaluation_leaves_the_evaluated_folder_alone(micro_toy, tmp_path, monkeypatch):
+    before = sorted(p.name for p in micro_toy.iterdir())
+    monkeypatch.chdir(tmp_path)
+    tt.main(["--evaluate", "--n", "4", "--threads", "1", "--out", str(micro_toy)])
+    assert sorted(p.name for p in micro_toy.iterdir()) == before, "no eval_results.json or MODEL_CARD.md written there"
+    results = json.loads((tmp_path / "out" / f"eval-{micro_toy.name}" / "eval_results.json").read_text())
+    assert results["n"] == 4 and results["emotion"]["n"] == 4
+    tt.main(["--evaluate", "--n", "4", "--threads", "1", "--out", str(micro_toy), "--results", str(tmp_path / "mine")])
+    assert json.loads((tmp_path / "mine" / "eval_results.json").read_text())["n"] == 4
+
+
+def test_only_write_card_updates_the_models_own_card(micro_toy, tmp_path):
+    folder = shutil.copytree(micro_toy, tmp_path / "toy")
+    tt.main(["--evaluate", "--n", "4", "--threads", "1", "--out", str(folder), "--write-card"])
+    assert json.loads((folder / "eval_results.json").read_text())["n"] == 4
+    assert "## Held-out accuracy" in (folder / "MODEL_CARD.md").read_text()
+    with pytest.raises(SystemExit):
+        tt.main(["--evaluate", "--out", str(folder), "--write-card", "--results", str(tmp_path / "r")])
 
 
 def test_model_card_is_what_the_measured_logs_give(toy, tmp_path):
