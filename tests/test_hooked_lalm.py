@@ -287,12 +287,17 @@ def test_placeholders_moved_between_examples_are_refused(model, batch):
             model.generate(inputs, max_new_tokens=1)
 
 
-def test_a_deleted_placeholder_is_refused(model, batch):
-    ids = batch.input_ids.clone()
-    first = int((ids[0] == model.adapter.audio_token_id).nonzero()[0])
-    ids[0, first] = ids[0, first - 1]
-    with pytest.raises(ValueError, match="placeholder"):
-        model(replace(batch, inputs={**batch.inputs, "input_ids": ids}))
+def test_a_deleted_or_an_extra_placeholder_is_refused(model, batch):
+    placeholder = model.adapter.audio_token_id
+    deleted, extra = batch.input_ids.clone(), batch.input_ids.clone()
+    first = int((deleted[0] == placeholder).nonzero()[0])
+    deleted[0, first] = deleted[0, first - 1]
+    extra[1, _text_position(batch, 1)] = placeholder
+    for ids in (deleted, extra):
+        with pytest.raises(ValueError, match="placeholder"):
+            model(replace(batch, inputs={**batch.inputs, "input_ids": ids}))
+        with pytest.raises(ValueError, match="placeholder"):
+            model({**batch.inputs, "input_ids": ids})
 
 
 def test_remove_batch_dim_refuses_a_batch_of_two(model, batch):

@@ -51,6 +51,7 @@ from transformers import (
 from transformers.masking_utils import create_bidirectional_mask
 
 from lalm_lens.adapters.base import tokens_after_whisper
+from lalm_lens.analysis.statistics import wilson
 from lalm_lens.data import EMOTIONS, EVENT_CLASSES, SPEAKERS, CONDITIONS, derive_seed, make_scene, make_utterance
 from lalm_lens.zoo.tiny import QWEN2_AUDIO_SPECIALS, QWEN2_AUDIO_TEMPLATE, word_tokenizer
 
@@ -438,16 +439,6 @@ def plot_curves(history: list[dict], path: Path) -> None:
 
 # -- held-out evaluation -------------------------------------------------------------------------
 
-def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95 % Wilson score interval of a proportion ``k / n``."""
-    if n == 0:
-        return (0.0, 1.0)
-    p = k / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return (max(0.0, centre - half), min(1.0, centre + half))
-
-
 def _generate(model, waves, prompts, batch_size: int) -> list[str]:
     out = []
     for i in range(0, len(waves), batch_size):
@@ -524,9 +515,8 @@ def attention_peaks(model, scenes, batch_size: int) -> dict:
         with torch.no_grad():
             model.run_with_hooks(batch, fwd_hooks=reader.fwd_hooks())
         for j, (scene, k) in enumerate(chunk):
-            span = batch.audio_spans[j][0]
             event = scene.events[k]
-            inside = np.isin(np.arange(span.start, span.stop), list(span.positions_between(event.start_s, event.stop_s)))
+            inside = np.isin(batch.audio_positions(j), batch.audio_positions(j, start_s=event.start_s, stop_s=event.stop_s))
             for r in range(len(rows)):
                 for layer in range(n_layers):
                     weights = reader.over_time(batch, layer, example=j, row=r)[1].reshape(-1)
