@@ -15,8 +15,9 @@ Hooks beyond the shared vocabulary, and where they sit:
 - ``hook_audio_embeds``: the VQ adaptor's output ``[audio_tokens, d_model]``, every clip's tokens packed
   in order (no batch axis). Inside a media span it is added to the semantic-token embedding and the sum
   scaled by sqrt(2); ``hook_embed`` is then that plus the text-stream embedding, what enters layer 0.
-- ``blocks.{i}.*``, ``ln_final.hook_normalized``: the shared stack, ending in ``lm_head`` (text logits).
-- ``mimo.blocks.{j}.*`` (same per-block names) and ``mimo.ln_final.hook_normalized``: the audio-output
+- ``blocks.{i}.*``, ``ln_final.hook_scale``/``hook_normalized``: the shared stack, ending in ``lm_head``
+  (text logits).
+- ``mimo.blocks.{j}.*`` (same per-block names) and ``mimo.ln_final.*``: the audio-output
   branch, which forks from ``blocks.{k}.hook_resid_post`` (``k = kimia_mimo_transformer_from_layer_index``)
   and ends in ``mimo_output`` (audio logits).
 
@@ -41,9 +42,29 @@ audio-stream and one text-stream token; ``_`` is ``<|im_kimia_text_blank|>``::
 Codes are the clip's 12.5 Hz semantic tokens plus ``kimia_token_offset``; continuous features are
 added at their positions. An assistant text message ends with ``<|im_kimia_text_eos|>`` in the text
 stream. :meth:`KimiAudioAdapter.prepare` builds one user turn: the prompt text, then each clip, as in
-the official examples. Special ids come from the folder's tokenizer when it
-has one, else from ``config.json`` (the release puts ``<|im_msg_end|>`` at ``kimia_media_begin - 13``
-and the others at fixed offsets from it, which the tiny checkpoint follows too).
+the official examples.
+
+Special token ids. The public tokenizer numbers its special tokens ``num_base_tokens + i`` over one
+ordered list (:data:`~lalm_lens.models.kimi_audio.SPECIAL_TOKENS`), so with the release's
+``num_base_tokens`` = 151643::
+
+    [BOS] 151643   [EOS] 151644   <|im_msg_end|> 151645   (<|reserved_token_0|> 151648)
+    <|im_media_begin|> 151661   <|im_media_end|> 151663
+    <|im_kimia_text_blank|> 151666   <|im_kimia_text_eos|> 151667
+    <|im_kimia_user_msg_start|> 151670   <|im_kimia_assistant_msg_start|> 151671
+    <|im_kimia_speech_ct_id|> 151675   <|im_kimia_speech_ctd_id|> 151676
+
+Where each id of ``processor.special_ids`` comes from, first that applies:
+
+1. the folder's tokenizer, when one loads without remote code and names the token (the official one is
+   tiktoken remote code, so for the release this does not apply);
+2. ``config.json`` for the four ids it holds (``kimia_media_begin``, ``kimia_media_end``,
+   ``kimia_text_blank``, ``kimia_text_eos``): the model code itself uses these;
+3. the ordering above from ``config.json``'s ``num_base_tokens`` (default 151643), for the other five
+   (``<|im_msg_end|>``, the two turn openers, the two speech-control tokens). This applies only when the
+   config's four ids sit where that ordering puts them; otherwise those five are unknown and
+   :meth:`KimiAudioAdapter.prepare` says so. The tiny checkpoint follows the same ordering from its own
+   ``num_base_tokens``.
 """
 
 from __future__ import annotations
@@ -61,13 +82,24 @@ from transformers import WhisperConfig, WhisperFeatureExtractor
 from ..batch import LALMBatch
 from ..config import LALMConfig
 from ..data.audio import as_examples, limit_length, load_waveform
-from ..models.kimi_audio import WHISPER_SUBFOLDER, KimiAudioConfig, feature_segments, audio_segment, load_kimi_audio
+from ..models.kimi_audio import (
+    WHISPER_SUBFOLDER,
+    KimiAudioConfig,
+    audio_segment,
+    check_token_ids,
+    feature_segments,
+    load_kimi_audio,
+    special_token_layout,
+)
 from ..spans import AudioSpan
 from .base import Adapter, HookBuilder
 
 SAMPLING_RATE = 16000
 TOKENS_PER_SECOND = 12.5
 SAMPLES_PER_TOKEN = int(SAMPLING_RATE / TOKENS_PER_SECOND)
+# Positions a one-clip turn takes besides the clip's codes: the user turn opener, media begin and end, the
+# speech-control token, the turn end and the generation prompt (see the layout above).
+TURN_POSITIONS = 6
 
 TOKEN_NAMES = {
     "msg_end": "<|im_msg_end|>",
@@ -79,10 +111,6 @@ TOKEN_NAMES = {
     "assistant_msg_start": "<|im_kimia_assistant_msg_start|>",
     "speech_ct": "<|im_kimia_speech_ct_id|>",
     "speech_ctd": "<|im_kimia_speech_ctd_id|>",
-}
-RELEASE_OFFSETS = {
-    "msg_end": 0, "media_begin": 13, "media_end": 15, "text_blank": 18, "text_eos": 19,
-    "user_msg_start": 22, "assistant_msg_start": 23, "speech_ct": 27, "speech_ctd": 28,
 }
 CONFIG_KEYS = {
     "media_begin": "kimia_media_begin", "media_end": "kimia_media_end",
@@ -114,17 +142,17 @@ class TokenIdsOnly:
 
 
 def special_token_ids(config: KimiAudioConfig, tokenizer: Any = None) -> dict[str, int]:
-    """Ids of the prompt's special tokens: the tokenizer's where it names them, else derived from ``config``.
+    """Ids of the prompt's special tokens (keys of :data:`TOKEN_NAMES`), from the sources in the module docstring.
 
     The four ids in ``config.json`` are authoritative (the embeddings are indexed by them); a tokenizer
-    that disagrees raises. Ids ``config.json`` lacks are derived only when its four ids sit at the
-    release's offsets; otherwise they are missing unless the tokenizer names them. The result is a plain
-    dict (``model.processor.special_ids``) that can be corrected by hand.
+    that disagrees raises. The others follow the tokenizer's ordering from ``num_base_tokens`` when the
+    config's four ids agree with that ordering, and are missing otherwise unless the tokenizer names them.
+    The result is a plain dict (``model.processor.special_ids``) that can be corrected by hand.
     """
     ids = {key: getattr(config, name) for key, name in CONFIG_KEYS.items()}
-    base = ids["media_begin"] - RELEASE_OFFSETS["media_begin"]
-    if all(ids[key] == base + RELEASE_OFFSETS[key] for key in CONFIG_KEYS):
-        ids.update({key: base + offset for key, offset in RELEASE_OFFSETS.items() if key not in ids})
+    layout = special_token_layout(config.num_base_tokens)
+    if all(ids[key] == layout[TOKEN_NAMES[key]] for key in CONFIG_KEYS):
+        ids.update({key: layout[name] for key, name in TOKEN_NAMES.items() if key not in ids})
     if tokenizer is not None:
         unk, table = getattr(tokenizer, "unk_token_id", None), getattr(tokenizer, "special_tokens", None)
         for key, name in TOKEN_NAMES.items():
@@ -202,12 +230,18 @@ class KimiAudioProcessor:
             return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
         return [int(t) for t in text]
 
-    def log_mel(self, wave: np.ndarray, min_samples: int = 0) -> Tensor:
-        """``[chunks, mel, frame]``: one padded chunk per 30 s (enough chunks for ``min_samples``)."""
+    def log_mel(self, wave: np.ndarray, num_tokens: int | None = None) -> Tensor:
+        """``[chunks, mel, frame]``: one zero-padded chunk per 30 s.
+
+        With ``num_tokens`` (the clip's positions) there are exactly ``ceil(num_tokens / tokens_per_chunk)``
+        chunks, the count :meth:`KimiAudioAdapter.check_inputs` expects: a chunk beyond them would hold no
+        position, one short of them is zeros. Otherwise the chunks cover ``wave``.
+        """
         if self.feature_extractor is None:
             raise ValueError(f"this checkpoint has no {WHISPER_SUBFOLDER}/ encoder, so audio cannot be encoded")
         size = self.feature_extractor.n_samples
-        n_chunks = max(1, math.ceil(max(len(wave), min_samples) / size))
+        n_chunks = math.ceil((len(wave) if num_tokens is None else num_tokens * SAMPLES_PER_TOKEN) / size)
+        n_chunks = max(1, n_chunks)
         chunks = [wave[i * size : (i + 1) * size] for i in range(n_chunks)]
         chunks = [c if len(c) else np.zeros(1, np.float32) for c in chunks]
         return self.feature_extractor(chunks, sampling_rate=SAMPLING_RATE, return_tensors="pt").input_features
@@ -324,7 +358,12 @@ class KimiAudioAdapter(Adapter):
 
     @property
     def max_audio_seconds(self) -> float:
-        return self.hf_model.config.max_position_embeddings / TOKENS_PER_SECOND
+        """The longest clip whose one-clip turn fits the decoder's positions with no prompt text.
+
+        ``(max_position_embeddings - 6) / 12.5`` s: 654.88 s for the release (8192 positions). Prompt text
+        takes positions on top, so a clip this long with text overflows and is refused by length.
+        """
+        return (self.hf_model.config.max_position_embeddings - TURN_POSITIONS) / TOKENS_PER_SECOND
 
     @property
     def window_seconds(self) -> float:
@@ -350,9 +389,9 @@ class KimiAudioAdapter(Adapter):
             hooks.point("hook_audio_embeds", self.projector, "output")
         hooks.point("hook_embed", decoder, "input", arg="inputs_embeds")
         self.decoder_block_hooks(hooks, decoder.layers)
-        hooks.point("ln_final.hook_normalized", decoder.norm, "output")
+        hooks.final_norm(decoder.norm)
         self.decoder_block_hooks(hooks, decoder.mimo_layers, prefix="mimo.blocks")
-        hooks.point("mimo.ln_final.hook_normalized", decoder.mimo_norm, "output")
+        hooks.final_norm(decoder.mimo_norm, prefix="mimo.ln_final")
 
     # -- inputs -----------------------------------------------------------
     def prepare(
@@ -365,6 +404,7 @@ class KimiAudioAdapter(Adapter):
         raw_prompt: bool = False,
         truncate: bool = False,
         mixdown: bool = False,
+        allow_loud: bool = False,
         system_prompt: str | None = None,
         semantic_tokens: Any = None,
         semantic_tokenizer: Callable[[np.ndarray], Any] | None = None,
@@ -380,6 +420,8 @@ class KimiAudioAdapter(Adapter):
           nested like ``audio``), within one code of ``ceil(samples / 1280)``; or ``"blank"`` for a
           continuous-only run. ``semantic_tokenizer``: a callable ``wave [time] at 16 kHz -> codes`` instead.
         - ``output_type``: ``"text"`` (``<|im_kimia_speech_ct_id|>``) or ``"both"`` (``..._ctd_id|>``).
+        - ``truncate``: keep the beginning of each clip that fits the decoder's positions beside the prompt's
+          text, control tokens and earlier clips (so the sequence is at most ``max_position_embeddings``).
 
         Log-mel is transformers' ``WhisperFeatureExtractor`` on each 30 s chunk (zero-padded), as the
         official encoder wrapper chunks audio. Batches are padded on the left with blanks.
@@ -403,20 +445,34 @@ class KimiAudioAdapter(Adapter):
             raise ValueError(f"semantic_tokens holds {len(given)} code sequence(s) for {n_clips} clip(s); give one per clip")
 
         rows, mels, seconds, shown, k = [], [], [], [], 0
+        n_ctx = self.hf_model.config.max_position_embeddings
         for b, (clips, text) in enumerate(zip(examples, prompts)):
+            messages = text if raw_prompt else self._default_messages(text, len(clips))
+            budget = n_ctx - len(self._layout(messages, [(0, None)] * len(clips), output_type, b)[0])
             segments, example_seconds = [], []
             for c, clip in enumerate(clips):
                 name = f"example {b} clip {c}"
-                full = load_waveform(clip, SAMPLING_RATE, sampling_rate=sampling_rate, mixdown=mixdown, name=name)
-                wave = limit_length(full, SAMPLING_RATE, self.max_audio_seconds, truncate=truncate, name=name, model=(
-                    f"Kimi-Audio ({self.hf_model.config.max_position_embeddings} decoder positions at 12.5 tokens/s)"))
+                full = load_waveform(
+                    clip, SAMPLING_RATE, sampling_rate=sampling_rate, mixdown=mixdown, allow_loud=allow_loud, name=name
+                )
+                limit = self.max_audio_seconds
+                if truncate:
+                    if budget < 1:
+                        raise ValueError(
+                            f"{name}: the prompt's text, control tokens and earlier clips take all {n_ctx} decoder "
+                            "positions (max_position_embeddings); shorten the prompt or the earlier clips"
+                        )
+                    limit = min(limit, budget / TOKENS_PER_SECOND)
+                wave = limit_length(full, SAMPLING_RATE, limit, truncate=truncate, name=name, model=(
+                    f"Kimi-Audio ({n_ctx} decoder positions at 12.5 tokens/s, {TURN_POSITIONS} of them for the "
+                    "turn's control tokens)"))
                 codes = None if blank else self._codes(wave, given[k] if given else semantic_tokenizer(wave), name, len(wave) < len(full))
                 n = len(codes) if codes is not None else math.ceil(len(wave) / SAMPLES_PER_TOKEN)
-                mels.append(self.processor.log_mel(wave, n * SAMPLES_PER_TOKEN))
+                mels.append(self.processor.log_mel(wave, n))
                 segments.append((n, codes))
                 example_seconds.append(len(wave) / SAMPLING_RATE)
+                budget -= n
                 k += 1
-            messages = text if raw_prompt else self._default_messages(text, len(clips))
             audio_ids, text_ids, mask, rendered = self._layout(messages, segments, output_type, b)
             rows.append((audio_ids, text_ids, mask))
             shown.append(rendered)
@@ -424,6 +480,7 @@ class KimiAudioAdapter(Adapter):
 
         inputs = self._pad(rows)
         inputs["input_features"] = [m.to(model.input_device, model.hf_model.dtype) for m in mels]
+        self.check_inputs(inputs)
         batch = LALMBatch(inputs, self.audio_spans(inputs), shown, seconds)
         return batch.to(model.input_device, model.hf_model.dtype)
 
@@ -474,8 +531,9 @@ class KimiAudioAdapter(Adapter):
         missing = sorted(set(TOKEN_NAMES) - set(ids))
         if missing:
             raise ValueError(
-                f"the ids of {[TOKEN_NAMES[m] for m in missing]} are unknown: config.json's kimia_* ids do not follow "
-                "the release's layout and the folder has no tokenizer that names them"
+                f"the ids of {[TOKEN_NAMES[m] for m in missing]} are unknown: config.json's kimia_* ids do not sit "
+                f"where the tokenizer's ordering from num_base_tokens={self.hf_model.config.num_base_tokens} puts "
+                "them, and the folder has no tokenizer that names them; set model.processor.special_ids by hand"
             )
         audio, text, mask, shown = [], [], [], []
 
@@ -556,7 +614,19 @@ class KimiAudioAdapter(Adapter):
         return out
 
     def check_inputs(self, inputs: dict) -> None:
-        """Raise when the streams, masks, media markers and audio features do not line up."""
+        """Raise when the streams, masks, media markers and audio features do not line up.
+
+        One pass over the ids: every id must index the embedding; each media segment (the positions between
+        a ``<|im_media_begin|>``/``<|im_media_end|>`` pair) must have exactly the positions its features give:
+        ``ceil(n / tokens_per_chunk)`` log-mel chunks for ``n`` positions (``input_features``), or ``n`` rows
+        (``whisper_input_feature``). A position added or deleted inside a span then raises whenever the
+        features can tell (always for rows; for log-mel when the chunk count changes); an
+        :class:`~lalm_lens.batch.LALMBatch` also keeps its spans to compare against.
+        """
+        vocab = self.hf_model.config.vocab_size
+        for key in ("input_ids", "audio_input_ids"):
+            if inputs.get(key) is not None:
+                check_token_ids(inputs[key], vocab, key)
         audio = inputs.get("audio_input_ids")
         if audio is None:
             return
@@ -568,7 +638,8 @@ class KimiAudioAdapter(Adapter):
                     "stream, audio stream and masks are aligned position by position"
                 )
         spans = self.hf_model.media_spans(audio)
-        features = inputs.get("input_features", inputs.get("whisper_input_feature"))
+        log_mel = "input_features" in inputs
+        features = inputs["input_features"] if log_mel else inputs.get("whisper_input_feature")
         if features is None:
             return
         segments = feature_segments(features)
@@ -577,12 +648,19 @@ class KimiAudioAdapter(Adapter):
                 f"audio_input_ids holds {len(spans)} media segment(s) but {len(segments)} feature tensor(s) were given; "
                 "build inputs with model.prepare(...)"
             )
-        if "input_features" not in inputs:
-            return
-        for i, ((_, begin, end), mel) in enumerate(zip(spans, segments)):
-            chunks = mel.shape[0] if mel.dim() == 3 else 1
-            if end - begin - 1 > chunks * self.processor.tokens_per_chunk:
+        per_chunk = self.processor.tokens_per_chunk
+        for i, ((row, begin, end), segment) in enumerate(zip(spans, segments)):
+            n, where = end - begin - 1, f"media segment {i} (example {row}, positions {begin + 1}..{end - 1})"
+            if log_mel:
+                chunks = segment.shape[0] if segment.dim() == 3 else 1
+                if chunks != max(1, math.ceil(n / per_chunk)):
+                    raise ValueError(
+                        f"{where} spans {n} positions but its {chunks} log-mel chunk(s) give "
+                        f"{(chunks - 1) * per_chunk + 1} to {chunks * per_chunk} ({per_chunk} per chunk): positions were "
+                        "added to or deleted from the audio span; build inputs with model.prepare(...)"
+                    )
+            elif segment.dim() >= 2 and segment.shape[-2] != n:
                 raise ValueError(
-                    f"media segment {i} spans {end - begin - 1} positions but its {chunks} log-mel chunk(s) cover "
-                    f"{chunks * self.processor.tokens_per_chunk}"
+                    f"{where} spans {n} positions but its whisper_input_feature has {segment.shape[-2]} rows: each "
+                    "segment needs one [positions, d] tensor with one row per position"
                 )

@@ -41,6 +41,37 @@ from transformers.models.whisper.modeling_whisper import WhisperEncoder
 WHISPER_SUBFOLDER = "whisper-large-v3"
 FeatureList = Union[Tensor, Sequence[Tensor]]
 
+# The special tokens of the public Kimi-Audio (tiktoken) tokenizer, in the order it numbers them: token i
+# has id ``num_base_tokens + i``. Every entry counts, reserved ones and [EOT] included (the "# n" comments
+# of the upstream list skip some). Further reserved tokens follow up to ``num_reserved_special_tokens``.
+SPECIAL_TOKENS = (
+    "[BOS]", "[EOS]", "<|im_msg_end|>", "<|im_user_msg_start|>", "<|im_assistant_msg_start|>",
+    "<|reserved_token_0|>", "<|reserved_token_1|>", "<|reserved_token_2|>", "<|reserved_token_3|>", "[EOT]",
+    *(f"<|reserved_token_{i}|>" for i in range(4, 12)),
+    "<|im_media_begin|>", "<|reserved_token_12|>", "<|im_media_end|>", "<|reserved_token_13|>",
+    "<|reserved_token_14|>", "<|im_kimia_text_blank|>", "<|im_kimia_text_eos|>", "<|reserved_token_15|>",
+    "<|reserved_token_16|>", "<|im_kimia_user_msg_start|>", "<|im_kimia_assistant_msg_start|>",
+    "<|reserved_token_17|>", "<|reserved_token_18|>", "<|reserved_token_19|>",
+    "<|im_kimia_speech_ct_id|>", "<|im_kimia_speech_ctd_id|>",
+)
+
+
+def special_token_layout(num_base_tokens: int = 151643) -> dict[str, int]:
+    """Id of every named special token of the Kimi-Audio tokenizer: ``num_base_tokens`` + its index in
+    :data:`SPECIAL_TOKENS` (``num_base_tokens`` is the BPE vocabulary size, 151643 for the release)."""
+    return {token: num_base_tokens + i for i, token in enumerate(SPECIAL_TOKENS)}
+
+
+def check_token_ids(ids: Int[Tensor, "batch pos"], vocab_size: int, name: str) -> None:
+    """Raise a ValueError naming the first id of ``ids`` outside ``[0, vocab_size)`` (the embedding's rows)."""
+    bad = (ids < 0) | (ids >= vocab_size)
+    if bool(bad.any()):
+        row, pos = (int(i) for i in bad.nonzero()[0])
+        raise ValueError(
+            f"{name}[{row}, {pos}] is {int(ids[row, pos])}, outside the vocabulary of {vocab_size} ids "
+            f"[0, {vocab_size}); give token ids of the model's tokenizer"
+        )
+
 
 @dataclass
 class KimiAudioConfig:
@@ -51,7 +82,8 @@ class KimiAudioConfig:
     (``<|im_kimia_text_blank|>``, ``<|im_kimia_text_eos|>``) that the official config class does not
     define; they are read when present. ``rope_scaling`` is kept in ``extra`` and ignored, as the
     official attention ignores it. Every other key (``architectures``, ``torch_dtype``, ...) is kept in
-    ``extra`` and written back by :meth:`to_dict`.
+    ``extra`` and written back by :meth:`to_dict`. ``num_base_tokens`` places the tokenizer's special tokens
+    (see :func:`special_token_layout`); the four ``kimia_*`` token ids above follow from it on the release.
     """
 
     vocab_size: int = 163840
@@ -182,12 +214,17 @@ class VQAdaptor(nn.Module):
 
 
 class KimiAudioModel(nn.Module):
-    """The decoder (checkpoint prefix ``model.``): shared Qwen2 stack, mimo branch, adaptor, embedding."""
+    """The decoder (checkpoint prefix ``model.``): shared Qwen2 stack, mimo branch, adaptor, embedding.
+
+    ``config`` is the :class:`KimiAudioConfig` (``max_position_embeddings`` is the decoder's context:
+    8192 for the release); ``qwen2_config`` the config the layers are built from.
+    """
 
     def __init__(self, config: KimiAudioConfig, qwen2_config: Qwen2Config):
         super().__init__()
         n, h, eps = config.num_hidden_layers, config.hidden_size, config.rms_norm_eps
         self.branch_index = config.kimia_mimo_transformer_from_layer_index
+        self.config = config
         self.qwen2_config = qwen2_config
         self.embed_tokens = nn.Embedding(config.vocab_size, h, config.pad_token_id)
         self.layers = nn.ModuleList(Qwen2DecoderLayer(qwen2_config, i) for i in range(n))
@@ -220,30 +257,20 @@ class KimiAudioModel(nn.Module):
             )
         if position_ids is None:
             position_ids = torch.arange(past, past + inputs_embeds.shape[1], device=inputs_embeds.device)[None]
-        mask = create_causal_mask(
-            config=self.qwen2_config,
-            inputs_embeds=inputs_embeds,
-            attention_mask=attention_mask,
-            past_key_values=past_key_values,
-            position_ids=position_ids,
-        )
-        kwargs = dict(
-            attention_mask=mask,
-            position_ids=position_ids,
-            past_key_values=past_key_values,
-            use_cache=use_cache,
-            position_embeddings=self.rotary_emb(inputs_embeds, position_ids),
-        )
+        # The cache goes by position: transformers 5.23 names this argument past_key_values, 5.24 cache.
+        mask = create_causal_mask(self.qwen2_config, inputs_embeds, attention_mask, past_key_values, position_ids)
+        args = (mask, position_ids, past_key_values)
+        kwargs = dict(use_cache=use_cache, position_embeddings=self.rotary_emb(inputs_embeds, position_ids))
         h = inputs_embeds
         for i, layer in enumerate(self.layers):
-            h = layer(h, **kwargs)
+            h = layer(h, *args, **kwargs)
             if i == self.branch_index:
                 branch = h
         mimo = None
         if output_audio:
             mimo = branch
             for layer in self.mimo_layers:
-                mimo = layer(mimo, **kwargs)
+                mimo = layer(mimo, *args, **kwargs)
             mimo = self.mimo_norm(mimo)
         return self.norm(h), mimo, past_key_values
 
@@ -330,10 +357,13 @@ class KimiAudioForCausalLM(nn.Module):
 
     def media_spans(self, audio_input_ids: Int[Tensor, "batch pos"]) -> list[tuple[int, int, int]]:
         """``(row, begin, end)`` of every ``kimia_media_begin ... kimia_media_end`` pair, in row-major order."""
+        begin_id, end_id = self.config.kimia_media_begin, self.config.kimia_media_end
+        marks = {token: [[] for _ in range(audio_input_ids.shape[0])] for token in (begin_id, end_id)}
+        for token, per_row in marks.items():
+            for row, p in (audio_input_ids == token).nonzero().tolist():  # row-major: positions ascend per row
+                per_row[row].append(p)
         spans = []
-        for row, ids in enumerate(audio_input_ids.tolist()):
-            begins = [p for p, t in enumerate(ids) if t == self.config.kimia_media_begin]
-            ends = [p for p, t in enumerate(ids) if t == self.config.kimia_media_end]
+        for row, (begins, ends) in enumerate(zip(marks[begin_id], marks[end_id])):
             pairs = list(zip(begins, ends))
             if len(begins) != len(ends) or any(b >= e for b, e in pairs) or any(
                 e >= b2 for (_, e), (b2, _) in zip(pairs, pairs[1:])
@@ -364,6 +394,7 @@ class KimiAudioForCausalLM(nn.Module):
         - ``is_continuous_mask``: where features are added; defaults to the positions strictly between each
           begin/end marker, which is what the official prompt builder marks.
 
+        An id outside ``[0, vocab_size)`` in either stream raises a ValueError naming it.
         As upstream, the text stream is not added when it is all zeros (the official model tests
         ``text_input_ids.sum() != 0``). Without ``audio_input_ids`` the input is ``E[text]`` alone;
         official text-only prompts instead fill the audio stream with ``kimia_text_blank``.
@@ -385,6 +416,9 @@ class KimiAudioForCausalLM(nn.Module):
                 f"is_continuous_mask marks {int(is_continuous_mask.sum())} positions but no whisper_input_feature "
                 "or input_features were given"
             )
+        vocab = self.config.vocab_size
+        if input_ids is not None:
+            check_token_ids(input_ids, vocab, "input_ids (text stream)")
         if audio_input_ids is None:
             if has_features:
                 raise ValueError(
@@ -393,6 +427,7 @@ class KimiAudioForCausalLM(nn.Module):
                     "or with kimia_text_blank for a continuous-only run; see audio_segment)"
                 )
             return embed(input_ids)
+        check_token_ids(audio_input_ids, vocab, "audio_input_ids (audio stream)")
         x = embed(audio_input_ids)
         if has_features:
             x = self._add_continuous(x, audio_input_ids, whisper_input_feature, input_features, is_continuous_mask)
@@ -672,6 +707,7 @@ def load_kimi_audio(
     return model.eval()
 
 
+TINY_SPECIAL_IDS = special_token_layout(170)
 TINY_CONFIG = {
     "architectures": ["MoonshotKimiaForCausalLM"],
     "model_type": "moonshot_kimia",
@@ -695,14 +731,14 @@ TINY_CONFIG = {
     "kimia_audio_output_vocab": 64,
     "kimia_text_output_vocab": 208,
     "num_audio_special_tokens": 16,
-    "num_base_tokens": 190,
+    "num_base_tokens": 170,  # the 34 named special tokens take ids 170..203, below kimia_token_offset
     "kimia_token_offset": 208,
     "use_whisper_feature": True,
     "kimia_adaptor_input_dim": 64,
-    "kimia_media_begin": 195,
-    "kimia_media_end": 197,
-    "kimia_text_blank": 200,
-    "kimia_text_eos": 201,
+    "kimia_media_begin": TINY_SPECIAL_IDS["<|im_media_begin|>"],
+    "kimia_media_end": TINY_SPECIAL_IDS["<|im_media_end|>"],
+    "kimia_text_blank": TINY_SPECIAL_IDS["<|im_kimia_text_blank|>"],
+    "kimia_text_eos": TINY_SPECIAL_IDS["<|im_kimia_text_eos|>"],
 }
 
 TINY_WHISPER_CONFIG = dict(

@@ -143,6 +143,7 @@ def test_release_config_shapes():
     assert shapes["mimo_output.weight"] == shapes["lm_head.weight"] == (168448, 3584)
     assert m.model.vq_adaptor.layers[4].eps == 1e-6
     assert m.qwen2_config.layer_types == ["full_attention"] * 34
+    assert m.model.config.max_position_embeddings == 8192  # the decoder's context, read by length checks
     assert round(sum(p.numel() for p in m.parameters()) / 1e9, 2) == 9.77
 
 
@@ -244,10 +245,13 @@ def test_stream_combination(model):
 
     with torch.no_grad():
         got = model.embed_inputs(text, audio, feats, mask)
+        # The model runs the adaptor once over every segment's rows (the second one's cut to its 4 positions);
+        # doing the same here runs the same kernels on the same data, so the formula must hold bit for bit.
+        adapted = model.model.vq_adaptor(torch.cat([feats[0], feats[1][:4], feats[2]])).split([4, 4, 2])
         reference = E[audio].clone()
-        for row, begin, f in [(0, 2, feats[0][:4]), (1, 2, feats[1][:4]), (1, 10, feats[2])]:
-            span = slice(begin, begin + f.shape[0])
-            reference[row, span] = (reference[row, span] + model.model.vq_adaptor(f)) * math.sqrt(2)
+        for row, begin, a in [(0, 2, adapted[0]), (1, 2, adapted[1]), (1, 10, adapted[2])]:
+            span = slice(begin, begin + a.shape[0])
+            reference[row, span] = (reference[row, span] + a) * math.sqrt(2)
         reference = reference + E[text]
         assert torch.equal(got, reference)
         assert torch.equal(model.embed_inputs(text, audio, feats), got)  # default mask = media spans
@@ -283,28 +287,52 @@ def test_mimo_branch(model):
         assert m(text, audio, feats, mask, output_audio=False).audio_logits is None
 
 
+def assert_greedy(model, new, text, audio=None, attention_mask=None, **features):
+    """``new`` is what greedy decoding gives: each token's logit, in one forward over the prompt and the tokens
+    fed back (blanks in the audio stream), is within 1e-4 of the row's maximum.
+
+    Cached and uncached steps multiply matrices of other shapes than this forward, so logits may differ in
+    the last float32 bits (well under 1e-5 at d_model 32 over 6 layers); 1e-4 only lets a near-tie go either way.
+    """
+    blank = model.config.kimia_text_blank
+    full_text = torch.cat([text, new[:, :-1]], 1)
+    full_audio = None if audio is None else torch.cat([audio, torch.full_like(new[:, :-1], blank)], 1)
+    if attention_mask is not None:
+        attention_mask = torch.cat([attention_mask, torch.ones_like(new[:, :-1])], 1)
+    if "is_continuous_mask" in features:
+        mask = features["is_continuous_mask"]
+        features["is_continuous_mask"] = torch.cat([mask, torch.zeros_like(new[:, :-1], dtype=torch.bool)], 1)
+    with torch.no_grad():
+        logits = model(full_text, full_audio, attention_mask=attention_mask, output_audio=False, **features)
+    steps = logits.text_logits[:, text.shape[1] - 1 :]
+    done = torch.cumsum(new == model.config.kimia_text_eos, 1) - (new == model.config.kimia_text_eos).long() > 0
+    chosen = steps.gather(-1, new[..., None])[..., 0]
+    assert bool(((chosen >= steps.max(-1).values - 1e-4) | done).all()), (new, steps.argmax(-1))
+    assert bool((new[done] == blank).all())
+
+
 def test_generation_with_cache_equals_without(model):
     cfg = model.config
     rows = [prompt(cfg, seed=s) for s in (0, 1)]
     text, audio, mask = (torch.cat(parts) for parts in zip(*rows))
     feats = torch.randn(2, 5, 64, generator=torch.Generator().manual_seed(5))
-    cached = model.generate_text(text, audio, 8, whisper_input_feature=feats, is_continuous_mask=mask)
-    uncached = model.generate_text(
-        text, audio, 8, whisper_input_feature=feats, is_continuous_mask=mask, use_cache=False
-    )
-    assert cached.shape == (2, 8)
-    assert torch.equal(cached, uncached)
+    for use_cache in (True, False):
+        new = model.generate_text(
+            text, audio, 8, whisper_input_feature=feats, is_continuous_mask=mask, use_cache=use_cache
+        )
+        assert new.shape == (2, 8)
+        assert_greedy(model, new, text, audio, whisper_input_feature=feats, is_continuous_mask=mask)
 
     attention_mask = torch.ones_like(text)
     attention_mask[1, :1] = 0
-    padded = model.generate_text(text, audio, 4, whisper_input_feature=feats, attention_mask=attention_mask)
-    padded_uncached = model.generate_text(
-        text, audio, 4, whisper_input_feature=feats, attention_mask=attention_mask, use_cache=False
-    )
-    assert torch.equal(padded, padded_uncached)
+    for use_cache in (True, False):
+        new = model.generate_text(
+            text, audio, 4, whisper_input_feature=feats, attention_mask=attention_mask, use_cache=use_cache
+        )
+        assert_greedy(model, new, text, audio, attention_mask, whisper_input_feature=feats)
     text_only = text[:, :4]
-    without_cache = model.generate_text(text_only, None, 5, use_cache=False)
-    assert torch.equal(model.generate_text(text_only, None, 5), without_cache)
+    for use_cache in (True, False):
+        assert_greedy(model, model.generate_text(text_only, None, 5, use_cache=use_cache), text_only)
 
 
 def test_generation_stops_at_text_eos(model):
@@ -329,7 +357,8 @@ def test_generation_stops_at_text_eos(model):
 def test_missing_inputs_raise_clear_errors(model, tiny_dir):
     cfg = model.config
     text, audio, mask = prompt(cfg)
-    feats = torch.randn(1, 5, 64)
+    g = torch.Generator().manual_seed(6)
+    feats = torch.randn(1, 5, 64, generator=g)
     with pytest.raises(ValueError, match="pass input_ids"):
         model()
     with pytest.raises(ValueError, match="aligned position by position"):
@@ -341,7 +370,7 @@ def test_missing_inputs_raise_clear_errors(model, tiny_dir):
     with pytest.raises(ValueError, match="1 audio segment.* but 2 feature"):
         model(text, audio, [feats[0], feats[0]])
     with pytest.raises(ValueError, match="stack_whisper_frames"):
-        model(text, audio, torch.randn(1, 20, 16))
+        model(text, audio, torch.randn(1, 20, 16, generator=g))
     with pytest.raises(ValueError, match="spans 5 positions but has only 3"):
         model(text, audio, feats[:, :3])
     unmatched = audio.clone()
@@ -352,15 +381,22 @@ def test_missing_inputs_raise_clear_errors(model, tiny_dir):
         model(text, audio, feats, torch.ones_like(mask))
     with pytest.raises(ValueError, match="not both"):
         model(text, inputs_embeds=torch.zeros(1, text.shape[1], cfg.hidden_size))
+    mel = torch.randn(8, 24, generator=g)
     with pytest.raises(ValueError, match="pass whisper_input_feature .* or input_features"):
-        model(text, audio, feats, input_features=[torch.randn(8, 24)])
+        model(text, audio, feats, input_features=[mel])
     with pytest.raises(ValueError, match="need a Whisper encoder"):
-        KimiAudioForCausalLM(cfg)(text, audio, input_features=[torch.randn(8, 24)])
+        KimiAudioForCausalLM(cfg)(text, audio, input_features=[mel])
     with pytest.raises(FileNotFoundError, match="whisper_path"):
         load_kimi_audio(tiny_dir, whisper_path=tiny_dir / "nowhere")
     with torch.no_grad():
         cache = model(text, audio, feats, use_cache=True, output_audio=False).past_key_values
         with pytest.raises(ValueError, match="no audio-branch keys"):
             model(torch.tensor([[5]]), past_key_values=cache, use_cache=True)
+    past_vocab = text.clone()
+    past_vocab[0, 1] = cfg.vocab_size + 3
+    with pytest.raises(ValueError, match=r"input_ids \(text stream\)\[0, 1\] is 259, outside the vocabulary of 256"):
+        model(past_vocab, audio, feats)
+    with pytest.raises(ValueError, match=r"audio_input_ids \(audio stream\)\[0, 0\] is -1"):
+        model(text, torch.cat([torch.tensor([[-1]]), audio[:, 1:]], 1), feats)
     with pytest.raises(ValueError, match="must index one of the 4 shared layers"):
         KimiAudioConfig.from_dict({**TINY_CONFIG, "kimia_mimo_transformer_from_layer_index": 4})
