@@ -4,6 +4,13 @@ Names follow TransformerLens: ``blocks.{layer}.{site}`` for the decoder,
 ``audio.blocks.{layer}.{site}`` for the audio encoder, ``mimo.blocks.{layer}.{site}``
 for Kimi-Audio's audio-output branch, and layer-free names (``hook_embed``,
 ``audio.hook_out``, ``ln_final.hook_normalized``...) for the rest.
+
+Every family fills the same names; where its projector merges encoder frames,
+``audio.hook_out`` keeps the encoder's frame axis and ``hook_audio_embeds``
+has the (shorter) token axis: Voxtral and GLM-ASR concatenate four
+consecutive frames into one token (``Adapter.embed_tokens`` gives the length).
+``audio.hook_out`` is always the tensor the projector path starts from after
+the encoder (Music Flamingo: after its rotary time embedding).
 """
 
 from __future__ import annotations

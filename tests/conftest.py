@@ -5,12 +5,24 @@ import pytest
 import torch
 
 import lalm_lens as ll
-from lalm_lens.zoo.tiny import save_tiny_audio_flamingo3, save_tiny_qwen2_5_omni_thinker, save_tiny_qwen2_audio
+from lalm_lens.zoo.tiny import (
+    save_tiny_audio_flamingo3,
+    save_tiny_glmasr,
+    save_tiny_music_flamingo,
+    save_tiny_qwen2_5_omni_thinker,
+    save_tiny_qwen2_audio,
+    save_tiny_qwen3_asr,
+    save_tiny_voxtral,
+)
 
 FAMILIES = {
     "qwen2_audio": save_tiny_qwen2_audio,
     "audioflamingo3": save_tiny_audio_flamingo3,
     "qwen2_5_omni_thinker": save_tiny_qwen2_5_omni_thinker,
+    "musicflamingo": save_tiny_music_flamingo,
+    "voxtral": save_tiny_voxtral,
+    "glmasr": save_tiny_glmasr,
+    "qwen3_asr": save_tiny_qwen3_asr,
 }
 
 

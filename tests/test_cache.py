@@ -80,7 +80,8 @@ def test_str_tokens_label_audio_by_clip_and_time(model, batch):
     tokens = model.to_str_tokens(batch, example=1)
     span = batch.audio_spans[1][0]
     assert len(tokens) == batch.seq_len
-    assert tokens[span.start] == "<audio 0 0.00s>" and tokens[span.start + 25] == "<audio 0 1.00s>"
+    two_seconds = round(2 * model.cfg.audio_tokens_per_second)
+    assert tokens[span.start] == "<audio 0 0.00s>" and tokens[span.start + two_seconds] == "<audio 0 2.00s>"
     assert len(model.to_str_tokens(batch)) == len(batch), "one list per example"
     ids = batch.input_ids[:, -3:]
     assert model.to_str_tokens(ids)[1] == tokens[-3:]

@@ -63,7 +63,7 @@ def expected_shapes(model, batch) -> dict:
     shapes = {
         "audio.hook_features": (rows, mel, frames),
         "audio.hook_out": (rows, tokens, cfg.audio_d_model),
-        "hook_audio_embeds": (rows, tokens, cfg.d_model),
+        "hook_audio_embeds": (rows, model.adapter.embed_tokens(batch.inputs), cfg.d_model),
         "hook_embed": (b, pos, cfg.d_model),
         "ln_final.hook_normalized": (b, pos, cfg.d_model),
         "ln_final.hook_scale": (b, pos, 1),
@@ -257,7 +257,9 @@ def test_cfg_holds_the_documented_fields(model):
     for field in ("arch", "n_layers", "d_model", "d_mlp", "n_heads", "n_kv_heads", "audio_n_layers",
                   "audio_d_model", "audio_d_mlp", "audio_n_heads", "audio_tokens_per_second"):
         assert getattr(model.cfg, field)
-    assert model.cfg.audio_tokens_per_second == 25
+    documented = {"qwen2_audio": 25, "audioflamingo3": 25, "qwen2_5_omni_thinker": 25, "musicflamingo": 25,
+                  "voxtral": 12.5, "glmasr": 12.5, "qwen3_asr": 13}
+    assert model.cfg.audio_tokens_per_second == documented[model.cfg.arch]
 
 
 # -- misuse that used to give silent wrong results ------------------------------------------------

@@ -2,11 +2,18 @@
 
 from .audio_flamingo3 import AudioFlamingo3Adapter
 from .base import Adapter
+from .glmasr import GlmAsrAdapter
 from .kimi_audio import KimiAudioAdapter
+from .music_flamingo import MusicFlamingoAdapter
 from .qwen2_5_omni import Qwen2_5OmniAdapter
 from .qwen2_audio import Qwen2AudioAdapter
+from .qwen3_asr import Qwen3ASRAdapter
+from .voxtral import VoxtralAdapter
 
-ADAPTERS: list[type[Adapter]] = [Qwen2AudioAdapter, AudioFlamingo3Adapter, KimiAudioAdapter, Qwen2_5OmniAdapter]
+ADAPTERS: list[type[Adapter]] = [
+    Qwen2AudioAdapter, AudioFlamingo3Adapter, KimiAudioAdapter, Qwen2_5OmniAdapter, MusicFlamingoAdapter, VoxtralAdapter,
+    GlmAsrAdapter, Qwen3ASRAdapter,
+]
 
 
 def adapter_class(model_type: str | None) -> type[Adapter]:
@@ -23,4 +30,5 @@ def adapter_for(hf_model, processor) -> Adapter:
     return adapter_class(getattr(hf_model.config, "model_type", None))(hf_model, processor)
 
 
-__all__ = ["ADAPTERS", "Adapter", "adapter_class", "adapter_for", "Qwen2AudioAdapter", "AudioFlamingo3Adapter", "Qwen2_5OmniAdapter", "KimiAudioAdapter"]
+__all__ = ["ADAPTERS", "Adapter", "adapter_class", "adapter_for", "Qwen2AudioAdapter", "AudioFlamingo3Adapter", "Qwen2_5OmniAdapter", "KimiAudioAdapter",
+           "MusicFlamingoAdapter", "VoxtralAdapter", "GlmAsrAdapter", "Qwen3ASRAdapter"]

@@ -89,6 +89,25 @@ class DecoderAttention(HookContainer):
     b_O = property(lambda self: self._bias(self.attention.o_proj, per_head=False))
 
 
+class ViewTap(Tap):
+    """A :class:`Tap` whose points see ``view(tensor)`` instead of the tensor the module sees; an edit goes back
+    through ``unview(new, tensor)``.
+
+    For HF tensors whose own layout hides the documented axes, e.g. projector
+    outputs flattened to ``[clip * token, d]`` that the points see as
+    ``[clip, token, d]``.
+    """
+
+    def __init__(self, module: nn.Module, where: str, view, unview, arg: str | None = None):
+        super().__init__(module, where, arg)
+        self.view, self.unview = view, unview
+
+    def _run(self, tensor: torch.Tensor) -> torch.Tensor:
+        view = self.view(tensor)
+        new = super()._run(view)
+        return tensor if new is view else self.unview(new, tensor)
+
+
 def place(root: nn.Module, name: str, module: nn.Module) -> None:
     """Attach ``module`` under ``root`` at the dotted ``name``, creating containers on the way."""
     *path, leaf = name.split(".")
@@ -115,6 +134,13 @@ class HookBuilder:
         key = (id(module), where, in_place, head_dim)
         if key not in self.taps:
             self.taps[key] = Tap(module, where, arg, in_place, head_dim)
+        place(self.root, name, self.taps[key].new_point())
+
+    def view_point(self, name: str, module: nn.Module, where: str, view, unview, arg: str | None = None) -> None:
+        """A hook point ``name`` that sees ``view(tensor)`` of ``module``'s input or output (see :class:`ViewTap`)."""
+        key = (id(module), where, "view", id(view))
+        if key not in self.taps:
+            self.taps[key] = ViewTap(module, where, view, unview, arg)
         place(self.root, name, self.taps[key].new_point())
 
     def final_norm(self, norm: nn.Module, prefix: str = "ln_final") -> None:
@@ -325,6 +351,11 @@ class Adapter:
         real = max(encoder_frames(n) for n, _ in self.encoder_rows(inputs))
         return HookFrames(features=mel, encoder=mel // 2, pattern=min(mel // 2, real), out=mel // 4)
 
+    def embed_tokens(self, inputs: dict) -> int:
+        """Length of the token axis of ``hook_audio_embeds``: ``audio.hook_out``'s, unless the projector merges frames
+        (Voxtral, GLM-ASR: four encoder frames per token)."""
+        return self.audio_hook_frames(inputs).out
+
     def windows(self, n_samples: int) -> int:
         """How many encoder rows a clip of ``n_samples`` takes (1 unless the family windows its audio)."""
         if self.window_seconds is None:
@@ -384,6 +415,10 @@ class Adapter:
             return
         if self.feature_mask_key not in inputs:
             raise ValueError(f"input_features come without {self.feature_mask_key!r}; build inputs with model.prepare(...)")
+        self.check_placeholder_runs(inputs)
+
+    def check_placeholder_runs(self, inputs: dict) -> None:
+        """Raise unless each example's runs of placeholders are filled by whole rows of :meth:`encoder_rows`, in order."""
         tokens = [n for _, n in self.encoder_rows(inputs)]
         is_audio = (inputs["input_ids"] == self.audio_token_id).cpu()
         runs = [[len(r) for r in placeholder_runs(row.nonzero().flatten().tolist())] for row in is_audio]

@@ -25,6 +25,10 @@ TINY: dict[str, str] = {
     "tiny-audioflamingo3": "lalm_lens.zoo.tiny:save_tiny_audio_flamingo3",
     "tiny-qwen2.5-omni-thinker": "lalm_lens.zoo.tiny:save_tiny_qwen2_5_omni_thinker",
     "tiny-kimi-audio": "lalm_lens.models.kimi_audio:save_tiny_kimi_audio",
+    "tiny-music-flamingo": "lalm_lens.zoo.tiny:save_tiny_music_flamingo",
+    "tiny-voxtral": "lalm_lens.zoo.tiny:save_tiny_voxtral",
+    "tiny-glmasr": "lalm_lens.zoo.tiny:save_tiny_glmasr",
+    "tiny-qwen3-asr": "lalm_lens.zoo.tiny:save_tiny_qwen3_asr",
 }
 """Tiny random checkpoints by name -> ``module:builder``; each builder writes a checkpoint into a folder."""
 

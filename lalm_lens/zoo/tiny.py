@@ -18,7 +18,16 @@ from transformers import (
     AudioFlamingo3Config,
     AudioFlamingo3ForConditionalGeneration,
     AudioFlamingo3Processor,
+    MusicFlamingoConfig,
+    MusicFlamingoForConditionalGeneration,
+    MusicFlamingoProcessor,
+    GlmAsrConfig,
+    GlmAsrForConditionalGeneration,
+    GlmAsrProcessor,
     PreTrainedTokenizerFast,
+    VoxtralConfig,
+    VoxtralForConditionalGeneration,
+    VoxtralProcessor,
     Qwen2_5OmniConfig,
     Qwen2_5OmniForConditionalGeneration,
     Qwen2_5OmniThinkerConfig,
@@ -26,12 +35,17 @@ from transformers import (
     Qwen2AudioConfig,
     Qwen2AudioForConditionalGeneration,
     Qwen2AudioProcessor,
+    Qwen3ASRConfig,
+    Qwen3ASRFeatureExtractor,
+    Qwen3ASRForConditionalGeneration,
+    Qwen3ASRProcessor,
     WhisperFeatureExtractor,
 )
 
 CHAT_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 QWEN2_AUDIO_SPECIALS = CHAT_SPECIALS + ["<|AUDIO|>", "<|audio_bos|>", "<|audio_eos|>"]
 AF3_SPECIALS = CHAT_SPECIALS + ["<sound>"]
+MUSIC_FLAMINGO_SPECIALS = AF3_SPECIALS + ["<|sound_bos|>", "<|sound_eos|>"]
 OMNI_SPECIALS = CHAT_SPECIALS + [
     "<|AUDIO|>", "<|audio_bos|>", "<|audio_eos|>", "<|vision_bos|>", "<|vision_eos|>", "<|vision_pad|>", "<|IMAGE|>", "<|VIDEO|>",
 ]
@@ -213,6 +227,199 @@ def save_tiny_audio_flamingo3(
         feature_extractor=_whisper_features(window_seconds, n_mels), tokenizer=tokenizer, chat_template=AF3_TEMPLATE
     )
     processor.save_pretrained(path)
+    return path
+
+
+def _af3_encoder_config(d_audio: int, audio_layers: int, n_mels: int, window_seconds: int, shape: LayerShape) -> dict:
+    encoder = _encoder_kwargs(d_audio, audio_layers, n_mels, window_seconds, shape)
+    return dict(
+        model_type="audioflamingo3_encoder",
+        hidden_size=encoder["d_model"],
+        num_hidden_layers=encoder["encoder_layers"],
+        num_attention_heads=encoder["encoder_attention_heads"],
+        intermediate_size=encoder["encoder_ffn_dim"],
+        num_mel_bins=n_mels,
+        max_source_positions=encoder["max_source_positions"],
+    )
+
+
+def save_tiny_music_flamingo(
+    path: str | Path,
+    *,
+    d_model: int = 64,
+    layers: int = 2,
+    d_audio: int = 64,
+    audio_layers: int = 2,
+    n_mels: int = 128,
+    window_seconds: int = 30,
+    seed: int = 0,
+    shape: LayerShape = LayerShape(),
+) -> Path:
+    """Write a random ``MusicFlamingoForConditionalGeneration`` (AF3 layout plus rotary time embedding) with its processor."""
+    path = Path(path)
+    tokenizer = word_tokenizer(MUSIC_FLAMINGO_SPECIALS, chat_template=AF3_TEMPLATE)
+    config = MusicFlamingoConfig(
+        audio_config=_af3_encoder_config(d_audio, audio_layers, n_mels, window_seconds, shape),
+        text_config=dict(model_type="qwen2", **_text_kwargs(d_model, layers, len(tokenizer), shape)),
+        audio_token_id=tokenizer.convert_tokens_to_ids("<sound>"),
+        audio_bos_token_id=tokenizer.convert_tokens_to_ids("<|sound_bos|>"),
+        audio_eos_token_id=tokenizer.convert_tokens_to_ids("<|sound_eos|>"),
+    )
+    _write_model(path, MusicFlamingoForConditionalGeneration, config, seed)
+    processor = MusicFlamingoProcessor(
+        feature_extractor=_whisper_features(window_seconds, n_mels), tokenizer=tokenizer, chat_template=AF3_TEMPLATE
+    )
+    processor.save_pretrained(path)
+    return path
+
+
+NO_STOP = {"bos_token_id": None, "eos_token_id": None}
+"""Random tiny decoders get no end-of-sequence id (as the Qwen2-Audio and AF3 ones): generation runs all
+``max_new_tokens``, whatever the random weights emit."""
+
+TEKKEN_CONTROL = [
+    "<unk>", "<s>", "</s>", "[INST]", "[/INST]", "[AVAILABLE_TOOLS]", "[/AVAILABLE_TOOLS]", "[TOOL_RESULTS]",
+    "[/TOOL_RESULTS]", "[TOOL_CALLS]", "[IMG]", "<pad>", "[IMG_BREAK]", "[IMG_END]", "[PREFIX]", "[MIDDLE]", "[SUFFIX]",
+    "[SYSTEM_PROMPT]", "[/SYSTEM_PROMPT]", "[TOOL_CONTENT]", "<SPECIAL_20>", "<SPECIAL_21>", "<SPECIAL_22>",
+    "<SPECIAL_23>", "[AUDIO]", "[BEGIN_AUDIO]", "[TRANSCRIBE]",
+]
+"""Voxtral's Tekken control tokens at their ids (``VoxtralProcessor`` hard-codes ``[AUDIO]`` = 24; 20-23 stand in for
+control tokens the audio path does not use)."""
+
+
+def voxtral_tokenizer(words=BASE_WORDS) -> PreTrainedTokenizerFast:
+    """A word-level stand-in for Voxtral's Tekken tokenizer: the control tokens at their real ids, then ``words``."""
+    vocab = {tok: i for i, tok in enumerate([*TEKKEN_CONTROL, *dict.fromkeys(words)])}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    backend.decoder = decoders.WordPiece(prefix="##")
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend, unk_token="<unk>", bos_token="<s>", eos_token="</s>", pad_token="<pad>",
+        additional_special_tokens=[t for t in TEKKEN_CONTROL if t not in ("<unk>", "<s>", "</s>", "<pad>")],
+        padding_side="left",
+    )
+
+
+def save_tiny_voxtral(
+    path: str | Path,
+    *,
+    d_model: int = 64,
+    layers: int = 2,
+    d_audio: int = 64,
+    audio_layers: int = 2,
+    n_mels: int = 128,
+    seed: int = 0,
+    shape: LayerShape = LayerShape(),
+) -> Path:
+    """Write a random ``VoxtralForConditionalGeneration`` (Llama decoder) with its processor to ``path``.
+
+    The encoder MLP stays ``4 * d_audio`` wide: Voxtral stacks ``intermediate_size / d_model`` frames per token.
+    """
+    path = Path(path)
+    tokenizer = voxtral_tokenizer()
+    encoder = _encoder_kwargs(d_audio, audio_layers, n_mels, 30, shape._replace(d_audio_mlp=4 * d_audio))
+    text = _text_kwargs(d_model, layers, len(tokenizer), shape)
+    config = VoxtralConfig(
+        audio_config=dict(model_type="voxtral_encoder", **encoder),
+        text_config=dict(model_type="llama", head_dim=d_model // text["num_attention_heads"], **NO_STOP, **text),
+        audio_token_id=tokenizer.convert_tokens_to_ids("[AUDIO]"),
+    )
+    _write_model(path, VoxtralForConditionalGeneration, config, seed)
+    VoxtralProcessor(feature_extractor=_whisper_features(30, n_mels), tokenizer=tokenizer).save_pretrained(path)
+    return path
+
+
+GLMASR_SPECIALS = [
+    "<|endoftext|>", "[gMASK]", "<sop>", "<|system|>", "<|user|>", "<|assistant|>", "<|begin_of_audio|>", "<|end_of_audio|>",
+    "<|pad|>",
+]
+GLMASR_TEMPLATE = (
+    "[gMASK]<sop>{% for message in messages %}<|{{ message['role'] }}|>\n{% if message['content'] is string %}"
+    "{{ message['content'] }}{% else %}{% for content in message['content'] %}{% if content['type'] == 'audio' %}"
+    "<|begin_of_audio|><|pad|><|end_of_audio|>\n{% elif content['type'] == 'text' %}{{ content['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}{% endfor %}{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+)
+
+
+def save_tiny_glmasr(
+    path: str | Path,
+    *,
+    d_model: int = 64,
+    layers: int = 2,
+    d_audio: int = 64,
+    audio_layers: int = 2,
+    n_mels: int = 128,
+    window_seconds: int = 30,
+    seed: int = 0,
+    shape: LayerShape = LayerShape(),
+) -> Path:
+    """Write a random ``GlmAsrForConditionalGeneration`` (rotary pre-norm encoder, Llama decoder) with its processor.
+
+    The encoder MLP stays ``4 * d_audio`` wide: the projector reads four stacked frames as ``intermediate_size``.
+    """
+    path = Path(path)
+    tokenizer = word_tokenizer(GLMASR_SPECIALS, chat_template=GLMASR_TEMPLATE)
+    text = _text_kwargs(d_model, layers, len(tokenizer), shape)
+    audio_heads = shape.audio_heads or max(1, d_audio // 32)
+    config = GlmAsrConfig(
+        audio_config=dict(
+            model_type="glmasr_encoder", hidden_size=d_audio, intermediate_size=4 * d_audio, num_hidden_layers=audio_layers,
+            num_attention_heads=audio_heads, num_key_value_heads=audio_heads, num_mel_bins=n_mels,
+            max_position_embeddings=window_seconds * 50,
+        ),
+        text_config=dict(model_type="llama", head_dim=d_model // text["num_attention_heads"], **NO_STOP, **text),
+        audio_token_id=tokenizer.convert_tokens_to_ids("<|pad|>"),
+    )
+    _write_model(path, GlmAsrForConditionalGeneration, config, seed)
+    GlmAsrProcessor(
+        feature_extractor=_whisper_features(window_seconds, n_mels), tokenizer=tokenizer, chat_template=GLMASR_TEMPLATE
+    ).save_pretrained(path)
+    return path
+
+
+QWEN3_ASR_TOKENS = {"audio_token": "<|audio_pad|>", "audio_bos_token": "<|audio_start|>", "audio_eos_token": "<|audio_end|>"}
+QWEN3_ASR_SPECIALS = CHAT_SPECIALS + list(QWEN3_ASR_TOKENS.values())
+QWEN3_ASR_TEMPLATE = (
+    "{% for message in messages %}{% if loop.first and message['role'] != 'system' %}<|im_start|>system\n<|im_end|>\n"
+    "{% endif %}<|im_start|>{{ message['role'] }}\n{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for content in message['content'] %}{% if content['type'] == 'audio' %}"
+    "<|audio_start|><|audio_pad|><|audio_end|>{% elif content['type'] == 'text' %}{{ content['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def save_tiny_qwen3_asr(
+    path: str | Path,
+    *,
+    d_model: int = 64,
+    layers: int = 2,
+    d_audio: int = 64,
+    audio_layers: int = 2,
+    n_mels: int = 128,
+    seed: int = 0,
+    shape: LayerShape = LayerShape(),
+) -> Path:
+    """Write a random ``Qwen3ASRForConditionalGeneration`` (Qwen3-Omni-style encoder, Qwen3 decoder) with its processor.
+
+    The encoder keeps the released 1 s convolution chunks and 8 s attention windows.
+    """
+    path = Path(path)
+    tokenizer = word_tokenizer(QWEN3_ASR_SPECIALS, chat_template=QWEN3_ASR_TEMPLATE, named_tokens=QWEN3_ASR_TOKENS)
+    text = _text_kwargs(d_model, layers, len(tokenizer), shape)
+    config = Qwen3ASRConfig(
+        audio_config=dict(
+            model_type="qwen3_asr_encoder", num_mel_bins=n_mels, d_model=d_audio, encoder_layers=audio_layers,
+            encoder_attention_heads=shape.audio_heads or max(1, d_audio // 32), encoder_ffn_dim=shape.d_audio_mlp or 4 * d_audio,
+            output_dim=d_model, downsample_hidden_size=16,
+        ),
+        text_config=dict(model_type="qwen3", head_dim=d_model // text["num_attention_heads"], **text),
+        audio_token_id=tokenizer.convert_tokens_to_ids("<|audio_pad|>"),
+        pad_token_id=tokenizer.pad_token_id, eos_token_id=[],  # no stop id (see NO_STOP)
+        tie_word_embeddings=False,
+    )
+    _write_model(path, Qwen3ASRForConditionalGeneration, config, seed)
+    features = Qwen3ASRFeatureExtractor(feature_size=n_mels, sampling_rate=16000)
+    Qwen3ASRProcessor(feature_extractor=features, tokenizer=tokenizer, chat_template=QWEN3_ASR_TEMPLATE).save_pretrained(path)
     return path
 
 
