@@ -1,6 +1,6 @@
 """lalm-lens: TransformerLens-style hooks, caches and interventions for large audio-language models."""
 
-from . import analysis, hooks, names
+from . import analysis, hooks, names, neurons
 from .attention import PatternReader
 from .batch import LALMBatch
 from .cache import LALMActivationCache
@@ -9,7 +9,9 @@ from .config import LALMConfig
 from .data.audio import AudioError
 from .hook_points import Step
 from .hooked_lalm import HookedLALM
+from .neurons import NeuronSet, NeuronStats
 from .spans import AudioSpan, audio_positions, audio_slice, time_axis
+from .steering import SteeringVector
 
 __all__ = [
     "AudioError",
@@ -26,5 +28,9 @@ __all__ = [
     "audio_slice",
     "hooks",
     "names",
+    "neurons",
+    "NeuronSet",
+    "NeuronStats",
+    "SteeringVector",
     "time_axis",
 ]

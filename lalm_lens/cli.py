@@ -81,6 +81,22 @@ def cmd_demo(args) -> int:
     return 0
 
 
+STUDIES = [
+    ("localize", "lalm_lens.experiments.localization",
+     "the three-event localization study: steering, prompting and baselines (--help for its options)"),
+    ("neurons", "lalm_lens.experiments.emotion_neurons",
+     "the emotion-neuron study: selectors, deactivation and gain (--help for its options)"),
+]
+"""Subcommands that hand their arguments to a study's own command line."""
+
+
+def run_study(module: str, argv: list[str]) -> int:
+    import importlib
+
+    importlib.import_module(module).main(argv)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="lalm-lens", description="Hooked audio-language models.")
     parser.add_argument("--debug", action="store_true", help="show the full traceback of any error")
@@ -100,7 +116,13 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--out", default="lalm-lens-demo.png", help="where to write the plot (PNG)")
     demo.set_defaults(run=cmd_demo)
-    args = parser.parse_args(argv)
+    for name, module, help_text in STUDIES:
+        study = commands.add_parser(name, help=help_text, add_help=False)
+        study.set_defaults(run=lambda args, module=module: run_study(module, args.study_argv))
+    args, rest = parser.parse_known_args(argv)
+    if rest and args.command not in {name for name, _, _ in STUDIES}:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    args.study_argv = rest
     try:
         return args.run(args)
     except USER_ERRORS as error:
