@@ -1,6 +1,6 @@
 """lalm-lens: TransformerLens-style hooks, caches and interventions for large audio-language models."""
 
-from . import analysis, hooks, names, neurons
+from . import analysis, hooks, names, neurons, patching
 from .attention import PatternReader
 from .batch import LALMBatch
 from .cache import LALMActivationCache
@@ -21,7 +21,10 @@ __all__ = [
     "LALMActivationCache",
     "LALMBatch",
     "LALMConfig",
+    "NeuronSet",
+    "NeuronStats",
     "PatternReader",
+    "SteeringVector",
     "Step",
     "analysis",
     "audio_positions",
@@ -29,8 +32,6 @@ __all__ = [
     "hooks",
     "names",
     "neurons",
-    "NeuronSet",
-    "NeuronStats",
-    "SteeringVector",
+    "patching",
     "time_axis",
 ]
