@@ -83,12 +83,13 @@ class Packing:
     def use(self, on: bool) -> None:
         self.users += 1 if on else -1
         if self.users and self.handle is None:
-            self.handle = self.tower.register_forward_pre_hook(self._record, with_kwargs=True, prepend=True)
+            self.handle = self.tower.register_forward_pre_hook(self.record, with_kwargs=True, prepend=True)
         elif not self.users and self.handle is not None:
             self.handle.remove()
             self.handle = None
 
-    def _record(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+    def record(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        """The tower's pre-hook: read the clips' lengths (a family with other inputs overrides this)."""
         lens = kwargs["feature_lens"] if "feature_lens" in kwargs else args[1]
         self.mel = [int(n) for n in lens.tolist()]
         self.frames = [encoder_frames(n) for n in self.mel]

@@ -36,32 +36,18 @@ from transformers.models.qwen3_asr.modeling_qwen3_asr import _get_feat_extract_o
 
 from ..spans import AudioSpan
 from .base import Adapter, HookBuilder, HookFrames, place
-from .qwen2_5_omni import ChunkedPattern, PackedTap
+from .qwen2_5_omni import ChunkedPattern, PackedTap, Packing
 
 CHUNK_TOKENS = 13  # tokens of a full 1 s chunk after three stride-2 convolutions of 100 mel frames
 
 
-class Qwen3ASRPacking:
+class Qwen3ASRPacking(Packing):
     """Per-clip lengths of the encoder's packed tensors in the running forward, read from ``input_features_mask``.
 
     The interface :class:`~lalm_lens.adapters.qwen2_5_omni.PackedTap` and
     ``ChunkedPattern`` read: ``use(on)`` and the lists ``mel``, ``frames``,
     ``tokens`` (one entry per clip; frames and tokens are the same here).
     """
-
-    def __init__(self, tower: nn.Module):
-        self.tower, self.users, self.handle = tower, 0, None
-        self.mel: list[int] = []
-        self.frames: list[int] = []
-        self.tokens: list[int] = []
-
-    def use(self, on: bool) -> None:
-        self.users += 1 if on else -1
-        if self.users and self.handle is None:
-            self.handle = self.tower.register_forward_pre_hook(self.record, with_kwargs=True, prepend=True)
-        elif not self.users and self.handle is not None:
-            self.handle.remove()
-            self.handle = None
 
     def record(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
         mask = kwargs["input_features_mask"] if "input_features_mask" in kwargs else args[1]
