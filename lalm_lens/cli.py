@@ -23,6 +23,17 @@ def load(name: str, **kwargs):
     return HookedLALM.from_pretrained(name, **kwargs)
 
 
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--device`` and ``--dtype``, for commands that load a model (a 7B checkpoint: ``--device cuda --dtype bfloat16``)."""
+    parser.add_argument("--device", default=None, help="where to put the model (cpu, cuda, cuda:1...; default cpu)")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+
+
+def load_from_args(args: argparse.Namespace):
+    """The model named by ``args.model``, on ``args.device`` in ``args.dtype``."""
+    return load(args.model, device=args.device, dtype=getattr(torch, args.dtype))
+
+
 def hook_shapes(model, seconds: float, prompt: str | list[int]) -> dict[str, tuple[int, ...]]:
     """Every hook name with the shape it sees for one clip of ``seconds`` of audio.
 

@@ -38,6 +38,7 @@ from jaxtyping import Float, Int
 from tqdm.auto import tqdm
 
 from ..analysis.statistics import clip_bootstrap
+from ..cli import add_model_arguments, load_from_args
 from ..data import CONDITIONS, EMOTIONS, SPEAKERS, derive_seed, make_utterance
 from ..hooks.neurons import Deactivate, Gain
 from ..neurons import NeuronSet, NeuronStats, random_like, select
@@ -93,6 +94,56 @@ def synthetic_clips(n_per_class: int, split: str = "evaluate", condition: str = 
             utt = make_utterance(emotion, speaker, utt_seed, condition=condition)
             clips.append(Clip(utt.wave, emotion, len(clips), utt.sampling_rate, condition, utt_seed))
     return clips
+
+
+DATA_KINDS = ("synthetic", "ravdess", "crema-d", "folder")
+FOUR_EMOTIONS = {"neutral": "neutral", "calm": "neutral", "happy": "happy", "angry": "angry", "sad": "sad"}
+"""How corpus labels map onto the four emotions the study uses by default (RAVDESS's "calm" counts as neutral)."""
+
+
+def corpus_clips(spec: str, n_identify: int, n_evaluate: int, emotions: Sequence[str] = EMOTIONS,
+                 sampling_rate: int = 16000) -> tuple[list[Clip], list[Clip]]:
+    """Identification and evaluation clips from a corpus on disk, speaker-disjoint.
+
+    ``spec`` is ``ravdess:DIR``, ``crema-d:DIR`` or ``folder:DIR:LABELS`` (a
+    CSV/JSON of file and label, see :func:`lalm_lens.data.load_folder`). Labels
+    are mapped with :data:`FOUR_EMOTIONS` and kept when in ``emotions``.
+    Speakers (the ``actor`` of RAVDESS and CREMA-D, else the file) are split
+    alternately between identification and evaluation, so no voice is in
+    both; then up to ``n_identify`` / ``n_evaluate`` clips per emotion are kept.
+    """
+    from ..data import load_crema_d, load_folder, load_ravdess, load_waveform
+
+    kind, _, where = spec.partition(":")
+    if kind not in DATA_KINDS[1:] or not where:
+        raise ValueError(f"--data must be 'synthetic', 'ravdess:DIR', 'crema-d:DIR' or 'folder:DIR:LABELS', got {spec!r}")
+    if kind == "folder":
+        root, _, labels_file = where.rpartition(":")
+        if not root:
+            raise ValueError(f"folder data needs 'folder:DIR:LABELS' (a CSV or JSON of file and label), got {spec!r}")
+        records = load_folder(root, labels_file)
+    else:
+        records = (load_ravdess if kind == "ravdess" else load_crema_d)(where)
+    records = [r for r in records if FOUR_EMOTIONS.get(r.label, r.label) in emotions]
+    if not records:
+        raise ValueError(f"{spec}: no clip labelled with one of {list(emotions)}")
+    speakers = sorted({str(r.meta.get("actor", r.path_or_array)) for r in records})
+    identify_speakers = set(speakers[::2])
+    splits: dict[str, list[Clip]] = {"identify": [], "evaluate": []}
+    wanted = {"identify": n_identify, "evaluate": n_evaluate}
+    counts = {(split, e): 0 for split in splits for e in emotions}
+    for record in sorted(records, key=lambda r: str(r.path_or_array)):
+        split = "identify" if str(record.meta.get("actor", record.path_or_array)) in identify_speakers else "evaluate"
+        label = FOUR_EMOTIONS.get(record.label, record.label)
+        if counts[split, label] >= wanted[split]:
+            continue
+        wave = load_waveform(record.path_or_array, sampling_rate, sampling_rate=record.sampling_rate, name=record.name)
+        splits[split].append(Clip(wave, label, len(splits[split]), sampling_rate, kind))
+        counts[split, label] += 1
+    for split, clips in splits.items():
+        if not clips:
+            raise ValueError(f"{spec}: no {split} clips (speakers: {len(speakers)}); the corpus needs two speakers or more")
+    return splits["identify"], splits["evaluate"]
 
 
 # -- classification ----------------------------------------------------------------------------------
@@ -525,7 +576,9 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     parser = parser or argparse.ArgumentParser(prog="python -m lalm_lens.experiments.emotion_neurons",
                                                description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="lalm-toy", help="folder, shipped name (lalm-toy) or tiny-* name")
-    parser.add_argument("--data", default="synthetic", help="only 'synthetic' (generated emotional speech) for now")
+    parser.add_argument("--data", default="synthetic",
+                        help="synthetic (generated emotional speech), ravdess:DIR, crema-d:DIR or folder:DIR:LABELS "
+                             "(speaker-disjoint identification and evaluation)")
     parser.add_argument("--selector", default="contrast", help="frequency | entropy | magnitude (mean_deviation) | contrast")
     parser.add_argument("--budget", type=float, default=0.01, help="fraction (<1) of neurons or count (>=1) per emotion")
     parser.add_argument("--per-layer", action="store_true", help="apply the budget in each layer instead of globally")
@@ -549,6 +602,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     parser.add_argument("--semantic-tokens", choices=["blank"], default=None,
                         help="Kimi-Audio: run on continuous features only (blank semantic tokens)")
     parser.add_argument("--batch-size", type=int, default=8)
+    add_model_arguments(parser)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", help="write the result here")
     parser.add_argument("--plot", help="write the figure here (PNG)")
@@ -559,9 +613,10 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
 def main(argv: list[str] | None = None, args: argparse.Namespace | None = None) -> EmotionNeuronResult:
     """Run the study from command-line arguments; prints the summary and writes ``--json`` / ``--plot``."""
     args = args or build_parser().parse_args(argv)
+    corpus = {}
     if args.data != "synthetic":
-        raise SystemExit(f"--data {args.data!r}: only 'synthetic' is supported from the command line; "
-                         "call run(identify_clips=..., evaluate_clips=...) with your own labelled clips")
+        identify_clips, evaluate_clips = corpus_clips(args.data, args.n_identify, args.n_evaluate)
+        corpus = {"identify_clips": identify_clips, "evaluate_clips": evaluate_clips}
     budget = int(args.budget) if args.budget >= 1 else args.budget
     label_tokens = None
     if args.label_tokens:
@@ -570,13 +625,13 @@ def main(argv: list[str] | None = None, args: argparse.Namespace | None = None) 
             raise SystemExit(f"--label-tokens takes LABEL=ID pairs, got {args.label_tokens}")
         label_tokens = {label: int(value) for label, _, value in pairs}
     result = run(
-        args.model, selector=args.selector, budget=budget, intervention=args.intervention, strength=args.strength,
+        load_from_args(args), selector=args.selector, budget=budget, intervention=args.intervention, strength=args.strength,
         site=args.site, positions=args.positions, per_layer=args.per_layer, mean_ablation=args.mean_ablation,
         additive=args.additive, mode=args.mode, n_identify=args.n_identify, n_evaluate=args.n_evaluate,
         identify_condition=args.identify_condition, evaluate_condition=args.evaluate_condition,
         strengths=args.sweep, n_random=args.n_random, batch_size=args.batch_size, seed=args.seed,
         question=args.question_ids or QUESTION, label_tokens=label_tokens,
-        prepare_kwargs={"semantic_tokens": args.semantic_tokens} if args.semantic_tokens else None,
+        prepare_kwargs={"semantic_tokens": args.semantic_tokens} if args.semantic_tokens else None, **corpus,
     )
     summary = (f"{result.selector} {result.intervention}: {result.n_neurons} neurons; self {result.self_change:+.3f} "
                f"[{result.self_ci95[0]:+.3f}, {result.self_ci95[1]:+.3f}], cross {result.cross_change:+.3f}; random self "

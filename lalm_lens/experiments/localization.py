@@ -64,6 +64,7 @@ from tqdm.auto import tqdm
 
 from ..analysis.audio_attention import AudioProfile, audio_attention, best_window, generation_attention, peak_window, smooth
 from ..analysis.statistics import clip_bootstrap
+from ..cli import add_model_arguments, load_from_args
 from ..data import derive_seed, iter_scenes
 from ..data.scenes import Scene
 from ..hooks.knockout import Knockout
@@ -596,6 +597,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--scales", default="0.25,1,4,16", help="steering scales tried on the development split")
     p.add_argument("--positions", default="all", help="steering positions tried on the development split: all,text")
     p.add_argument("--batch-size", type=int, default=24)
+    add_model_arguments(p)
     p.add_argument("--json", help="write the result here")
     p.add_argument("--plot", help="write a bar chart here (png)")
     return p
@@ -603,9 +605,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    from .. import HookedLALM
-
-    model = HookedLALM.from_pretrained(args.model)
+    model = load_from_args(args)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     result = run(
         model, n=args.n, seed=args.seed, layout=args.layout, methods=methods, n_dev=args.n_dev,

@@ -120,3 +120,31 @@ def test_bad_settings_are_refused():
         study.run("tiny-qwen2-audio", n_random=0, progress=False)
     with pytest.raises(ValueError, match="evaluate_condition must be one of"):
         study.run("tiny-qwen2-audio", evaluate_condition="studio", progress=False)
+
+
+def test_a_ravdess_copy_on_disk_is_split_by_speaker(tmp_path):
+    import soundfile
+
+    from lalm_lens.data import SPEAKERS, make_utterance
+    from lalm_lens.experiments.emotion_neurons import corpus_clips
+
+    codes = {"neutral": "01", "calm": "02", "happy": "03", "sad": "04", "angry": "05"}
+    for actor in range(1, 5):
+        for emotion, code in codes.items():
+            utterance = make_utterance("neutral" if emotion == "calm" else emotion, SPEAKERS[actor], seed=2 * actor)
+            folder = tmp_path / f"Actor_{actor:02d}"
+            folder.mkdir(exist_ok=True)
+            soundfile.write(folder / f"03-01-{code}-01-01-01-{actor:02d}.wav", utterance.wave, utterance.sampling_rate)
+    identify, evaluate = corpus_clips(f"ravdess:{tmp_path}", n_identify=4, n_evaluate=1)
+    assert sorted(c.label for c in evaluate) == ["angry", "happy", "neutral", "sad"], "one per emotion"
+    assert sum(c.label == "neutral" for c in identify) == 4, "calm counts as neutral; two actors x two"
+    result = study.main(["--model", "lalm-toy", "--data", f"ravdess:{tmp_path}", "--n-identify", "2", "--n-evaluate", "1",
+                   "--budget", "0.01", "--site", "audio.mlp.hook_post", "--selector", "magnitude"])
+    assert result.to_dict()["config"]["n_evaluate_clips"] == 4
+
+
+def test_an_unknown_data_spec_says_what_is_accepted():
+    from lalm_lens.experiments.emotion_neurons import corpus_clips
+
+    with pytest.raises(ValueError, match="ravdess:DIR"):
+        corpus_clips("iemocap", 1, 1)
