@@ -32,9 +32,8 @@ import torch
 from lalm_lens import HookedLALM
 from lalm_lens.cli import load
 from lalm_lens.data import EMOTIONS, SPEAKERS, derive_seed, make_utterance
+from lalm_lens.experiments.emotion_neurons import QUESTION
 from lalm_lens.neurons import NeuronStats
-
-QUESTION = "What emotion does the speaker express?"
 
 
 def peak_rss_mib() -> float:

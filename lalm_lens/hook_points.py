@@ -40,6 +40,14 @@ class Step:
         self.phase, self.index, self.positions = phase, index, positions
 
 
+def step_of(hook, n_positions: int) -> tuple[str, int, range]:
+    """``(phase, index, positions)`` of the current call; outside decoding the positions are ``range(n_positions)``."""
+    step = getattr(hook, "step", None)
+    if step is None or step.phase != "decode":
+        return ("forward" if step is None else step.phase), 0, range(n_positions)
+    return step.phase, step.index, step.positions
+
+
 class LazyHookPoint(HookPoint):
     """A HookPoint that tells its owner when it gains its first hook or loses its last."""
 
@@ -94,17 +102,12 @@ class Tap:
     it returns a tuple) or ``"input"`` (positional argument 0, or the keyword
     ``arg``). With ``in_place`` an edit is copied into the input tensor itself,
     so that other references to it (a residual kept before a norm) see it too.
-    With ``head_dim`` the points see the last axis split into heads,
-    ``[..., head, head_dim]`` (per-head q, k, v and z of a fused projection).
     """
 
-    def __init__(
-        self, module: nn.Module, where: str, arg: str | None = None, in_place: bool = False, head_dim: int | None = None
-    ):
+    def __init__(self, module: nn.Module, where: str, arg: str | None = None, in_place: bool = False):
         if where not in ("input", "output"):
             raise ValueError(f"where must be 'input' or 'output', got {where!r}")
         self.module, self.where, self.arg, self.in_place = module, where, arg, in_place
-        self.head_dim = head_dim
         self.points: list[LazyHookPoint] = []
         self.handle = None
 
@@ -126,14 +129,10 @@ class Tap:
             self.handle = None
 
     def _run(self, tensor: torch.Tensor) -> torch.Tensor:
-        view = tensor if self.head_dim is None else tensor.unflatten(-1, (-1, self.head_dim))
-        new = view
         for point in self.points:
             if point.active:
-                new = point.run(new)
-        if new is view:
-            return tensor
-        return new if self.head_dim is None else new.flatten(-2)
+                tensor = point.run(tensor)
+        return tensor
 
     def _on_output(self, module: nn.Module, args: Any, output: Any) -> Any:
         if isinstance(output, tuple):
@@ -180,3 +179,22 @@ class ReadTap(Tap):
             if point.active and point.run(value) is not value:
                 raise ValueError(f"{point.name} is read-only (derived from the activation); edit the tensor it is computed from")
         return tensor
+
+
+class ViewTap(Tap):
+    """A :class:`Tap` whose points see ``view(tensor)`` instead of the tensor the module sees; an edit goes back
+    through ``unview(new, tensor)``.
+
+    For HF tensors whose own layout hides the documented axes, e.g. projector
+    outputs flattened to ``[clip * token, d]`` that the points see as
+    ``[clip, token, d]``.
+    """
+
+    def __init__(self, module: nn.Module, where: str, view, unview, arg: str | None = None):
+        super().__init__(module, where, arg)
+        self.view, self.unview = view, unview
+
+    def _run(self, tensor: torch.Tensor) -> torch.Tensor:
+        view = self.view(tensor)
+        new = super()._run(view)
+        return tensor if new is view else self.unview(new, tensor)

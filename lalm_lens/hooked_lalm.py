@@ -57,10 +57,9 @@ class HookedLALM(HookedRootModule):
         self.hf_model = hf_model
         self.processor = processor
         self.adapter = adapter or adapter_for(hf_model, processor)
-        self.cfg = self.adapter.config(name)
+        self.cfg = replace(self.adapter.config(name), device=str(self.input_device))
         for config in self.adapter.attention_configs:
             config._attn_implementation = hooked_implementation(config._attn_implementation.removeprefix(PREFIX))
-        self.cfg = replace(self.cfg, device=str(self.input_device))
         self.step = Step()
         self.adapter.build_hooks(self)
         self.setup()
@@ -299,7 +298,7 @@ class HookedLALM(HookedRootModule):
         fwd_hooks: list = (),
         bwd_hooks: list = (),
         **forward_kwargs,
-    ) -> tuple[Any, ActivationCache]:
+    ) -> tuple[Any, LALMActivationCache]:
         """Run and cache activations; returns ``(logits, ActivationCache)``.
 
         ``names_filter`` picks hook names (a name, a list, or a predicate; an

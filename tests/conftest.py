@@ -47,6 +47,12 @@ def checkpoint(tmp_path_factory):
     return get
 
 
+@pytest.fixture(scope="module")
+def toy():
+    """The shipped, trained lalm-toy, loaded as a user loads it."""
+    return ll.HookedLALM.from_pretrained("lalm-toy")
+
+
 @pytest.fixture(scope="session", params=list(FAMILIES))
 def family(request):
     return request.param

@@ -99,8 +99,7 @@ def test_the_readme_reader_is_reachable_from_the_package():
     assert ll.hooks.AudioAttention is not None
 
 
-def test_transformer_lens_activation_patching_runs_on_a_batch():
-    toy = ll.HookedLALM.from_pretrained("lalm-toy")
+def test_transformer_lens_activation_patching_runs_on_a_batch(toy):
     clean = toy.prepare(noise(0.4, 1), "Is there a dog sound?", sampling_rate=16000)
     corrupted = toy.prepare(noise(0.4, 2), "Is there a dog sound?", sampling_rate=16000)
     _, clean_cache = toy.run_with_cache(clean)

@@ -335,8 +335,7 @@ def test_a_hook_that_returns_a_smaller_tensor_or_a_non_tensor_is_refused(model, 
     assert torch.equal(model(batch), hf_model(model)(**batch.inputs).logits), "hooks were removed after each failure"
 
 
-def test_a_sequence_longer_than_the_position_embeddings_is_refused():
-    toy = ll.HookedLALM.from_pretrained("lalm-toy")
+def test_a_sequence_longer_than_the_position_embeddings_is_refused(toy):
     five_long_clips = [[noise(9.9, seed) for seed in range(5)]]
     with pytest.raises(ValueError, match=f"cover {toy.cfg.n_ctx}"):
         toy.prepare(five_long_clips, "What sounds are in the audio?", sampling_rate=16000)

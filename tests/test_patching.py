@@ -8,17 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-import lalm_lens as ll
 from lalm_lens import patching
 from lalm_lens.data import make_scene
 from lalm_lens.patching import PositionGroup
 
 from conftest import noise
-
-
-@pytest.fixture(scope="module")
-def toy():
-    return ll.HookedLALM.from_pretrained("lalm-toy")
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ..config import LALMConfig
-from ..hook_points import LazyHookPoint, ReadTap, Tap
+from ..hook_points import LazyHookPoint, ReadTap, Tap, ViewTap
 from ..spans import AudioSpan
 
 
@@ -89,25 +89,6 @@ class DecoderAttention(HookContainer):
     b_O = property(lambda self: self._bias(self.attention.o_proj, per_head=False))
 
 
-class ViewTap(Tap):
-    """A :class:`Tap` whose points see ``view(tensor)`` instead of the tensor the module sees; an edit goes back
-    through ``unview(new, tensor)``.
-
-    For HF tensors whose own layout hides the documented axes, e.g. projector
-    outputs flattened to ``[clip * token, d]`` that the points see as
-    ``[clip, token, d]``.
-    """
-
-    def __init__(self, module: nn.Module, where: str, view, unview, arg: str | None = None):
-        super().__init__(module, where, arg)
-        self.view, self.unview = view, unview
-
-    def _run(self, tensor: torch.Tensor) -> torch.Tensor:
-        view = self.view(tensor)
-        new = super()._run(view)
-        return tensor if new is view else self.unview(new, tensor)
-
-
 def place(root: nn.Module, name: str, module: nn.Module) -> None:
     """Attach ``module`` under ``root`` at the dotted ``name``, creating containers on the way."""
     *path, leaf = name.split(".")
@@ -126,14 +107,11 @@ class HookBuilder:
         self.root = root
         self.taps: dict[tuple[int, str, bool], Tap] = {}
 
-    def point(
-        self, name: str, module: nn.Module, where: str, arg: str | None = None, in_place: bool = False,
-        head_dim: int | None = None,
-    ) -> None:
+    def point(self, name: str, module: nn.Module, where: str, arg: str | None = None, in_place: bool = False) -> None:
         """A hook point ``name`` fed from ``module``'s input or output (see :class:`Tap`)."""
-        key = (id(module), where, in_place, head_dim)
+        key = (id(module), where, in_place)
         if key not in self.taps:
-            self.taps[key] = Tap(module, where, arg, in_place, head_dim)
+            self.taps[key] = Tap(module, where, arg, in_place)
         place(self.root, name, self.taps[key].new_point())
 
     def view_point(self, name: str, module: nn.Module, where: str, view, unview, arg: str | None = None) -> None:
@@ -142,6 +120,12 @@ class HookBuilder:
         if key not in self.taps:
             self.taps[key] = ViewTap(module, where, view, unview, arg)
         place(self.root, name, self.taps[key].new_point())
+
+    def head_point(self, name: str, module: nn.Module, where: str, head_dim: int) -> None:
+        """A hook point ``name`` that sees the last axis of a fused projection split into heads, ``[..., head, head_dim]``."""
+        self.view_point(
+            name, module, where, view=lambda t: t.unflatten(-1, (-1, head_dim)), unview=lambda new, t: new.flatten(-2)
+        )
 
     def final_norm(self, norm: nn.Module, prefix: str = "ln_final") -> None:
         """``{prefix}`` as a :class:`FinalNorm` with ``hook_scale`` (read from the norm's input) and ``hook_normalized``."""
@@ -324,9 +308,9 @@ class Adapter:
             hooks.point(f"{p}.hook_resid_pre", layer, "input", arg="hidden_states")
             place(hooks.root, f"{p}.attn", DecoderAttention(attention))
             for site, proj in (("q", attention.q_proj), ("k", attention.k_proj), ("v", attention.v_proj)):
-                hooks.point(f"{p}.attn.hook_{site}", proj, "output", head_dim=attention.head_dim)
+                hooks.head_point(f"{p}.attn.hook_{site}", proj, "output", attention.head_dim)
             hooks.pattern(f"{p}.attn.hook_pattern", attention)
-            hooks.point(f"{p}.attn.hook_z", attention.o_proj, "input", head_dim=attention.head_dim)
+            hooks.head_point(f"{p}.attn.hook_z", attention.o_proj, "input", attention.head_dim)
             hooks.point(f"{p}.hook_attn_out", attention, "output")
             hooks.point(f"{p}.hook_resid_mid", layer.post_attention_layernorm, "input", in_place=True)
             hooks.point(f"{p}.mlp.hook_pre", layer.mlp.gate_proj, "output")

@@ -27,7 +27,8 @@ from dataclasses import replace
 
 from transformers import GlmAsrForConditionalGeneration
 
-from .base import Adapter, HookBuilder, HookFrames
+from .audio_flamingo3 import AudioFlamingo3Adapter
+from .base import HookBuilder, HookFrames
 
 MERGE = 4  # encoder frames stacked into one token (fixed in the HF model)
 
@@ -37,7 +38,9 @@ def glmasr_tokens(n_mel: int) -> int:
     return (((n_mel - 1) // 2 + 1) - MERGE) // MERGE + 1
 
 
-class GlmAsrAdapter(Adapter):
+class GlmAsrAdapter(AudioFlamingo3Adapter):
+    """AF3's windowing (30 s windows, one clip per prompt, ``max_audio_len``); four encoder frames per token."""
+
     hf_class = GlmAsrForConditionalGeneration
     model_types = ("glmasr",)
     arch = "glmasr"
@@ -45,15 +48,6 @@ class GlmAsrAdapter(Adapter):
     feature_mask_key = "input_features_mask"
     tokens_per_second = 12.5
     frames_per_token = MERGE
-    clips_per_prompt_max = 1
-
-    @property
-    def max_audio_seconds(self) -> float:
-        return float(self.processor.max_audio_len)
-
-    @property
-    def window_seconds(self) -> float:
-        return float(self.processor.feature_extractor.chunk_length)
 
     def config(self, name: str = ""):
         audio = self.audio_tower.config

@@ -19,7 +19,7 @@ from jaxtyping import Float
 
 from .. import names
 from ..batch import LALMBatch
-from .steering import step_of
+from ..hook_points import step_of
 
 QUERY_MODES = ("all", "prefill", "generated")
 

@@ -9,6 +9,7 @@ from jaxtyping import Float
 
 from .. import names
 from ..batch import LALMBatch
+from ..hook_points import step_of
 from ..spans import audio_positions
 
 POSITION_MODES = ("all", "text", "prefill", "generated")
@@ -116,11 +117,3 @@ def text_mask(batch: LALMBatch) -> torch.Tensor:
     for b, spans in enumerate(batch.audio_spans):
         keep[b, audio_positions(spans, clip=None)] = False
     return keep
-
-
-def step_of(hook, n_positions: int) -> tuple[str, int, range]:
-    """``(phase, index, positions)`` of the current call; outside decoding the positions are ``range(n_positions)``."""
-    step = getattr(hook, "step", None)
-    if step is None or step.phase != "decode":
-        return ("forward" if step is None else step.phase), 0, range(n_positions)
-    return step.phase, step.index, step.positions

@@ -8,14 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-import lalm_lens as ll
 from lalm_lens.analysis.logit_lens import logit_lens
 from lalm_lens.data import make_scene
-
-
-@pytest.fixture(scope="module")
-def toy():
-    return ll.HookedLALM.from_pretrained("lalm-toy")
 
 
 @pytest.fixture(scope="module")

@@ -3,14 +3,8 @@
 import pytest
 import torch
 
-import lalm_lens as ll
 from lalm_lens.data import make_scene
 from lalm_lens.hooks.patch import Patch, PatchFromCache
-
-
-@pytest.fixture(scope="module")
-def toy():
-    return ll.HookedLALM.from_pretrained("lalm-toy")
 
 
 @pytest.fixture(scope="module")
