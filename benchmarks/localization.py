@@ -12,6 +12,17 @@ costs: every steering setting is tried on the development split).
     python benchmarks/localization.py --model lalm-toy --n 20 --threads 2 --json out/localization_bench.json
     python benchmarks/localization.py --n 4 --n-dev 4 --n-vectors 10 --scales 4 --methods steering,random,null
 
+``--sweep R`` adds, in the same process, one clip under ``--prompts`` prompts
+of different lengths (one padded batch) and R steering settings (a seeded
+random direction at the middle layer, R scales), run two ways: naive
+(``prepare`` + a full forward per setting, the audio re-encoded every time)
+and encode-once (``encode_audio`` once, ``with_audio_embeds``, the decoder
+per setting); it reports both times, their ratio and the largest logit
+difference. The whole study at the issue's size (100 test clips, 300
+queries, every method, with the sweep):
+
+    python benchmarks/localization.py --model lalm-toy --n 100 --threads 2 --sweep 25 --json out/localization_bench.json
+
 ``--extrapolate N`` adds an estimate for N test clips, labelled as such:
 the setup and every method's cost are split into a part that does not
 depend on the test clips (measured by a second run at ``--n 1``, the same
@@ -29,7 +40,9 @@ from pathlib import Path
 import torch
 
 from lalm_lens.cli import load
-from lalm_lens.experiments.localization import METHODS, Study
+from lalm_lens.data import EVENT_CLASSES, make_scene
+from lalm_lens.experiments.localization import GENERIC_Q, METHODS, NAMING_Q, Study
+from lalm_lens.hooks.steering import SteeringHook
 
 
 def peak_rss_mib() -> float:
@@ -61,6 +74,33 @@ def measure(model, methods: list[str], **options) -> dict:
             "overlap": result.overlap}
 
 
+def sweep(model, n_settings: int, n_prompts: int, seed: int = 0) -> dict:
+    """One clip under ``n_prompts`` prompts and ``n_settings`` steering scales: naive against encode-once."""
+    scene = make_scene(seed)
+    prompts = ([GENERIC_Q] + [NAMING_Q.format(label=c) + " Answer yes or no." * (k % 3) for k, c in enumerate(EVENT_CLASSES)])
+    prompts = (prompts * (1 + n_prompts // len(prompts)))[:n_prompts]
+    clips = [scene.wave] * len(prompts)
+    layer = model.cfg.n_layers // 2
+    direction = torch.randn(model.cfg.d_model, generator=torch.Generator().manual_seed(seed))
+    scales = [0.25 * (k + 1) for k in range(n_settings)]
+    hooks = lambda scale: SteeringHook({layer: direction}, scale=scale).fwd_hooks()
+    with torch.no_grad():
+        start = time.perf_counter()
+        naive = []
+        for scale in scales:
+            batch = model.prepare(clips, prompts, sampling_rate=scene.sampling_rate)
+            naive.append(model.run_with_hooks(batch, fwd_hooks=hooks(scale))[:, -1])
+        naive_s = time.perf_counter() - start
+        start = time.perf_counter()
+        embeds = model.encode_audio(model.prepare(scene.wave, GENERIC_Q, sampling_rate=scene.sampling_rate))
+        reused = model.prepare(clips, prompts, sampling_rate=scene.sampling_rate).with_audio_embeds(embeds)
+        once = [model.run_with_hooks(reused, fwd_hooks=hooks(scale))[:, -1] for scale in scales]
+        once_s = time.perf_counter() - start
+    diff = max(float((a - b).abs().max()) for a, b in zip(naive, once))
+    return {"prompts": len(prompts), "settings": n_settings, "copies": len(prompts) * n_settings,
+            "naive_s": naive_s, "encode_once_s": once_s, "ratio": naive_s / once_s, "max_abs_logit_diff": diff}
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="lalm-toy", help="folder, shipped name or tiny-* name")
@@ -75,6 +115,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--extrapolate", type=int, default=None, metavar="N",
                         help="also run at --n 1 and estimate the cost of N test clips (fixed + linear)")
+    parser.add_argument("--sweep", type=int, default=None, metavar="R",
+                        help="also time one clip under --prompts prompts and R steering settings, naive against encode-once")
+    parser.add_argument("--prompts", type=int, default=9)
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
@@ -112,6 +155,12 @@ def main(argv: list[str] | None = None) -> dict:
               f"test clips ({3 * args.extrapolate} queries): {total:.0f} s")
         for name, e in estimate.items():
             print(f"  {name:<12} fixed {e['fixed_s']:7.1f} s + {e['per_test_clip_s']:6.2f} s/clip -> {e['seconds']:7.1f} s")
+    if args.sweep:
+        result["sweep"] = sweep(model, args.sweep, args.prompts, seed=args.seed)
+        sw = result["sweep"]
+        print(f"sweep: 1 clip x {sw['prompts']} prompts x {sw['settings']} settings ({sw['copies']} copies): naive "
+              f"{sw['naive_s']:.1f} s, encode-once {sw['encode_once_s']:.1f} s, ratio {sw['ratio']:.1f}x "
+              f"(largest logit difference {sw['max_abs_logit_diff']:.1e})")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(result, indent=1))

@@ -40,6 +40,9 @@ import torch
 import lalm_lens as ll
 from lalm_lens.hooks import AudioAttention
 from lalm_lens.zoo.tiny import LayerShape, save_tiny_audio_flamingo3, save_tiny_qwen2_5_omni_thinker, save_tiny_qwen2_audio
+from lalm_lens.zoo.tiny import save_tiny_granite_speech
+from lalm_lens.zoo.tiny import save_tiny_qwen3_omni_thinker
+from lalm_lens.zoo.tiny import save_tiny_gemma3n
 
 PAGE = mmap.PAGESIZE
 
@@ -47,6 +50,9 @@ BUILDERS = {
     "qwen2_audio": save_tiny_qwen2_audio,
     "audioflamingo3": save_tiny_audio_flamingo3,
     "qwen2_5_omni_thinker": save_tiny_qwen2_5_omni_thinker,
+    "granite_speech": save_tiny_granite_speech,
+    "qwen3_omni_moe_thinker": save_tiny_qwen3_omni_thinker,
+    "gemma3n": save_tiny_gemma3n,
 }
 
 
@@ -62,6 +68,8 @@ def build(family: str, width: int, layers: int, real_widths: bool = False) -> st
     """A random checkpoint: ``width`` wide with the tiny builders' heads, or the released model's layer widths."""
     folder = tempfile.mkdtemp(prefix=f"bench-{family}-")
     if real_widths:
+        if family not in REAL_WIDTHS:
+            raise ValueError(f"--real-widths knows {sorted(REAL_WIDTHS)}, not {family}")
         d_model, d_audio, shape = REAL_WIDTHS[family]
         return str(BUILDERS[family](folder, d_model=d_model, layers=layers, d_audio=d_audio, audio_layers=layers, shape=shape))
     return str(BUILDERS[family](folder, d_model=width, layers=layers, d_audio=width, audio_layers=layers))

@@ -2,7 +2,7 @@
 
 from . import analysis, hooks, names, neurons, patching
 from .attention import PatternReader
-from .batch import LALMBatch
+from .batch import AudioEmbeddings, LALMBatch
 from .cache import LALMActivationCache
 from .checkpoints import CheckpointNotFound
 from .config import LALMConfig
@@ -14,6 +14,7 @@ from .spans import AudioSpan, audio_positions, audio_slice, time_axis
 from .steering import SteeringVector
 
 __all__ = [
+    "AudioEmbeddings",
     "AudioError",
     "AudioSpan",
     "CheckpointNotFound",

@@ -24,13 +24,25 @@ from .names import is_audio
 from .adapters import Adapter, adapter_class, adapter_for
 from .adapters.base import read_model_type
 from .attention import PREFIX, hooked_implementation
-from .batch import LALMBatch
+from .batch import AudioEmbeddings, LALMBatch, feature_digest, span_layout
 from .cache import CacheWriter, LALMActivationCache
 from .checkpoints import locate
 from .data.audio import AudioError, AudioLike, as_examples, limit_length, load_waveform
 from .hook_points import Step
 
 NamesFilter = Union[None, str, Sequence[str], Callable[[str], bool]]
+
+
+def compact(value: Any) -> Any:
+    """A tensor that owns just its elements: processors return some inputs as strided views of larger arrays (the
+    feature mask of a Whisper extractor views its per-sample mask), which a kept batch would otherwise hold alive."""
+    if isinstance(value, torch.Tensor) and value.untyped_storage().nbytes() > value.numel() * value.element_size():
+        return value.clone()
+    return value
+
+
+class StopAtDecoder(Exception):
+    """Raised inside :meth:`HookedLALM.encode_audio` once the decoder's input embeddings exist, to skip the decoder."""
 
 
 class HookDict(dict):
@@ -198,7 +210,7 @@ class HookedLALM(HookedRootModule):
         inputs = self.processor(
             text=texts, audio=waves, sampling_rate=rate, return_tensors="pt", **self.adapter.processor_kwargs()
         )
-        inputs = {k: v for k, v in inputs.items() if k != "num_audio_tokens"}
+        inputs = {k: compact(v) for k, v in inputs.items() if k != "num_audio_tokens"}
         self.adapter.check_inputs(inputs)
         spans = self.adapter.audio_spans(inputs, lengths)
         for b, example_lengths in enumerate(lengths):
@@ -254,7 +266,17 @@ class HookedLALM(HookedRootModule):
             raise ValueError("the inputs hold no input_ids; build them with model.prepare(...)")
         self.adapter.check_inputs(inputs)
         self._check_length(inputs)
-        if isinstance(batch, LALMBatch):
+        if isinstance(batch, LALMBatch) and batch.audio_embeds is not None:
+            placeholders = (inputs["input_ids"] == self.adapter.audio_token_id).cpu()
+            for b, spans in enumerate(batch.audio_spans):
+                if placeholders[b].nonzero().flatten().tolist() != sorted(p for s in spans for p in s.positions):
+                    raise ValueError(
+                        f"example {b}: the audio placeholders no longer match the batch's audio spans (edited after "
+                        "model.prepare(...)?); prepare the batch again"
+                    )
+            if len(batch.audio_embeds) != len(batch):
+                raise ValueError(f"the batch holds {len(batch)} examples but audio embeddings for {len(batch.audio_embeds)}")
+        elif isinstance(batch, LALMBatch):
             rate = self.cfg.sampling_rate
             samples = [[round(s * rate) for s in example] for example in batch.clip_seconds]
             try:
@@ -268,11 +290,98 @@ class HookedLALM(HookedRootModule):
                 )
         return inputs
 
+    # -- encode once, reuse -------------------------------------------------
+    def embeds_owner(self) -> dict[str, Any]:
+        """What :class:`AudioEmbeddings` record as the model that encoded them (this very model object)."""
+        return {"arch": self.cfg.arch, "name": self.cfg.name, "d_model": self.cfg.d_model, "object": id(self.hf_model)}
+
+    def encode_audio(self, batch: LALMBatch) -> AudioEmbeddings:
+        """Run only the audio encoder and projector on ``batch`` and keep, per example, the embeddings the
+        decoder receives at its audio positions, to reuse them under other prompts.
+
+        >>> emb = model.encode_audio(model.prepare(clip, "Describe the audio."))   # one clip, encoded once
+        >>> batch = model.prepare([clip] * 3, ["Is there a dog?", "Is there a bell?", "When?"])
+        >>> model(batch.with_audio_embeds(emb))      # the decoder only; logits equal model(batch)
+
+        The model's own forward runs up to the decoder's input (the text
+        embeddings with the audio written over the placeholders) and stops,
+        so the embeddings are exactly those of the normal path: logits from
+        reused embeddings equal ``model(batch)`` bit for bit when they were
+        encoded from the same batch, and to float rounding when the clip was
+        encoded in a batch of another size (some encoders pick kernels by
+        size; Qwen2.5-Omni's packed encoder moves ~1e-7). Hooks on
+        ``audio.*`` and ``hook_audio_embeds`` attached while this runs (e.g. in
+        ``with model.hooks(...)``) fire, and their edits are kept in the
+        embeddings; decoder hooks do not fire. It runs in the caller's grad
+        mode. Families whose decoder does not take ``inputs_embeds`` raise
+        NotImplementedError.
+        """
+        if not isinstance(batch, LALMBatch):
+            raise TypeError(f"encode_audio takes the LALMBatch from model.prepare(...), got {type(batch).__name__}")
+        if batch.audio_embeds is not None:
+            raise ValueError("this batch already carries audio embeddings (batch.audio_embeds); nothing to encode")
+        if "input_features" not in batch.inputs:
+            raise NotImplementedError(f"{self.cfg.arch}: its inputs hold no input_features; encode-once is not supported")
+        inputs = self._inputs(batch)
+        captured: dict[str, torch.Tensor] = {}
+
+        def stop(module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
+            captured["embeds"] = kwargs.get("inputs_embeds")
+            raise StopAtDecoder
+
+        handle = self.adapter.language_model.register_forward_pre_hook(stop, with_kwargs=True, prepend=True)
+        self.step.set("forward", 0, range(inputs["input_ids"].shape[-1]))
+        try:
+            self.hf_model(**inputs, use_cache=False)
+        except StopAtDecoder:
+            pass
+        finally:
+            handle.remove()
+        embeds = captured.get("embeds")
+        if embeds is None:
+            raise NotImplementedError(
+                f"{self.cfg.arch}: the decoder is not called with inputs_embeds, so its audio embeddings cannot be "
+                "reused; run the full model on each batch"
+            )
+        per_example = []
+        for b, spans in enumerate(batch.audio_spans):
+            positions = torch.tensor(sorted(p for s in spans for p in s.positions), device=embeds.device)
+            per_example.append(embeds[b].index_select(0, positions))
+        features = inputs["input_features"]
+        return AudioEmbeddings(
+            per_example, [span_layout(s) for s in batch.audio_spans], [list(c) for c in batch.clip_seconds],
+            [feature_digest(features, s) for s in batch.audio_spans], self.embeds_owner(),
+        )
+
+    def _audio_hooks_in_use(self) -> list[str]:
+        return [name for name, point in self.hook_dict.items() if is_audio(name) and (point.fwd_hooks or point.bwd_hooks)]
+
+    def _decoder_inputs(self, batch: LALMBatch | dict, inputs: dict) -> dict:
+        """``inputs``, or for a batch that carries audio embeddings, the adapter's inputs that skip the encoder."""
+        if not isinstance(batch, LALMBatch) or batch.audio_embeds is None:
+            return inputs
+        embeds = batch.audio_embeds
+        if embeds.model != self.embeds_owner():
+            raise ValueError(
+                f"the batch's audio embeddings were encoded by another model ({embeds.model['name'] or embeds.model['arch']}); "
+                "encode the audio with this model's encode_audio(...)"
+            )
+        busy = self._audio_hooks_in_use()
+        if busy:
+            raise ValueError(
+                f"hooks are attached to {busy[:4]}{'...' if len(busy) > 4 else ''}, but this batch carries precomputed audio "
+                "embeddings, so the audio encoder and projector do not run; attach them to model.encode_audio(...) "
+                "instead, or run the batch from model.prepare(...)"
+            )
+        return self.adapter.decoder_inputs(inputs, torch.cat(embeds.embeds))
+
     # -- running ----------------------------------------------------------
     def forward(
         self, batch: LALMBatch | dict, *, return_type: str | None = "logits", **hf_kwargs
     ) -> Float[torch.Tensor, "batch pos vocab"] | Any:
-        """Run the model. ``return_type``: ``"logits"`` (default), ``"output"`` (the HF output object) or None."""
+        """Run the model. ``return_type``: ``"logits"`` (default), ``"output"`` (the HF output object) or None.
+
+        A batch from :meth:`LALMBatch.with_audio_embeds` runs only the decoder (see :meth:`encode_audio`)."""
         if return_type not in ("logits", "output", None):
             raise ValueError(f"return_type must be 'logits', 'output' or None, got {return_type!r}")
         misplaced = {"fwd_hooks", "bwd_hooks"} & set(hf_kwargs)
@@ -280,7 +389,7 @@ class HookedLALM(HookedRootModule):
             raise TypeError(f"forward() takes no {sorted(misplaced)}: use run_with_hooks, run_with_cache or hooks()")
         inputs = self._inputs(batch)
         self.step.set("forward", 0, range(inputs["input_ids"].shape[-1]))
-        output = self.hf_model(**inputs, use_cache=False, **hf_kwargs)
+        output = self.hf_model(**self._decoder_inputs(batch, inputs), use_cache=False, **hf_kwargs)
         if return_type == "logits":
             return output.logits
         return output if return_type == "output" else None
@@ -314,6 +423,10 @@ class HookedLALM(HookedRootModule):
 
         ``remove_batch_dim`` needs one example and one encoded clip.
         Shapes: see the hook tables in the README (``lalm-lens hooks MODEL``).
+
+        For a batch that carries audio embeddings (:meth:`LALMBatch.with_audio_embeds`)
+        the encoder does not run: a filter that is None or a predicate leaves
+        out ``audio.*`` and ``hook_audio_embeds``; naming one raises.
         """
         if incl_bwd and loss_fn is None:
             raise ValueError("incl_bwd=True needs loss_fn(logits) -> scalar to differentiate")
@@ -323,6 +436,15 @@ class HookedLALM(HookedRootModule):
                 f"remove_batch_dim=True needs a batch of one example, got {n_examples}; "
                 "cache with the batch axis and index it (cache[name][i])"
             )
+        if isinstance(batch, LALMBatch) and batch.audio_embeds is not None:
+            names = self.hook_names(names_filter)
+            named = [n for n in names if is_audio(n)] if isinstance(names_filter, (str, list, tuple)) else []
+            if named:
+                raise ValueError(
+                    f"{named[:4]} cannot be cached: this batch carries precomputed audio embeddings, so the audio "
+                    "encoder and projector do not run; cache them on the prepared batch instead"
+                )
+            names_filter = [n for n in names if not is_audio(n)]
         cache, fwd, bwd = self.get_caching_hooks(names_filter, incl_bwd, device, remove_batch_dim, pos_slice=pos_slice)
         with self.hooks(fwd_hooks=[*fwd_hooks, *fwd], bwd_hooks=[*bwd_hooks, *bwd]):
             with torch.enable_grad() if incl_bwd else contextlib.nullcontext():
@@ -402,23 +524,28 @@ class HookedLALM(HookedRootModule):
         ``phase`` is ``"prefill"`` then ``"decode"``, and ``positions`` the
         absolute positions the tensor covers. Returns the decoded new text per
         example (``return_type="text"``) or the new token ids ``[batch, new]``
-        (``"tokens"``). Greedy by default.
+        (``"tokens"``). Greedy by default. A batch that carries audio embeddings
+        (:meth:`LALMBatch.with_audio_embeds`) runs only the decoder.
         """
         if return_type not in ("text", "tokens"):
             raise ValueError(f"return_type must be 'text' or 'tokens', got {return_type!r}")
         inputs = self._inputs(batch)
+        if getattr(batch, "audio_embeds", None) is not None and not self.adapter.generates_from_embeds:
+            raise NotImplementedError(f"{self.cfg.arch}: generate does not take reused audio embeddings (HF's generate "
+                                      "rebuilds its per-layer inputs from token ids); generate on the batch with its audio")
         generate_kwargs.setdefault("pad_token_id", self.tokenizer.pad_token_id)
         self.step.set("prefill", 0, range(0))
         tracker = self.hf_model.register_forward_pre_hook(self._next_step, with_kwargs=True)
         try:
             with self.hooks(fwd_hooks=list(fwd_hooks)):
+                decoder_inputs = self._decoder_inputs(batch, inputs)
                 out = self.hf_model.generate(
-                    **inputs, max_new_tokens=max_new_tokens, do_sample=do_sample, **generate_kwargs
+                    **decoder_inputs, max_new_tokens=max_new_tokens, do_sample=do_sample, **generate_kwargs,
                 )
         finally:
             tracker.remove()
             self.step.set("forward", 0, range(0))
-        new = out[:, inputs["input_ids"].shape[1] :]
+        new = out[:, inputs["input_ids"].shape[1] :] if "input_ids" in decoder_inputs else out  # embeds only: new tokens
         if return_type == "tokens":
             return new
         return [t.strip() for t in self.tokenizer.batch_decode(new, skip_special_tokens=True)]

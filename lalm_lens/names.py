@@ -11,13 +11,46 @@ has the (shorter) token axis: Voxtral and GLM-ASR concatenate four
 consecutive frames into one token (``Adapter.embed_tokens`` gives the length).
 ``audio.hook_out`` is always the tensor the projector path starts from after
 the encoder (Music Flamingo: after its rotary time embedding).
+
+Names added where a family has parts the common names do not cover (their
+shapes: README "Hook points"); each is one HF tensor:
+
+Conformer encoder blocks (Granite-Speech, Gemma-3n), ``audio.blocks.{layer}.``:
+``ff1.hook_post`` - neurons of the first half-step feed-forward (``mlp.*`` is the second);
+``hook_ff1_out`` - that feed-forward's output times 0.5, as added to the residual;
+``hook_resid_pre_attn`` / ``hook_resid_pre_conv`` / ``hook_resid_pre_mlp`` / ``hook_resid_pre_norm`` -
+the residual stream entering attention / the convolution module / the second feed-forward / the final LayerNorm;
+``conv.hook_glu`` - the gated channels entering the depthwise convolution;
+``conv.hook_post`` - SiLU(BatchNorm(depthwise conv)), the convolution module's neurons;
+``hook_conv_out`` - the convolution module's output.
+Mid-encoder CTC feedback: ``audio.hook_ctc_logits`` - the CTC head's logits;
+``audio.hook_ctc_out`` - their softmax projected back and added after the middle block.
+Q-Former projector, ``audio.qformer.blocks.{layer}.`` (stack ``"qformer"``; batch = window):
+``hook_resid_pre`` / ``hook_resid_post`` - layer input (layer 0: the normalised learned queries) / output;
+``attn.hook_pattern`` / ``hook_attn_out`` / ``hook_resid_mid`` - query self-attention, its output
+projection, the stream after its add & LayerNorm; ``cross_attn.hook_pattern`` / ``hook_cross_attn_out`` /
+``hook_resid_mid_cross`` - the same for the queries' attention to the window's encoder frames;
+``mlp.hook_post`` / ``hook_mlp_out`` - MLP neurons / output.
+Mixture-of-experts decoder blocks (Qwen3-Omni), ``blocks.{layer}.mlp.`` (replacing ``hook_pre/gate/post``):
+``hook_router_logits`` - the router's logits, one per expert (an edit re-routes);
+``hook_router_weights`` - each expert's weight in the block's sum (top-k, renormalised; 0 for experts not chosen);
+``experts.{e}.hook_pre`` / ``hook_gate`` / ``hook_post`` - expert ``e``'s gate pre-activation / act(gate) /
+act(gate)·up, its neurons (zero at positions not routed to it).
+AltUp decoder blocks (Gemma-3n), ``blocks.{layer}.`` (``hook_resid_pre`` / ``hook_resid_post`` are the active stream):
+``hook_altup_pre`` / ``hook_altup_post`` - every AltUp stream entering / leaving the layer, ``[batch, pos, stream, d]``;
+``hook_altup_predicted`` - the active stream's prediction, what the block reads;
+``laurel.hook_rank`` / ``hook_laurel_out`` - the Laurel block's low-rank activations / its output;
+``mlp.hook_sparse`` - the gate pre-activation after the Gaussian top-k (layers with activation sparsity);
+``per_layer.hook_input`` / ``per_layer.hook_gate`` / ``per_layer.hook_gated`` / ``hook_per_layer_out`` - the layer's
+per-layer embedding / its gate / their product / its normed projection, added to the other streams;
+``hook_altup_merged`` (no layer) - the mean of the streams after the last layer, the final norm's input.
 """
 
 from __future__ import annotations
 
 from typing import NamedTuple
 
-STACKS = {"blocks": "decoder", "audio.blocks": "encoder", "mimo.blocks": "mimo"}
+STACKS = {"blocks": "decoder", "audio.blocks": "encoder", "mimo.blocks": "mimo", "audio.qformer.blocks": "qformer"}
 PREFIXES = {stack: prefix for prefix, stack in STACKS.items()}
 
 

@@ -7,11 +7,14 @@ import torch
 import lalm_lens as ll
 from lalm_lens.zoo.tiny import (
     save_tiny_audio_flamingo3,
+    save_tiny_gemma3n,
     save_tiny_glmasr,
+    save_tiny_granite_speech,
     save_tiny_music_flamingo,
     save_tiny_qwen2_5_omni_thinker,
     save_tiny_qwen2_audio,
     save_tiny_qwen3_asr,
+    save_tiny_qwen3_omni_thinker,
     save_tiny_voxtral,
 )
 
@@ -23,6 +26,9 @@ FAMILIES = {
     "voxtral": save_tiny_voxtral,
     "glmasr": save_tiny_glmasr,
     "qwen3_asr": save_tiny_qwen3_asr,
+    "granite_speech": save_tiny_granite_speech,
+    "gemma3n": save_tiny_gemma3n,
+    "qwen3_omni_moe_thinker": save_tiny_qwen3_omni_thinker,
 }
 
 

@@ -10,6 +10,8 @@ from conftest import noise
 # fp32 logits of a d_model-wide dot product, computed through another kernel (matmul vs linear) or in
 # another summation order: a few ulps of values of order 10
 LOGIT_ATOL = 1e-4
+GEMMA3N_STREAMS = ("Gemma-3n: the final norm reads the mean of four AltUp streams, not the last hook_resid_post, "
+                   "and the logits are soft-capped (30 tanh(x / 30)), so the residual algebra does not apply")
 
 
 @pytest.fixture(scope="module")
@@ -19,6 +21,8 @@ def cached(model, batch):
 
 
 def test_logit_lens_identity_at_the_last_layer(model, batch, cached):
+    if model.cfg.arch == "gemma3n":
+        pytest.skip(GEMMA3N_STREAMS)
     logits, cache = cached
     real = batch.inputs["attention_mask"].bool()
     lens = cache.accumulated_resid(apply_ln=True)[-1] @ model.W_U + model.b_U
@@ -29,6 +33,8 @@ def test_logit_lens_identity_at_the_last_layer(model, batch, cached):
 
 
 def test_decompose_resid_sums_to_the_final_residual(model, batch, cached):
+    if model.cfg.arch == "gemma3n":
+        pytest.skip(GEMMA3N_STREAMS)
     logits, cache = cached
     parts, labels = cache.decompose_resid(return_labels=True)
     assert labels[0] == "embed" and len(labels) == 1 + 2 * model.cfg.n_layers
@@ -44,13 +50,15 @@ def test_hook_z_through_o_proj_reproduces_attn_out(model, cached):
     for layer in range(model.cfg.n_layers):
         z, out = cache[f"blocks.{layer}.attn.hook_z"], cache[f"blocks.{layer}.hook_attn_out"]
         o_proj = model.adapter.language_model.layers[layer].self_attn.o_proj
-        assert torch.equal(o_proj(z.flatten(-2)), out), "the same module on the same data"
         attn = model.blocks[layer].attn
+        assert torch.equal(o_proj(z.flatten(-2)) * attn.output_scale, out), "the same module on the same data"
         by_heads = torch.einsum("bphd,hdm->bpm", z, attn.W_O) + attn.b_O
         torch.testing.assert_close(by_heads, out, rtol=0, atol=1e-5)
 
 
 def test_stack_head_results_and_logit_attrs(model, batch, cached):
+    if model.cfg.arch == "gemma3n":
+        pytest.skip(GEMMA3N_STREAMS)
     logits, cache = cached
     heads, labels = cache.stack_head_results(layer=-1, return_labels=True)
     assert heads.shape[0] == model.cfg.n_layers * model.cfg.n_heads and labels[1] == "L0H1"
@@ -73,15 +81,16 @@ def test_add_caching_hooks_leaves_logits_bit_identical(model, batch):
         logits = model(batch)
     finally:
         model.reset_hooks()
-    assert torch.equal(logits, model(batch)) and len(cache) == model.cfg.n_layers + model.cfg.audio_n_layers
+    assert torch.equal(logits, model(batch)) and len(cache) == sum("pattern" in n for n in model.hook_dict)
 
 
 def test_str_tokens_label_audio_by_clip_and_time(model, batch):
     tokens = model.to_str_tokens(batch, example=1)
-    span = batch.audio_spans[1][0]
+    span = next(s for s in batch.audio_spans[1] if s.offset_s <= 2.0 < s.offset_s + s.duration_s)  # Qwen3-ASR/Omni: a span per second
     assert len(tokens) == batch.seq_len
-    two_seconds = round(2 * model.cfg.audio_tokens_per_second)
-    assert tokens[span.start] == "<audio 0 0.00s>" and tokens[span.start + two_seconds] == "<audio 0 2.00s>"
+    two_seconds = span.position_at(2.0)  # the token holding 2 s (Gemma-3n: 0.16 s tokens; Granite: 0.3 s windows)
+    at = f"<audio 0 {span.times()[two_seconds - span.start]:.2f}s>"
+    assert tokens[batch.audio_positions(1)[0]] == "<audio 0 0.00s>" and tokens[two_seconds] == at
     assert len(model.to_str_tokens(batch)) == len(batch), "one list per example"
     ids = batch.input_ids[:, -3:]
     assert model.to_str_tokens(ids)[1] == tokens[-3:]

@@ -30,3 +30,13 @@ def test_unknown_methods_and_sizes_are_refused():
         benchmark.main(["--methods", "telepathy"])
     with pytest.raises(SystemExit):
         benchmark.main(["--n", "1", "--extrapolate", "100"])
+
+
+def test_the_encode_once_sweep_is_timed_against_the_naive_one_and_gives_the_same_logits():
+    from lalm_lens.cli import load
+
+    result = benchmark.sweep(load("lalm-toy"), n_settings=2, n_prompts=3)
+    assert result["copies"] == 6 and result["naive_s"] > 0 and result["encode_once_s"] > 0
+    assert result["ratio"] == pytest.approx(result["naive_s"] / result["encode_once_s"])
+    # one clip encoded alone against three copies encoded together: float32 encoders agree to rounding
+    assert result["max_abs_logit_diff"] < 1e-4

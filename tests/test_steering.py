@@ -21,6 +21,9 @@ def last_token_resid(model, clips, prompt, layers):
 
 
 def test_instruction_vector_is_the_mean_difference_of_the_last_token(model):
+    if model.cfg.arch == "gemma3n":
+        pytest.skip("Gemma-3n (HF): a clip's last audio token depends on the batch's padding (its subsampling "
+                    "convolutions look ahead into it), so batches of 2 and 3 clips give different vectors")
     clips = [noise(1.0 + 0.5 * i, seed=i) for i in range(3)]
     layers = [0, model.cfg.n_layers - 1]
     vector = SteeringVector.from_instructions(model, clips, PRESENCE_Q, LIST_Q, layers=layers, sampling_rate=16000, batch_size=2)

@@ -2,17 +2,20 @@
 
 from .audio_flamingo3 import AudioFlamingo3Adapter
 from .base import Adapter
+from .gemma3n import Gemma3nAdapter
 from .glmasr import GlmAsrAdapter
+from .granite_speech import GraniteSpeechAdapter
 from .kimi_audio import KimiAudioAdapter
 from .music_flamingo import MusicFlamingoAdapter
 from .qwen2_5_omni import Qwen2_5OmniAdapter
 from .qwen2_audio import Qwen2AudioAdapter
 from .qwen3_asr import Qwen3ASRAdapter
+from .qwen3_omni import Qwen3OmniAdapter
 from .voxtral import VoxtralAdapter
 
 ADAPTERS: list[type[Adapter]] = [
     Qwen2AudioAdapter, AudioFlamingo3Adapter, KimiAudioAdapter, Qwen2_5OmniAdapter, MusicFlamingoAdapter, VoxtralAdapter,
-    GlmAsrAdapter, Qwen3ASRAdapter,
+    GlmAsrAdapter, Qwen3ASRAdapter, Gemma3nAdapter, Qwen3OmniAdapter, GraniteSpeechAdapter,
 ]
 
 
@@ -31,4 +34,5 @@ def adapter_for(hf_model, processor) -> Adapter:
 
 
 __all__ = ["ADAPTERS", "Adapter", "adapter_class", "adapter_for", "Qwen2AudioAdapter", "AudioFlamingo3Adapter", "Qwen2_5OmniAdapter", "KimiAudioAdapter",
-           "MusicFlamingoAdapter", "VoxtralAdapter", "GlmAsrAdapter", "Qwen3ASRAdapter"]
+           "MusicFlamingoAdapter", "VoxtralAdapter", "GlmAsrAdapter", "Qwen3ASRAdapter", "Gemma3nAdapter", "Qwen3OmniAdapter",
+           "GraniteSpeechAdapter"]

@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 
 import einops
 import torch
+from jaxtyping import Float
 from torch import nn
 
 from ..config import LALMConfig
@@ -67,6 +68,9 @@ class DecoderAttention(HookContainer):
     (grouped-query attention keeps its key/value heads), ``W_O [head, d_head, d_model]``;
     biases the projections lack are zeros. Views of the HF weights, not copies.
     """
+
+    output_scale = 1.0
+    """The factor between ``o_proj``'s output and ``hook_attn_out`` (Granite: its ``residual_multiplier``)."""
 
     def __init__(self, attention: nn.Module):
         super().__init__()
@@ -320,6 +324,30 @@ class Adapter:
             hooks.point(f"{p}.hook_resid_post", layer, "output")
 
     # -- inputs -----------------------------------------------------------
+    generates_from_embeds = True
+    """Whether HF's ``generate`` accepts what :meth:`decoder_inputs` returns (Gemma-3n: not its per-layer inputs)."""
+
+    def decoder_inputs(self, inputs: dict, audio_embeds: Float[torch.Tensor, "audio_token d_model"]) -> dict:
+        """HF keyword inputs that run the model on ``audio_embeds`` (``[audio_token, d_model]``, every audio
+        token of the batch in placeholder order) instead of encoding ``input_features``.
+
+        The text embeddings are looked up and the audio ones written over the
+        placeholders as the HF forward does, then passed as ``inputs_embeds``
+        beside the other inputs (``input_ids`` and the feature mask stay: some
+        decoders compute positions from them), so the decoder sees the same
+        tensor. Families whose forward does more with the audio than
+        scattering it override this or raise NotImplementedError.
+        """
+        ids = inputs["input_ids"]
+        table = self.hf_model.get_input_embeddings()
+        where = (ids == self.audio_token_id).unsqueeze(-1).to(table.weight.device)
+        if int(where.sum()) != audio_embeds.shape[0]:
+            raise ValueError(
+                f"the prompts hold {int(where.sum())} audio placeholders for {audio_embeds.shape[0]} audio embeddings"
+            )
+        embeds = table(ids).masked_scatter(where, audio_embeds.to(table.weight.device, table.weight.dtype))
+        return {**{k: v for k, v in inputs.items() if k != "input_features"}, "inputs_embeds": embeds}
+
     def processor_kwargs(self) -> dict:
         """Extra keyword arguments for the processor call (text padding on the left)."""
         return {"text_kwargs": {"padding": True, "padding_side": "left"}}

@@ -285,7 +285,7 @@ def block_diagonal(pattern: Float[torch.Tensor, "clip chunk head q k"], frames: 
     return full if frames is None else full[:, :, :frames, :frames]
 
 
-class _NoVideoProcessor(VideoProcessorMixin):
+class NoVideoProcessor(VideoProcessorMixin):
     """Stands in for ``Qwen2VLVideoProcessor`` where torchvision is missing: any video raises."""
 
     merge_size = 2
@@ -296,10 +296,10 @@ class _NoVideoProcessor(VideoProcessorMixin):
 
 
 class _OmniProcessorWithoutVideo(Qwen2_5OmniProcessor):
-    """``Qwen2_5OmniProcessor`` that accepts :class:`_NoVideoProcessor` (its class check needs torchvision)."""
+    """``Qwen2_5OmniProcessor`` that accepts :class:`NoVideoProcessor` (its class check needs torchvision)."""
 
     def check_argument_for_proper_class(self, argument_name, argument):
-        if argument_name == "video_processor" and isinstance(argument, _NoVideoProcessor):
+        if argument_name == "video_processor" and isinstance(argument, NoVideoProcessor):
             return type(argument)
         return super().check_argument_for_proper_class(argument_name, argument)
 
@@ -322,7 +322,7 @@ def omni_processor_without_video(
     if chat_template is None:
         chat_template = Qwen2_5OmniProcessor.get_processor_dict(path, **kwargs)[0].get("chat_template")
     return _OmniProcessorWithoutVideo(
-        image_processor, _NoVideoProcessor(), feature_extractor, tokenizer,
+        image_processor, NoVideoProcessor(), feature_extractor, tokenizer,
         chat_template=chat_template or tokenizer.chat_template,
     )
 

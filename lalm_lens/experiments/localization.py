@@ -43,6 +43,18 @@ labels and ``yes`` / ``no``.
 
     python -m lalm_lens.experiments.localization --model lalm-toy --layout equal --n 100 --seed 0 \\
         --methods steering,prompting,audio,direct,generation,random,null --json loc.json --plot loc.png
+
+``--data DIR`` assembles the clips from real single-event recordings (an
+ESC-50 folder, or a folder with a labels file) laid out exactly as the
+synthetic events, each recording heard in one split only; the prompts name
+the dataset's labels (underscores read as spaces). Checks that need
+one-token labels (the steering knockout, the generation read-out's word
+match) say in the JSON which labels they skipped.
+
+Each clip is encoded once (:meth:`~lalm_lens.HookedLALM.encode_audio`) and its
+embeddings reused under every prompt, vector and knockout, so the many
+settings tried on the development split run the decoder only; the batches
+kept carry token ids and embeddings, not audio features.
 """
 
 from __future__ import annotations
@@ -55,7 +67,8 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from functools import partial
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -64,8 +77,9 @@ from tqdm.auto import tqdm
 
 from ..analysis.audio_attention import AudioProfile, audio_attention, best_window, generation_attention, peak_window, smooth
 from ..analysis.statistics import clip_bootstrap
+from ..batch import AudioEmbeddings
 from ..cli import add_model_arguments, load_from_args
-from ..data import derive_seed, iter_scenes
+from ..data import AudioRecord, EventInterval, derive_seed, load_esc50, load_folder, make_scene
 from ..data.scenes import Scene
 from ..hooks.knockout import Knockout
 from ..steering import SteeringVector
@@ -78,12 +92,40 @@ POSITIONS = ("first", "middle", "last")
 SPLITS = {"vectors": 1, "dev": 2, "test": 3}
 
 
+@dataclass(frozen=True)
+class Clip:
+    """A clip of a split without its samples: its events, length, and the seed ``rebuild(seed)`` makes it from.
+
+    ``wave`` rebuilds the samples on each access, so a split of any size holds
+    no audio (the study needs each clip's samples only to encode it and to
+    tokenize its prompts).
+    """
+
+    seed: int
+    sampling_rate: int
+    events: list[EventInterval]
+    duration_s: float
+    rebuild: Callable[[int], Scene] = field(repr=False, compare=False)
+
+    @classmethod
+    def of(cls, scene: Scene, rebuild: Callable[[int], Scene]) -> "Clip":
+        return cls(scene.seed, scene.sampling_rate, list(scene.events), scene.duration_s, rebuild)
+
+    @property
+    def labels(self) -> list[str]:
+        return [e.label for e in self.events]
+
+    @property
+    def wave(self) -> np.ndarray:
+        return self.rebuild(self.seed).wave
+
+
 @dataclass
 class Query:
     """Event ``index`` of ``scene`` (clip ``clip`` of its split) is the one asked about."""
 
     clip: int
-    scene: Scene
+    scene: Scene | Clip
     index: int
 
     @property
@@ -205,6 +247,89 @@ def choose(candidates: dict[Any, list[AudioProfile]], queries: list[Query], grid
     return best
 
 
+# -- real event clips -----------------------------------------------------------
+FADE_S = 0.01
+
+
+def load_event_records(data: str | Path, labels_file: str | None = None) -> list[AudioRecord]:
+    """Labelled single-event clips: an ESC-50 folder (``audio/*.wav`` + ``meta/esc50.csv``), or any folder
+    with a labels file for :func:`~lalm_lens.data.load_folder` (``labels_file``, default ``labels.csv``)."""
+    root = Path(data)
+    if labels_file is None and (root / "meta" / "esc50.csv").is_file():
+        return load_esc50(root)
+    return load_folder(root, labels_file or "labels.csv")
+
+
+def spoken(label: str) -> str:
+    """A dataset label as the prompts say it (ESC-50's ``chirping_birds`` -> ``chirping birds``)."""
+    return label.replace("_", " ").strip()
+
+
+def record_pools(records: list[AudioRecord], seed: int) -> dict[str, list[AudioRecord]]:
+    """The records split into three disjoint pools (vectors, dev, test), every class spread over all three,
+    so no recording is heard in two splits."""
+    pools: dict[str, list[AudioRecord]] = {name: [] for name in SPLITS}
+    by_class: dict[str, list[AudioRecord]] = {}
+    for r in sorted(records, key=lambda r: (r.label, str(r.path_or_array))):
+        by_class.setdefault(r.label, []).append(r)
+    rng = np.random.default_rng(derive_seed(seed, 0))
+    for label, items in sorted(by_class.items()):
+        order = rng.permutation(len(items))
+        if len(items) < len(SPLITS):
+            raise ValueError(f"class {label!r} has {len(items)} clip(s); each class needs at least {len(SPLITS)} (one per split)")
+        for k, i in enumerate(order):
+            pools[list(SPLITS)[k % len(SPLITS)]].append(items[i])
+    return pools
+
+
+def real_scene(records: list[AudioRecord], seed: int, *, layout: str, duration_s: float, sampling_rate: int,
+               n_events: int = 3) -> Scene:
+    """A clip of ``n_events`` real clips of distinct classes, laid out as :func:`~lalm_lens.data.make_scene` lays out
+    synthetic events (the same intervals for the same seed and layout).
+
+    Each event's interval is filled with the beginning of one recording of its class (zero-padded if the
+    recording is shorter), with 10 ms fades; the interval is the truth even where the recording is quiet.
+    """
+    template = make_scene(seed, n_events=n_events, duration_s=duration_s, layout=layout, sampling_rate=sampling_rate)
+    by_class: dict[str, list[AudioRecord]] = {}
+    for r in records:
+        by_class.setdefault(r.label, []).append(r)
+    classes = sorted(by_class)
+    if len(classes) < n_events:
+        raise ValueError(f"the data hold {len(classes)} class(es); a clip needs {n_events} distinct ones")
+    rng = np.random.default_rng(derive_seed(seed, 1))
+    wave = np.zeros(len(template.wave), dtype=np.float32)
+    events = []
+    fade = int(FADE_S * sampling_rate)
+    for label, event in zip(rng.choice(classes, size=n_events, replace=False), template.events):
+        record = by_class[label][int(rng.integers(len(by_class[label])))]
+        start, stop = round(event.start_s * sampling_rate), round(event.stop_s * sampling_rate)
+        piece = record.load(sampling_rate)[: stop - start]
+        ramp = np.minimum(1.0, np.minimum(np.arange(len(piece)) + 1, np.arange(len(piece))[::-1] + 1) / max(fade, 1))
+        wave[start : start + len(piece)] = piece * ramp.astype(np.float32)
+        events.append(EventInterval(spoken(str(label)), event.start_s, event.stop_s))
+    return Scene(wave=wave, sampling_rate=sampling_rate, events=events, seed=seed)
+
+
+def make_splits(counts: dict[str, int], seed: int, layout: str, duration_s: float, sampling_rate: int,
+                records: list[AudioRecord] | None = None) -> dict[str, list[Scene | Clip]]:
+    """The three disjoint streams of clips: synthetic, or assembled from ``records`` (one pool per split).
+
+    The vector split (a fixed number of clips) is kept as scenes; the development and test splits as
+    :class:`Clip` s, built one at a time, so memory does not grow with their size.
+    """
+    pools = None if records is None else record_pools(records, seed)
+    splits: dict[str, list[Scene | Clip]] = {}
+    for name, stream in SPLITS.items():
+        if records is None:
+            rebuild = partial(make_scene, layout=layout, duration_s=duration_s)
+        else:
+            rebuild = partial(real_scene, pools[name], layout=layout, duration_s=duration_s, sampling_rate=sampling_rate)
+        scenes = (rebuild(derive_seed(derive_seed(seed, stream), i)) for i in range(counts[name]))
+        splits[name] = list(scenes) if name == "vectors" else [Clip.of(scene, rebuild) for scene in scenes]
+    return splits
+
+
 # -- running the model ---------------------------------------------------------
 class Runner:
     """Batched forwards of clips under prompts, with optional hooks, returning attention profiles."""
@@ -214,12 +339,25 @@ class Runner:
         self.rate = model.cfg.sampling_rate
         self.layers = list(range(model.cfg.n_layers))
 
-    def batches(self, queries: list[Query], prompt) -> list[tuple[list[Query], Any]]:
+    def encode(self, scenes: list[Scene | Clip]) -> AudioEmbeddings:
+        """Every clip's audio embeddings, encoded once (in batches) and reused under every prompt and vector."""
+        parts = []
+        for i in range(0, len(scenes), self.batch_size):
+            chunk = scenes[i : i + self.batch_size]
+            with torch.no_grad():
+                parts.append(self.model.encode_audio(self.model.prepare([s.wave for s in chunk], GENERIC_Q, sampling_rate=chunk[0].sampling_rate)))
+        return AudioEmbeddings.concat(parts)
+
+    def batches(self, queries: list[Query], prompt, embeds: AudioEmbeddings) -> list[tuple[list[Query], Any]]:
+        """Batches of ``queries`` under ``prompt`` (a string or ``prompt(query)``), carrying their clips' embeddings
+        (``embeds[query.clip]``) instead of audio features: running them runs the decoder only."""
         out = []
         for i in range(0, len(queries), self.batch_size):
             chunk = queries[i : i + self.batch_size]
             prompts = [prompt(q) if callable(prompt) else prompt for q in chunk]
-            out.append((chunk, self.model.prepare([q.scene.wave for q in chunk], prompts, sampling_rate=chunk[0].scene.sampling_rate)))
+            waves = {q.clip: q.scene.wave for q in chunk}
+            batch = self.model.prepare([waves[q.clip] for q in chunk], prompts, sampling_rate=chunk[0].scene.sampling_rate)
+            out.append((chunk, batch.with_audio_embeds(embeds.select([q.clip for q in chunk]))))
         return out
 
     def profiles(self, prepared, hooks=(), query: str = "last", phrase=None) -> list[AudioProfile]:
@@ -239,10 +377,11 @@ class Runner:
             out += list(measure(logits.float(), chunk))
         return out
 
-    def token(self, word: str) -> int:
+    def token(self, word: str) -> int | None:
+        """The id of ``word`` if the tokenizer spells it as one token (that decodes back to it), else None."""
         ids = self.model.to_tokens(word)
-        if len(ids) != 1:
-            raise ValueError(f"{word!r} is {len(ids)} tokens for this tokenizer; the knockout check needs one-token words")
+        if len(ids) != 1 or self.model.to_string(ids).strip() != word:
+            return None
         return int(ids[0])
 
 
@@ -300,7 +439,8 @@ class Study:
 
     def __init__(self, model, *, n: int = 100, seed: int = 0, layout: str = "equal", n_dev: int = 20, n_vectors: int = 24,
                  scales: Sequence[float] = (0.25, 1.0, 4.0, 16.0), steer_positions: Sequence[str] = ("all",),
-                 batch_size: int = 24, duration_s: float = 6.0, progress: bool = True):
+                 batch_size: int = 24, duration_s: float = 6.0, progress: bool = True,
+                 data: str | Path | None = None, labels_file: str | None = None):
         self.model, self.seed, self.progress = model, seed, progress
         self.scales, self.steer_positions = list(scales), list(steer_positions)
         self.config = {
@@ -309,10 +449,10 @@ class Study:
             "steer_positions": self.steer_positions, "prompts": {"generic": GENERIC_Q, "naming": NAMING_Q, "direct": DIRECT_Q},
         }
         counts = {"vectors": n_vectors, "dev": n_dev, "test": n}
-        self.split = {
-            name: list(iter_scenes(counts[name], seed=derive_seed(seed, stream), layout=layout, duration_s=duration_s))
-            for name, stream in SPLITS.items()
-        }
+        records = None if data is None else load_event_records(data, labels_file)
+        self.config["data"] = "synthetic" if data is None else {"folder": Path(data).name, "clips": len(records),
+                                                                "classes": len({r.label for r in records})}
+        self.split = make_splits(counts, seed, layout, duration_s, model.cfg.sampling_rate, records)
         self.queries = {name: [Query(c, s, k) for c, s in enumerate(self.split[name]) for k in range(len(s.events))] for name in ("dev", "test")}
         self.runner = Runner(model, batch_size, progress)
         self.labels = sorted({q.label for name in self.queries for q in self.queries[name]})
@@ -323,8 +463,10 @@ class Study:
         self.chosen: dict[str, Any] = {}
         self.dev_score: dict[str, float] = {}
         self.extra: dict[str, Any] = {}
+        self.embeds = {name: self.runner.encode(self.split[name]) for name in self.queries}
         self.grouped = {
-            name: {label: self.runner.batches([qs[i] for i in index], GENERIC_Q) for label, index in by_label(qs).items()}
+            name: {label: self.runner.batches([qs[i] for i in index], GENERIC_Q, self.embeds[name])
+                   for label, index in by_label(qs).items()}
             for name, qs in self.queries.items()
         }
         self.plain = {name: self._in_order(name, lambda label: self.runner.profiles(self.grouped[name][label])) for name in self.queries}
@@ -385,6 +527,12 @@ class Study:
             changes = self.changes("test", blind, layer, scale, where)
             self.score("steering_control", [predict(c, setting, q.width, q.clip_s) for c, q in zip(changes, self.queries["test"])], "inside")
             self.chosen["steering_control"] = {**self.chosen["steering"], "vectors": "mean of the raw class vectors (class-blind)"}
+        several = [label for label in self.labels if self.runner.token(label) is None]
+        if several:
+            self.extra.setdefault("knockout", {})[method] = {
+                "skipped": f"labels that are not one token for this tokenizer: {several}; the class-logit margin needs one-token labels"
+            }
+            return
         class_ids = torch.tensor([self.runner.token(label) for label in self.labels])
 
         def class_margin(logits, chunk):
@@ -403,7 +551,8 @@ class Study:
 
     def prompting(self) -> None:
         """Profiles under the event-naming prompt (last token, class word), the no-question control, and their knockout check."""
-        naming = {name: self.runner.batches(qs, lambda q: NAMING_Q.format(label=q.label)) for name, qs in self.queries.items()}
+        naming = {name: self.runner.batches(qs, lambda q: NAMING_Q.format(label=q.label), self.embeds[name])
+                  for name, qs in self.queries.items()}
         grid = readout_grid(self.runner.layers, signed=False)
         for query in ("last", "word"):
             kwargs = {"query": "phrase", "phrase": lambda q: q.label} if query == "word" else {}
@@ -418,6 +567,9 @@ class Study:
         yes, no = self.runner.token("yes"), self.runner.token("no")
         yes_no = lambda logits, chunk: (logits[:, yes] - logits[:, no]).tolist()
         for name, query in (("prompting_word", "word"), ("prompting_last", "last")):
+            if yes is None or no is None:
+                self.extra.setdefault("knockout", {})[name] = {"skipped": "'yes' or 'no' is not one token for this tokenizer"}
+                continue
             self.extra.setdefault("knockout", {})[name] = {
                 "measure": "yes-minus-no logit, event-naming prompt",
                 **knockout_effects(self.runner, self.queries["test"], naming["test"], lambda chunk, batch: [], yes_no, query,
@@ -427,7 +579,7 @@ class Study:
     def direct(self) -> None:
         """Ask for the start and end in seconds; parse the first two numbers."""
         answers = []
-        for _, batch in self.runner.batches(self.queries["test"], lambda q: DIRECT_Q.format(label=q.label)):
+        for _, batch in self.runner.batches(self.queries["test"], lambda q: DIRECT_Q.format(label=q.label), self.embeds["test"]):
             answers += self.model.generate(batch, max_new_tokens=12)
         preds = [parse_seconds(a, q.clip_s) for a, q in zip(answers, self.queries["test"])]
         self.score("direct", preds, "parsed answer (unparseable = 0)")
@@ -436,17 +588,24 @@ class Study:
     def generation(self) -> None:
         """Attention of the position that generates the class word (generic prompt), beside the order-only baseline."""
         grid = readout_grid(self.runner.layers, signed=False)
-        dev, _ = generation_profiles(self.runner, self.split["dev"], self.queries["dev"])
+        dev, _ = generation_profiles(self.runner, self.split["dev"], self.queries["dev"], self.embeds["dev"])
         usable = [i for i, p in enumerate(dev) if p is not None]
         if not usable:
             raise ValueError("the model named no queried class on the development clips; the generation read-out cannot be tuned")
         _, setting, best = choose({"generation": [dev[i] for i in usable]}, [self.queries["dev"][i] for i in usable], grid)
-        test, order = generation_profiles(self.runner, self.split["test"], self.queries["test"])
+        test, order = generation_profiles(self.runner, self.split["test"], self.queries["test"], self.embeds["test"])
         preds = [None if p is None else predict(p, setting, q.width, q.clip_s) for p, q in zip(test, self.queries["test"])]
         self.score("generation", preds, "inside (class not named = 0)")
         self.score("order", order, "inside: k-th named class in the k-th equal part (query-blind)")
         self.chosen["generation"], self.dev_score["generation"] = setting, best
-        self.extra["generation"] = {"not_named": sum(p is None for p in test), "n": len(test)}
+        several = sorted({q.label for q in self.queries["test"] if self.runner.token(q.label) is None})
+        self.extra["generation"] = {"not_named": sum(p is None for p in test), "n": len(test),
+                                    "several_token_labels": several}
+        if several:
+            self.extra["generation"]["note"] = (
+                f"labels {several} are several tokens; a generated class is matched token by token, so their "
+                "queries count as not named (score 0)"
+            )
 
     def baseline(self, inside: bool) -> None:
         """The exact expectation of a uniformly placed window of the event's length (``null`` inside the clip, ``random`` cut)."""
@@ -496,13 +655,14 @@ def run(model, *, methods: Sequence[str] = METHODS, **options) -> Result:
     return study.result()
 
 
-def generation_profiles(runner: Runner, scenes: list[Scene], queries: list[Query]) -> tuple[list, list]:
+def generation_profiles(runner: Runner, scenes: list[Scene | Clip], queries: list[Query], embeds: AudioEmbeddings) -> tuple[list, list]:
     """Per query: the profile of the position that generates its class word (None if never named), and the order-only window."""
     model = runner.model
     named: dict[int, tuple[list[str], list[AudioProfile]]] = {}
     for i in range(0, len(scenes), runner.batch_size):
         chunk = scenes[i : i + runner.batch_size]
         batch = model.prepare([s.wave for s in chunk], GENERIC_Q, sampling_rate=chunk[0].sampling_rate)
+        batch = batch.with_audio_embeds(embeds.select(range(i, i + len(chunk))))
         tokens, profiles = generation_attention(model, batch, max_new_tokens=8, layers=runner.layers)
         for b, scene in enumerate(chunk):
             words = [model.tokenizer.decode([t]).strip() for t in tokens[b].tolist()]
@@ -588,6 +748,9 @@ def table(result: Result) -> str:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="localize", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="lalm-toy", help="a folder, a hub id in the local cache, or lalm-toy")
+    p.add_argument("--data", default=None, help="a folder of labelled single-event clips (ESC-50 layout, or with a labels file) "
+                   "assembled into three-event clips; default: synthetic events")
+    p.add_argument("--labels", default=None, help="the labels file of --data when it is not ESC-50 (default labels.csv)")
     p.add_argument("--layout", default="equal", choices=["equal", "random"])
     p.add_argument("--n", type=int, default=100, help="test clips (each queried on its 3 events)")
     p.add_argument("--n-dev", type=int, default=20, help="clips on which settings are chosen")
@@ -611,6 +774,7 @@ def main(argv: list[str] | None = None) -> int:
         model, n=args.n, seed=args.seed, layout=args.layout, methods=methods, n_dev=args.n_dev,
         n_vectors=args.n_vectors, scales=[float(s) for s in args.scales.split(",")],
         steer_positions=[p.strip() for p in args.positions.split(",")], batch_size=args.batch_size,
+        data=args.data, labels_file=args.labels,
     )
     print(table(result))
     if args.json:

@@ -74,6 +74,7 @@ class PatchFromCache:
         tensor = tensor.clone()
         for patch in self.by_name[hook.name]:
             index = torch.tensor(patch.index, dtype=torch.long, device=tensor.device)
+            index = index[index < tensor.shape[1]]  # frames a token covers past the encoder's end (padded later)
             if patch.head is None:
                 tensor[patch.target_row, index] = source[patch.row, index].to(tensor.device, tensor.dtype)
             else:

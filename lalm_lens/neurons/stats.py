@@ -97,6 +97,12 @@ class NeuronStats:
 
     def check_model(self, model) -> None:
         """Raise if ``model``'s neurons at this site are not the ones these statistics index."""
+        missing = [name for name in map(self.site.hook_name, self.layers) if name not in model.hook_dict]
+        if missing:
+            experts = any(".mlp.experts." in name for name in model.hook_dict)
+            hint = (" its decoder MLPs are mixtures of experts (blocks.{i}.mlp.experts.{e}.*), which neuron studies do "
+                    "not index; use an encoder site such as 'audio.mlp.hook_post'") if experts else ""
+            raise ValueError(f"{model.cfg.arch} has no hook point {missing[0]!r}.{hint}")
         theirs = self.site.fingerprint(model.cfg)
         if theirs != self.fingerprint:
             raise ValueError(f"these neuron statistics were made for {self.fingerprint}, not for this model ({theirs})")

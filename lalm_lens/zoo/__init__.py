@@ -29,6 +29,9 @@ TINY: dict[str, str] = {
     "tiny-voxtral": "lalm_lens.zoo.tiny:save_tiny_voxtral",
     "tiny-glmasr": "lalm_lens.zoo.tiny:save_tiny_glmasr",
     "tiny-qwen3-asr": "lalm_lens.zoo.tiny:save_tiny_qwen3_asr",
+    "tiny-granite-speech": "lalm_lens.zoo.tiny:save_tiny_granite_speech",
+    "tiny-gemma3n": "lalm_lens.zoo.tiny:save_tiny_gemma3n",
+    "tiny-qwen3-omni-thinker": "lalm_lens.zoo.tiny:save_tiny_qwen3_omni_thinker",
 }
 """Tiny random checkpoints by name -> ``module:builder``; each builder writes a checkpoint into a folder."""
 

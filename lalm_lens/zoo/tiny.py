@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
 from transformers import (
     AudioFlamingo3Config,
     AudioFlamingo3ForConditionalGeneration,
@@ -39,6 +39,10 @@ from transformers import (
     Qwen3ASRFeatureExtractor,
     Qwen3ASRForConditionalGeneration,
     Qwen3ASRProcessor,
+    Qwen3OmniMoeConfig,
+    Qwen3OmniMoeForConditionalGeneration,
+    Qwen3OmniMoeThinkerConfig,
+    Qwen3OmniMoeThinkerForConditionalGeneration,
     WhisperFeatureExtractor,
 )
 
@@ -104,6 +108,7 @@ def word_tokenizer(
     backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     backend.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Whitespace()])
     backend.decoder = decoders.WordPiece(prefix="##")
+    backend.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in specials])
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=backend,
         unk_token="<unk>",
@@ -517,4 +522,293 @@ def save_tiny_qwen2_5_omni(
     speaker = {"bos_token": talker["tts_codec_start_token_id"], "cond": torch.zeros(8), "ref_mel": torch.zeros(30, 8)}
     torch.save({"Chelsie": speaker}, path / "spk_dict.pt")
     _save_omni_processor(path, tokenizer, max_seconds, n_mels)
+    return path
+
+
+QWEN3_OMNI_TOKENS = {
+    **QWEN3_ASR_TOKENS, "image_token": "<|image_pad|>", "video_token": "<|video_pad|>",
+    "vision_bos_token": "<|vision_start|>", "vision_eos_token": "<|vision_end|>",
+}
+QWEN3_OMNI_SPECIALS = CHAT_SPECIALS + list(QWEN3_OMNI_TOKENS.values())
+QWEN3_OMNI_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{% if message['content'] is string %}"
+    "{{ message['content'] }}{% else %}{% for content in message['content'] %}{% if content['type'] == 'audio' %}"
+    "<|audio_start|><|audio_pad|><|audio_end|>{% elif content['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif content['type'] == 'video' %}<|vision_start|><|video_pad|><|vision_end|>"
+    "{% elif content['type'] == 'text' %}{{ content['text'] }}{% endif %}{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def _qwen3_omni_thinker_config(
+    tokenizer, d_model: int, layers: int, d_audio: int, audio_layers: int, n_mels: int, n_experts: int, experts_per_token: int,
+    d_expert: int, shape: LayerShape = LayerShape(),
+) -> dict:
+    ids = {name: tokenizer.convert_tokens_to_ids(token) for name, token in QWEN3_OMNI_TOKENS.items()}
+    text = _text_kwargs(d_model, layers, len(tokenizer), shape)
+    text.pop("tie_word_embeddings")
+    head_dim = d_model // text["num_attention_heads"]
+    third = head_dim // 2 // 3
+    return dict(
+        text_config=dict(
+            **text, head_dim=head_dim, moe_intermediate_size=d_expert, num_experts=n_experts,
+            num_experts_per_tok=experts_per_token, norm_topk_prob=True,
+            rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_interleaved": True,
+                             "mrope_section": [head_dim // 2 - 2 * third, third, third]},
+        ),
+        audio_config=dict(
+            num_mel_bins=n_mels, d_model=d_audio, encoder_layers=audio_layers,
+            encoder_attention_heads=shape.audio_heads or max(1, d_audio // 32), encoder_ffn_dim=shape.d_audio_mlp or 4 * d_audio,
+            output_dim=d_model, downsample_hidden_size=16,
+        ),
+        vision_config=dict(depth=1, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=d_model,
+                           deepstack_visual_indexes=[0]),
+        audio_token_id=ids["audio_token"], image_token_id=ids["image_token"], video_token_id=ids["video_token"],
+        audio_start_token_id=ids["audio_bos_token"], vision_start_token_id=ids["vision_bos_token"],
+        user_token_id=tokenizer.convert_tokens_to_ids("user"), tie_word_embeddings=False,
+    )
+
+
+def _save_qwen3_omni_processor(path: Path, tokenizer, n_mels: int) -> None:
+    """Write the processor files of a Qwen3-Omni checkpoint, named as the real classes (see ``_save_omni_processor``)."""
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    from ..adapters.qwen3_omni import qwen3_omni_processor_without_video
+
+    features = WhisperFeatureExtractor(feature_size=n_mels, sampling_rate=16000)
+    qwen3_omni_processor_without_video(
+        path, tokenizer=tokenizer, feature_extractor=features, image_processor=Qwen2VLImageProcessorPil(),
+        chat_template=QWEN3_OMNI_TEMPLATE,
+    ).save_pretrained(path)
+    for name, update in {
+        "processor_config.json": {"processor_class": "Qwen3OmniMoeProcessor", "video_processor": {"video_processor_type": "Qwen2VLVideoProcessor"}},
+        "tokenizer_config.json": {"processor_class": "Qwen3OmniMoeProcessor"},
+    }.items():
+        file = path / name
+        file.write_text(json.dumps({**json.loads(file.read_text()), **update}, indent=2, sort_keys=True) + "\n")
+
+
+def save_tiny_qwen3_omni_thinker(
+    path: str | Path,
+    *,
+    d_model: int = 64,
+    layers: int = 2,
+    d_audio: int = 64,
+    audio_layers: int = 2,
+    n_mels: int = 128,
+    n_experts: int = 8,
+    experts_per_token: int = 2,
+    d_expert: int = 32,
+    seed: int = 0,
+    shape: LayerShape = LayerShape(),
+) -> Path:
+    """Write a random ``Qwen3OmniMoeThinkerForConditionalGeneration`` (thinker-only checkpoint) with its processor.
+
+    Every decoder layer is a sparse MoE block (``n_experts`` experts of
+    ``d_expert`` neurons, top ``experts_per_token``, renormalised), as in
+    the released 30B-A3B (128 experts of 768, top 8). The encoder keeps the
+    released 1 s convolution chunks and 8 s attention windows.
+    """
+    path = Path(path)
+    tokenizer = word_tokenizer(QWEN3_OMNI_SPECIALS, chat_template=QWEN3_OMNI_TEMPLATE, named_tokens=QWEN3_OMNI_TOKENS)
+    thinker = _qwen3_omni_thinker_config(tokenizer, d_model, layers, d_audio, audio_layers, n_mels, n_experts, experts_per_token, d_expert, shape)
+    _write_model(path, Qwen3OmniMoeThinkerForConditionalGeneration, Qwen3OmniMoeThinkerConfig(**thinker), seed)
+    _save_qwen3_omni_processor(path, tokenizer, n_mels)
+    return path
+
+
+def save_tiny_qwen3_omni(path: str | Path, *, d_model: int = 64, layers: int = 2, d_audio: int = 64, seed: int = 0) -> Path:
+    """Write a random full ``Qwen3OmniMoeForConditionalGeneration`` (thinker, a tiny talker and code2wav) with its processor."""
+    path = Path(path)
+    tokenizer = word_tokenizer(QWEN3_OMNI_SPECIALS, chat_template=QWEN3_OMNI_TEMPLATE, named_tokens=QWEN3_OMNI_TOKENS)
+    thinker = _qwen3_omni_thinker_config(tokenizer, d_model, layers, d_audio, layers, 128, 8, 2, 32)
+    shared = {k: thinker[k] for k in ("audio_token_id", "image_token_id", "video_token_id", "vision_start_token_id", "audio_start_token_id")}
+    small = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1, head_dim=16)
+    talker = dict(
+        text_config=dict(vocab_size=64, moe_intermediate_size=16, num_experts=4, num_experts_per_tok=2, shared_expert_intermediate_size=32,
+                         rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": [4, 2, 2]}, **small),
+        code_predictor_config=dict(vocab_size=64, num_code_groups=4, **small),
+        num_code_groups=4, thinker_hidden_size=d_model, accept_hidden_layer=layers - 1, codec_eos_token_id=60, codec_nothink_id=61,
+        codec_think_bos_id=62, codec_think_eos_id=63, codec_pad_id=58, codec_bos_id=59, spatial_merge_size=2, **shared,
+    )
+    code2wav = dict(codebook_size=64, hidden_size=32, num_attention_heads=2, num_key_value_heads=2, intermediate_size=64, num_hidden_layers=1,
+                    num_quantizers=4, upsample_rates=[2, 2], upsampling_ratios=[2], decoder_dim=32, sliding_window=8)
+    config = Qwen3OmniMoeConfig(thinker_config=thinker, talker_config=talker, code2wav_config=code2wav)
+    _write_model(path, Qwen3OmniMoeForConditionalGeneration, config, seed)
+    _save_qwen3_omni_processor(path, tokenizer, 128)
+    return path
+
+GEMMA3N_TOKENS = {
+    "audio_token": "<audio_soft_token>", "boa_token": "<start_of_audio>", "eoa_token": "<end_of_audio>",
+    "image_token": "<image_soft_token>", "boi_token": "<start_of_image>", "eoi_token": "<end_of_image>",
+}
+GEMMA3N_TEXT_SPECIALS = ["<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>", "<start_of_image>", "<start_of_audio>"]
+GEMMA3N_VISION_TOKENS = ["<end_of_image>", "<image_soft_token>", "<vision_2>", "<vision_3>"]
+GEMMA3N_AUDIO_TOKENS = ["<end_of_audio>", "<audio_soft_token>", "<audio_2>", "<audio_3>"]
+"""Gemma-3n's id layout, shrunk: text ids first, then the vision block (``<end_of_image>`` at its offset), then the
+audio block (``<end_of_audio>`` at its offset, the soft token next); the last id embeds audio padding."""
+GEMMA3N_TEMPLATE = (
+    "{{ bos_token }}{% if messages[0]['role'] == 'system' %}{% set prefix = messages[0]['content'] + ' ' %}"
+    "{% set messages = messages[1:] %}{% else %}{% set prefix = '' %}{% endif %}{% for message in messages %}"
+    "<start_of_turn>{{ 'model' if message['role'] == 'assistant' else message['role'] }}\n{% if loop.first %}{{ prefix }}{% endif %}"
+    "{% if message['content'] is string %}{{ message['content'] }}{% else %}{% for item in message['content'] %}"
+    "{% if item['type'] == 'audio' %}<audio_soft_token>{% elif item['type'] == 'image' %}<image_soft_token>"
+    "{% elif item['type'] == 'text' %}{{ item['text'] }}{% endif %}{% endfor %}{% endif %}<end_of_turn>\n{% endfor %}"
+    "{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}"
+)
+
+
+def gemma3n_tokenizer(words=(*BASE_WORDS, "model")) -> PreTrainedTokenizerFast:
+    """A word-level stand-in for Gemma-3n's tokenizer with its special tokens in the real order (see GEMMA3N_TOKENS)."""
+    text = [*GEMMA3N_TEXT_SPECIALS, *dict.fromkeys(w for w in words if w not in GEMMA3N_TEXT_SPECIALS)]
+    vocab = {tok: i for i, tok in enumerate([*text, *GEMMA3N_VISION_TOKENS, *GEMMA3N_AUDIO_TOKENS])}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    backend.decoder = decoders.WordPiece(prefix="##")
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend, unk_token="<unk>", bos_token="<bos>", eos_token="<eos>", pad_token="<pad>",
+        additional_special_tokens=[*GEMMA3N_TEXT_SPECIALS[4:], *GEMMA3N_VISION_TOKENS, *GEMMA3N_AUDIO_TOKENS],
+        extra_special_tokens=GEMMA3N_TOKENS, padding_side="left",
+    )
+    # named tokens alone would leave the others to the word splitter: mark every control token as a special added token
+    controls = [*GEMMA3N_TEXT_SPECIALS, *GEMMA3N_VISION_TOKENS, *GEMMA3N_AUDIO_TOKENS]
+    tokenizer.add_tokens([AddedToken(t, special=True, normalized=False) for t in controls], special_tokens=True)
+    tokenizer.chat_template = GEMMA3N_TEMPLATE
+    return tokenizer
+
+
+def save_tiny_gemma3n(
+    path: str | Path,
+    *,
+    d_model: int = 64,
+    layers: int = 4,
+    d_audio: int = 32,
+    audio_layers: int = 2,
+    seed: int = 0,
+) -> Path:
+    """Write a random ``Gemma3nForConditionalGeneration`` (audio and text path) with its processor to ``path``.
+
+    Decoder layers alternate sliding and full attention; with four (the default, the fewest that hold both
+    attention kinds and both KV-sharing roles) the last two reuse the keys and values of the first two (from
+    four layers on, the second half shares), and the first half has the activation-sparsity gate (0.95, as
+    the released models' first ten layers). AltUp keeps its four streams.
+    The audio encoder keeps the released chunked attention (12 frames, 12 of left context), 4x subsampling
+    convolutions and 4x reduction, so a clip gives the released 188 soft tokens. The vision tower's config is
+    valid; lalm-lens builds it as an empty stand-in where timm is not installed
+    (:class:`lalm_lens.adapters.gemma3n.AudioOnlyVisionTower`).
+    """
+    from transformers import (
+        Gemma3nAudioFeatureExtractor, Gemma3nConfig, Gemma3nForConditionalGeneration, Gemma3nProcessor, SiglipImageProcessorPil,
+    )
+
+    from ..adapters import gemma3n  # noqa: F401  (registers the vision stand-in where timm is missing)
+
+    path = Path(path)
+    tokenizer = gemma3n_tokenizer()
+    ids = lambda token: tokenizer.convert_tokens_to_ids(token)
+    n_text = ids(GEMMA3N_VISION_TOKENS[0])
+    heads = max(2, d_model // 16)
+    config = Gemma3nConfig(
+        text_config=dict(
+            vocab_size=len(tokenizer), vocab_size_per_layer_input=n_text, hidden_size=d_model, intermediate_size=3 * d_model,
+            num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=heads // 2, head_dim=d_model // heads,
+            layer_types=[("sliding_attention", "full_attention")[i % 2] for i in range(layers)], sliding_window=16,
+            num_kv_shared_layers=layers // 2 if layers >= 4 else 0, hidden_size_per_layer_input=16, laurel_rank=8,
+            activation_sparsity_pattern=[0.95 if i < layers // 2 else 0.0 for i in range(layers)],
+            max_position_embeddings=4096, pad_token_id=tokenizer.pad_token_id, **NO_STOP,
+        ),
+        audio_config=dict(
+            hidden_size=d_audio, conf_num_hidden_layers=audio_layers, conf_num_attention_heads=max(1, d_audio // 16),
+            sscp_conv_channel_size=[8, 4], vocab_size=len(GEMMA3N_AUDIO_TOKENS), vocab_offset=ids(GEMMA3N_AUDIO_TOKENS[0]),
+        ),
+        vision_config=dict(hidden_size=16, vocab_size=len(GEMMA3N_VISION_TOKENS), vocab_offset=n_text),
+        boi_token_id=ids("<start_of_image>"), eoi_token_id=ids("<end_of_image>"), image_token_id=ids("<image_soft_token>"),
+        boa_token_id=ids("<start_of_audio>"), eoa_token_id=ids("<end_of_audio>"), audio_token_id=ids("<audio_soft_token>"),
+        tie_word_embeddings=True,
+    )
+    torch.manual_seed(seed)
+    model = Gemma3nForConditionalGeneration(config)
+    with torch.no_grad():  # HF initialises AltUp's output scale to zero, which would cut the per-layer inputs off
+        for layer in model.model.language_model.layers:
+            layer.altup.correct_output_scale.normal_(1.0, 0.1)
+    model.save_pretrained(path)
+    Gemma3nProcessor(
+        feature_extractor=Gemma3nAudioFeatureExtractor(), image_processor=SiglipImageProcessorPil(), tokenizer=tokenizer,
+        chat_template=GEMMA3N_TEMPLATE,
+    ).save_pretrained(path)
+    return path
+
+
+GRANITE_SPEECH_SPECIALS = ["<|end_of_text|>", "<|start_of_role|>", "<|end_of_role|>", "<|tool_call|>", "<|audio|>"]
+GRANITE_SPEECH_TEMPLATE = (
+    "{% for message in messages %}{% if loop.first and message['role'] != 'system' %}"
+    "<|start_of_role|>system<|end_of_role|>You are a helpful assistant.<|end_of_text|>\n{% endif %}"
+    "<|start_of_role|>{{ message['role'] }}<|end_of_role|>{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for content in message['content'] %}{% if content['type'] == 'audio' %}<|audio|>"
+    "{% elif content['type'] == 'text' %}{{ content['text'] }}{% endif %}{% endfor %}{% endif %}<|end_of_text|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|start_of_role|>assistant<|end_of_role|>{% endif %}"
+)
+"""Granite 3.3's role markers (``<|start_of_role|>user<|end_of_role|>...<|end_of_text|>``), without its dated
+default system prompt; the audio placeholder ``<|audio|>`` goes where the audio is."""
+
+
+def save_tiny_granite_speech(
+    path: str | Path,
+    *,
+    d_model: int = 64,
+    layers: int = 2,
+    d_audio: int = 64,
+    audio_layers: int = 2,
+    d_qformer: int = 32,
+    seed: int = 0,
+    shape: LayerShape = LayerShape(),
+) -> Path:
+    """Write a random ``GraniteSpeechForConditionalGeneration`` (Conformer encoder, 2-layer Q-Former, Granite decoder)
+    with its processor to ``path``.
+
+    The encoder keeps the released 4 s attention blocks, 15-frame projector windows and 3 queries per window,
+    and the decoder the released Granite 3.3 multipliers. Without torchaudio the processor is written through
+    the adapter's torchaudio-free feature extractor and named as the real class.
+    """
+    from transformers import GraniteSpeechConfig, GraniteSpeechForConditionalGeneration, GraniteSpeechProcessor
+
+    from ..adapters.granite_speech import GraniteSpeechFeatures
+
+    path = Path(path)
+    words = [*BASE_WORDS, "can", "transcribe", "speech", "into", "written", "format"]
+    vocab = {tok: i for i, tok in enumerate([*GRANITE_SPEECH_SPECIALS, "<unk>", *dict.fromkeys(words)])}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    backend.decoder = decoders.WordPiece(prefix="##")
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend, unk_token="<unk>", bos_token="<|end_of_text|>", eos_token="<|end_of_text|>",
+        pad_token="<|end_of_text|>", additional_special_tokens=GRANITE_SPEECH_SPECIALS[1:], padding_side="left",
+    )
+    tokenizer.chat_template = GRANITE_SPEECH_TEMPLATE
+    text = _text_kwargs(d_model, layers, len(tokenizer), shape)
+    heads = shape.audio_heads or max(1, d_audio // 32)
+    config = GraniteSpeechConfig(
+        encoder_config=dict(
+            input_dim=160, num_layers=audio_layers, hidden_dim=d_audio, feedforward_mult=4, num_heads=heads,
+            dim_head=d_audio // heads, output_dim=42, context_size=200, max_pos_emb=512, conv_kernel_size=15,
+            conv_expansion_factor=2,
+        ),
+        projector_config=dict(
+            model_type="blip_2_qformer", hidden_size=d_qformer, num_hidden_layers=2, num_attention_heads=2,
+            intermediate_size=4 * d_qformer, encoder_hidden_size=d_audio, cross_attention_frequency=1,
+        ),
+        text_config=dict(
+            model_type="granite", head_dim=d_model // text["num_attention_heads"], embedding_multiplier=12.0,
+            residual_multiplier=0.22, attention_multiplier=1 / 64, logits_scaling=8.0, **NO_STOP,
+            **{**text, "tie_word_embeddings": True},
+        ),
+        audio_token_index=tokenizer.convert_tokens_to_ids("<|audio|>"), has_lora_adapter=False, window_size=15,
+        downsample_rate=5, tie_word_embeddings=True,
+    )
+    _write_model(path, GraniteSpeechForConditionalGeneration, config, seed)
+    GraniteSpeechProcessor(GraniteSpeechFeatures(), tokenizer, chat_template=GRANITE_SPEECH_TEMPLATE).save_pretrained(path)
+    file = path / "processor_config.json"
+    saved = json.loads(file.read_text())
+    saved["audio_processor"]["feature_extractor_type"] = "GraniteSpeechFeatureExtractor"
+    file.write_text(json.dumps(saved, indent=2, sort_keys=True) + "\n")
     return path

@@ -51,6 +51,8 @@ def test_difference_between_two_conditions(model, batch):
 
 
 def test_generation_profiles_start_with_the_last_prompt_token(model, batch):
+    if model.cfg.arch == "gemma3n":
+        pytest.skip("Gemma-3n: while decoding, a sliding-window layer's cache and pattern hold only the window's keys")
     tokens, profiles = generation_attention(model, batch, 3, layers=[0, 1])
     assert len(profiles) == 2 and all(len(p) == tokens.shape[1] for p in profiles)
     first = audio_attention(model, batch, layers=[0, 1])

@@ -64,3 +64,62 @@ def test_a_small_run_writes_every_field(tmp_path):
 def test_unknown_methods_are_refused():
     with pytest.raises(ValueError, match="unknown methods"):
         localization.run(None, methods=["telepathy"])
+
+
+def fake_esc50(root, classes=("dog", "siren", "bell", "rain", "chirping_birds"), per_class=3, rate=22050):
+    """A tiny ESC-50 folder in the official layout: 5-s seeded tones and noise, meta/esc50.csv beside audio/."""
+    import soundfile as sf
+
+    (root / "audio").mkdir(parents=True)
+    (root / "meta").mkdir()
+    rows = ["filename,fold,target,category,esc10,src_file,take"]
+    rng = np.random.default_rng(0)
+    t = np.arange(5 * rate) / rate
+    for target, label in enumerate(classes):
+        for k in range(per_class):
+            name = f"{k + 1}-{target:03d}{k}-A-{target}.wav"
+            wave = 0.3 * np.sin(2 * np.pi * (200 + 150 * target) * t) + 0.05 * rng.standard_normal(len(t))
+            sf.write(root / "audio" / name, wave.astype(np.float32), rate)
+            rows.append(f"{name},{k % 5 + 1},{target},{label},False,{target:03d}{k},A")
+    (root / "meta" / "esc50.csv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+def test_real_clips_are_laid_out_like_the_synthetic_ones_and_never_shared_between_splits(tmp_path):
+    records = localization.load_event_records(fake_esc50(tmp_path / "esc50"))
+    pools = localization.record_pools(records, seed=0)
+    paths = {name: {str(r.path_or_array) for r in pool} for name, pool in pools.items()}
+    assert not (paths["vectors"] & paths["dev"]) and not (paths["dev"] & paths["test"]) and not (paths["vectors"] & paths["test"])
+    scene = localization.real_scene(pools["test"], seed=5, layout="random", duration_s=6.0, sampling_rate=16000)
+    synthetic = localization.make_scene(5, duration_s=6.0, layout="random")
+    assert [(e.start_s, e.stop_s) for e in scene.events] == [(e.start_s, e.stop_s) for e in synthetic.events]
+    assert len(set(scene.labels)) == 3 and "chirping birds" in {localization.spoken(r.label) for r in records}
+    for event in scene.events:  # each interval holds sound, the gaps of the random layout are silent
+        inside = scene.wave[int(event.start_s * 16000) + 200 : int(event.stop_s * 16000) - 200]
+        assert np.abs(inside).max() > 0.1
+    assert np.abs(scene.wave[: int(scene.events[0].start_s * 16000)]).max(initial=0.0) == 0.0
+
+
+def test_a_run_on_a_folder_of_real_clips_says_what_it_skips_for_labels_of_several_tokens(tmp_path):
+    data = fake_esc50(tmp_path / "esc50")
+    out = tmp_path / "loc.json"
+    argv = ["--model", "lalm-toy", "--data", str(data), "--n", "2", "--n-dev", "2", "--n-vectors", "6", "--scales", "4",
+            "--methods", "steering,generation,random,null", "--json", str(out)]
+    assert localization.main(argv) == 0
+    result = json.loads(out.read_text())
+    assert result["config"]["data"] == {"folder": "esc50", "clips": 15, "classes": 5}
+    assert result["overlap"]["random"] == pytest.approx(5 / 18, abs=1e-9)
+    # "chirping birds" is two tokens for the toy's tokenizer: the class-logit knockout is skipped, and said so
+    assert "chirping birds" in result["knockout"]["steering"]["skipped"]
+    assert set(result["generation"]["several_token_labels"]) <= {"chirping birds"}
+
+
+def test_the_study_keeps_no_audio_per_clip_only_token_ids_and_embeddings_encoded_once(toy):
+    study = localization.Study(toy, n=2, n_dev=2, n_vectors=10, scales=[4.0], progress=False)
+    assert all(isinstance(clip, localization.Clip) for name in ("dev", "test") for clip in study.split[name])
+    clip = study.split["test"][0]
+    assert clip.wave.shape == (round(clip.duration_s * clip.sampling_rate),), "the samples are rebuilt from the seed"
+    assert len(study.embeds["test"]) == 2, "one entry per test clip"
+    for groups in study.grouped.values():
+        for _, batch in (item for chunks in groups.values() for item in chunks):
+            assert "input_features" not in batch.inputs and batch.audio_embeds is not None

@@ -160,3 +160,4 @@ def test_two_gloo_processes_equal_one(tmp_path):
 def test_all_reduce_without_a_process_group_says_so():
     with pytest.raises(RuntimeError, match="init_process_group"):
         shard_stats([0]).all_reduce()
+
