@@ -10,6 +10,8 @@ given back, is paid for again on first touch). TransformerLens's
 
     python benchmarks/overhead.py --rounds 15 --json out/overhead.json
     python benchmarks/overhead.py --real-widths --layers 2 --rounds 5   # one 7B layer's widths
+    python benchmarks/overhead.py --family qwen3_omni_moe_thinker --experts 128 --layers 48 --width 64 \
+        --only "one residual hook" "no hooks" --no-bridge   # as many hook points as the released thinker
 
 The default model is 256 wide with the tiny builders' heads (decoder heads of
 16 dims): patterns weigh far more there than in a released model, whose heads
@@ -64,9 +66,14 @@ REAL_WIDTHS = {
 }
 
 
-def build(family: str, width: int, layers: int, real_widths: bool = False) -> str:
-    """A random checkpoint: ``width`` wide with the tiny builders' heads, or the released model's layer widths."""
+def build(family: str, width: int, layers: int, real_widths: bool = False, experts: int | None = None) -> str:
+    """A random checkpoint: ``width`` wide with the tiny builders' heads, or the released model's layer widths;
+    ``experts`` per MoE block for the Qwen3-Omni thinker (its hook points grow with them: 3 per expert and layer)."""
     folder = tempfile.mkdtemp(prefix=f"bench-{family}-")
+    if experts is not None:
+        if family != "qwen3_omni_moe_thinker" or real_widths:
+            raise ValueError(f"--experts applies to qwen3_omni_moe_thinker without --real-widths, not {family}")
+        return str(BUILDERS[family](folder, d_model=width, layers=layers, d_audio=width, audio_layers=layers, n_experts=experts))
     if real_widths:
         if family not in REAL_WIDTHS:
             raise ValueError(f"--real-widths knows {sorted(REAL_WIDTHS)}, not {family}")
@@ -75,8 +82,10 @@ def build(family: str, width: int, layers: int, real_widths: bool = False) -> st
     return str(BUILDERS[family](folder, d_model=width, layers=layers, d_audio=width, audio_layers=layers))
 
 
-def variants(folder: str, seconds: float, bridge: bool) -> dict[str, Callable[[], object]]:
+def variants(folder: str, seconds: float, bridge: bool, only: list[str] | None = None) -> dict[str, Callable[[], object]]:
+    """The runs to time, by name; with ``only``, the HF forward and those whose names contain one of its strings."""
     model = ll.HookedLALM.from_pretrained(folder)
+    print(f"{len(model.hook_dict)} hook points")
     hf = type(model.hf_model).from_pretrained(folder).eval()
     wave = (np.random.default_rng(0).standard_normal(int(seconds * 16000)) * 0.1).astype(np.float32)
     batch = model.prepare(wave, "What sounds are in the audio?", sampling_rate=16000)
@@ -95,6 +104,8 @@ def variants(folder: str, seconds: float, bridge: bool) -> dict[str, Callable[[]
     }
     if bridge:
         runs.update(bridge_variants(folder, batch, decoder_patterns))
+    if only:
+        runs = {name: run for name, run in runs.items() if name == "HF forward (sdpa)" or any(s in name for s in only)}
     return runs
 
 
@@ -152,6 +163,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--layers", type=int, default=4, help="encoder and decoder layers")
     parser.add_argument("--real-widths", action="store_true",
                         help="layers as wide as the released 7B checkpoint's (heads, key/value heads, MLP); ignores --width")
+    parser.add_argument("--experts", type=int, default=None,
+                        help="experts per MoE block (qwen3_omni_moe_thinker; the released thinker has 128)")
+    parser.add_argument("--only", nargs="+", default=None, help="time only the variants whose names contain one of these")
     parser.add_argument("--seconds", type=float, default=6.0)
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
@@ -161,15 +175,16 @@ def main(argv: list[str] | None = None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     random.seed(0)
-    folder = build(args.family, args.width, args.layers, args.real_widths)
+    folder = build(args.family, args.width, args.layers, args.real_widths, args.experts)
     try:
-        runs = variants(folder, args.seconds, not args.no_bridge)
+        runs = variants(folder, args.seconds, not args.no_bridge, args.only)
     finally:
         shutil.rmtree(folder)
     medians, fresh = measure(runs, args.rounds)
     base = medians["HF forward (sdpa)"]
     widths = "the released model's widths" if args.real_widths else f"width {args.width}"
-    print(f"{args.family}: {widths}, {args.layers}+{args.layers} layers, {args.seconds:g} s audio, "
+    experts = "" if args.experts is None else f", {args.experts} experts per block"
+    print(f"{args.family}: {widths}{experts}, {args.layers}+{args.layers} layers, {args.seconds:g} s audio, "
           f"{args.rounds} rounds, torch {torch.__version__}, {torch.get_num_threads()} threads")
     print("| variant | median ms | × HF | fresh MiB/run |\n|---|---:|---:|---:|")
     for name, seconds in medians.items():

@@ -28,7 +28,7 @@ from .batch import AudioEmbeddings, LALMBatch, feature_digest, span_layout
 from .cache import CacheWriter, LALMActivationCache
 from .checkpoints import locate
 from .data.audio import AudioError, AudioLike, as_examples, limit_length, load_waveform
-from .hook_points import Step
+from .hook_points import HookRegistry, Step
 
 NamesFilter = Union[None, str, Sequence[str], Callable[[str], bool]]
 
@@ -134,6 +134,23 @@ class HookedLALM(HookedRootModule):
                 module.step = self.step
                 self.hook_dict[name] = module
         self.mod_dict = self.hook_dict
+        self.hook_registry = HookRegistry(self.hook_dict.values())
+
+    def remove_all_hook_fns(
+        self, direction: str = "both", including_permanent: bool = False, level: int | None = None
+    ) -> None:
+        """TransformerLens's, visiting only the points that hold hooks (``model.hook_registry``), not every point.
+
+        A run with one hook then costs as little on a model with tens of
+        thousands of points (Qwen3-Omni's experts) as on a small one.
+        """
+        for point in self.hook_registry.with_hooks():
+            point.remove_hooks(direction, including_permanent=including_permanent, level=level)
+
+    def clear_contexts(self) -> None:
+        """TransformerLens's, visiting only the points whose ``hook.ctx`` was used since the last clear."""
+        for point in self.hook_registry.take_contexts():
+            point.clear_context()
 
     def _apply(self, fn, recurse: bool = True):
         """``to``/``cuda``/``cpu``/``half``..., then ``cfg.device`` follows the inputs' device."""
@@ -354,7 +371,7 @@ class HookedLALM(HookedRootModule):
         )
 
     def _audio_hooks_in_use(self) -> list[str]:
-        return [name for name, point in self.hook_dict.items() if is_audio(name) and (point.fwd_hooks or point.bwd_hooks)]
+        return [point.name for point in self.hook_registry.with_hooks() if is_audio(point.name)]
 
     def _decoder_inputs(self, batch: LALMBatch | dict, inputs: dict) -> dict:
         """``inputs``, or for a batch that carries audio embeddings, the adapter's inputs that skip the encoder."""

@@ -21,3 +21,10 @@ def test_overhead_benchmark_runs(family, tmp_path):
 def test_real_widths_have_the_released_head_sizes():
     for family, (d_model, d_audio, shape) in overhead.REAL_WIDTHS.items():
         assert d_model // shape.heads == 128 and d_audio // shape.audio_heads == 64, family
+
+
+def test_many_experts_and_a_chosen_variant(tmp_path):
+    result = overhead.main(["--family", "qwen3_omni_moe_thinker", "--experts", "4", "--width", "32", "--layers", "1",
+                            "--seconds", "1", "--rounds", "1", "--no-bridge", "--only", "one residual hook",
+                            "--json", str(tmp_path / "overhead.json")])
+    assert set(result["ratio"]) == {"HF forward (sdpa)", "one residual hook"}

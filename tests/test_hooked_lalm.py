@@ -10,6 +10,7 @@ import torch
 
 import lalm_lens as ll
 from conftest import noise
+from lalm_lens.hook_points import LazyHookPoint
 
 
 def hf_model(model, **kwargs):
@@ -210,6 +211,58 @@ def test_hooks_are_removed_when_a_run_fails(model, batch):
     with pytest.raises(RuntimeError, match="boom"):
         model.generate(batch, max_new_tokens=2, fwd_hooks=[("hook_embed", broken)])
     assert not any(hp.active for hp in model.hook_dict.values())
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.hf_model.modules())
+
+
+def hooked_by_full_scan(model) -> set[str]:
+    return {name for name, point in model.hook_dict.items() if point.fwd_hooks or point.bwd_hooks}
+
+
+def test_removing_hooks_visits_only_the_points_that_hold_them(model, batch, monkeypatch):
+    visited = []
+    remove_hooks = LazyHookPoint.remove_hooks
+
+    def counting(point, *args, **kwargs):
+        visited.append(point.name)
+        return remove_hooks(point, *args, **kwargs)
+
+    monkeypatch.setattr(LazyHookPoint, "remove_hooks", counting)
+    assert len(model.hook_dict) > 20  # a full scan would visit every one of them
+    model.run_with_hooks(batch, fwd_hooks=[("blocks.0.hook_resid_post", lambda t, hook: t)])
+    assert visited == ["blocks.0.hook_resid_post"]
+    visited.clear()
+    model.run_with_cache(batch, names_filter=["blocks.0.hook_mlp_out", "blocks.1.hook_resid_post"])
+    assert sorted(visited) == ["blocks.0.hook_mlp_out", "blocks.1.hook_resid_post"]
+    visited.clear()
+    model.reset_hooks()
+    assert visited == [] and hooked_by_full_scan(model) == set()
+
+
+def test_permanent_hooks_levels_directions_and_contexts_behave_as_in_transformer_lens(model, batch):
+    resid, mlp = "blocks.0.hook_resid_post", "blocks.0.hook_mlp_out"
+    counting = lambda t, hook: hook.ctx.__setitem__("calls", hook.ctx.get("calls", 0) + 1)
+    try:
+        model.add_perma_hook(resid, counting)
+        model.add_hook(mlp, counting)  # no context level: the end of a hooks() context leaves it
+        model.add_hook(mlp, counting, dir="bwd")
+        with model.hooks(fwd_hooks=[(resid, counting)]):
+            with model.hooks(fwd_hooks=[(mlp, counting)]):
+                assert len(model.hook_dict[mlp].fwd_hooks) == 2
+            assert len(model.hook_dict[mlp].fwd_hooks) == 1 and len(model.hook_dict[resid].fwd_hooks) == 2
+            model(batch)
+        assert model.hook_dict[resid].ctx == {"calls": 2} and model.hook_dict[mlp].ctx == {"calls": 1}
+        assert hooked_by_full_scan(model) == {resid, mlp}
+        model.reset_hooks(direction="fwd", clear_contexts=False)
+        assert len(model.hook_dict[resid].fwd_hooks) == 1, "a permanent hook stays"
+        assert not model.hook_dict[mlp].fwd_hooks and len(model.hook_dict[mlp].bwd_hooks) == 1
+        assert model.hook_dict[resid].ctx == {"calls": 2}
+        model.hook_dict["blocks.1.hook_resid_post"].ctx["note"] = "set by hand on a point without hooks"
+        model.reset_hooks()
+        assert all(not point.ctx for point in model.hook_dict.values()), "every context is cleared"
+        assert hooked_by_full_scan(model) == {resid}
+    finally:
+        model.reset_hooks(including_permanent=True)
+    assert hooked_by_full_scan(model) == set()
     assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.hf_model.modules())
 
 

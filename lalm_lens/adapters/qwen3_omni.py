@@ -70,7 +70,6 @@ video processor that refuses videos (audio, text and images work).
 
 from __future__ import annotations
 
-import logging
 from dataclasses import replace
 from functools import partial
 from typing import Any
@@ -84,17 +83,15 @@ from transformers.models.qwen3_omni_moe.modeling_qwen3_omni_moe import (
     _get_feat_extract_output_lengths,
     get_audio_cu_seqlens,
 )
-from transformers.utils import is_torchvision_available
 
 from ..attention import shared_query_rows
 from ..config import LALMConfig
 from ..hook_points import LazyHookPoint
 from ..spans import AudioSpan
-from .base import DecoderAttention, HookBuilder, HookContainer, HookFrames, place, read_model_type
-from .qwen2_5_omni import ChunkedPattern, PackedTap, Packing, NoVideoProcessor
+from .base import HookBuilder, HookContainer, HookFrames, place
+from .qwen2_5_omni import AcceptsNoVideo, ChunkedPattern, OmniThinker, PackedTap, Packing, omni_processor_without_video
 from .qwen3_asr import CHUNK_TOKENS, Qwen3ASRAdapter
 
-logger = logging.getLogger(__name__)
 
 FULL_MODEL_TYPE = "qwen3_omni_moe"
 
@@ -208,7 +205,7 @@ class MoEHooks:
             place(root, f"{prefix}.experts.{e}", expert)
 
     def _expert_changed(self, e: int, point: LazyHookPoint) -> None:
-        """Keep the set of experts with a hooked point (one set operation: ``reset_hooks`` visits every point)."""
+        """Keep the set of experts with a hooked point, so a forward finds the hooked experts without scanning them all."""
         if point.active == (point in self.active_points):
             return
         if point.active:
@@ -223,6 +220,7 @@ class MoEHooks:
         self.sync()
 
     def sync(self) -> None:
+        """Install the PyTorch hooks the used points need (block, router, experts), remove the others."""
         wanted = {"router": self.router_logits.active or self.router_weights.active, "experts": bool(self.active_experts)}
         wanted["block"] = any(wanted.values())
         installers = {
@@ -308,73 +306,25 @@ class MoEHooks:
         return final
 
 
-class _Qwen3OmniProcessorWithoutVideo(Qwen3OmniMoeProcessor):
-    """``Qwen3OmniMoeProcessor`` that accepts the video-less stand-in (its class check needs torchvision)."""
-
-    def check_argument_for_proper_class(self, argument_name, argument):
-        if argument_name == "video_processor" and isinstance(argument, NoVideoProcessor):
-            return type(argument)
-        return super().check_argument_for_proper_class(argument_name, argument)
+class _Qwen3OmniProcessorWithoutVideo(AcceptsNoVideo, Qwen3OmniMoeProcessor):
+    """``Qwen3OmniMoeProcessor`` that accepts the video-less stand-in."""
 
 
-def qwen3_omni_processor_without_video(
-    path, *, tokenizer=None, feature_extractor=None, image_processor=None, chat_template: str | None = None, **kwargs
-) -> Qwen3OmniMoeProcessor:
-    """A ``Qwen3OmniMoeProcessor`` for audio, text and images, built without torchvision (parts not given load from ``path``)."""
-    from transformers import AutoFeatureExtractor, AutoTokenizer
-    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
-
-    kwargs = {k: v for k, v in kwargs.items() if k != "trust_remote_code"}
-    tokenizer = tokenizer or AutoTokenizer.from_pretrained(path, **kwargs)
-    feature_extractor = feature_extractor or AutoFeatureExtractor.from_pretrained(path, **kwargs)
-    image_processor = image_processor or Qwen2VLImageProcessorPil.from_pretrained(path, **kwargs)
-    if chat_template is None:
-        chat_template = Qwen3OmniMoeProcessor.get_processor_dict(path, **kwargs)[0].get("chat_template")
-    return _Qwen3OmniProcessorWithoutVideo(
-        image_processor, NoVideoProcessor(), feature_extractor, tokenizer, chat_template=chat_template or tokenizer.chat_template
-    )
+def qwen3_omni_processor_without_video(path, **kwargs) -> Qwen3OmniMoeProcessor:
+    """A ``Qwen3OmniMoeProcessor`` for audio, text and images, built without torchvision (as
+    :func:`~.qwen2_5_omni.omni_processor_without_video`: parts not given load from ``path``)."""
+    return omni_processor_without_video(path, processor_class=_Qwen3OmniProcessorWithoutVideo, **kwargs)
 
 
-class Qwen3OmniAdapter(Qwen3ASRAdapter):
+class Qwen3OmniAdapter(OmniThinker, Qwen3ASRAdapter):
     hf_class = Qwen3OmniMoeThinkerForConditionalGeneration
     model_types = ("qwen3_omni_moe_thinker", FULL_MODEL_TYPE)
     arch = "qwen3_omni_moe_thinker"
     placeholder = "<|audio_pad|>"
     feature_mask_key = "feature_attention_mask"
     clips_per_prompt_max = None
-
-    def __init__(self, hf_model: nn.Module, processor: Any):
-        if hasattr(hf_model, "thinker"):
-            raise ValueError(
-                "this is a full Qwen3-Omni model (thinker, talker, code2wav); wrap its thinker: "
-                "HookedLALM.from_hf(model.thinker, processor)"
-            )
-        super().__init__(hf_model, processor)
-
-    @classmethod
-    def load(cls, path, **kwargs) -> nn.Module:
-        """Load the thinker; from a full Qwen3-Omni checkpoint, only its ``thinker.*`` weights (with a logged note)."""
-        kwargs.pop("config", None)
-        files = {k: kwargs[k] for k in ("local_files_only", "revision", "cache_dir", "token") if k in kwargs}
-        if read_model_type(path, **files) == FULL_MODEL_TYPE:
-            logger.warning(
-                "%s is a full Qwen3-Omni checkpoint: loading only its thinker (audio encoder + MoE language model); "
-                "the talker and code2wav weights are skipped", path,
-            )
-        return cls.hf_class.from_pretrained(path, **kwargs)
-
-    @classmethod
-    def load_processor(cls, path, **kwargs) -> Any:
-        try:
-            return super().load_processor(path, **kwargs)
-        except ImportError:
-            if is_torchvision_available():
-                raise
-            logger.warning(
-                "torchvision is not installed, so Qwen3-Omni's video processor cannot be built; "
-                "using the processor without video support (audio, text and images work)"
-            )
-            return qwen3_omni_processor_without_video(path, **kwargs)
+    full_model_type, family, speech_decoder = FULL_MODEL_TYPE, "Qwen3-Omni", "code2wav"
+    processor_without_video = staticmethod(qwen3_omni_processor_without_video)
 
     # -- where things are -------------------------------------------------
     @property
@@ -432,22 +382,16 @@ class Qwen3OmniAdapter(Qwen3ASRAdapter):
 
     def decoder_layer_hooks(self, hooks: HookBuilder, i: int, layer: nn.Module) -> None:
         """``blocks.{i}.*``: the MoE sites on a sparse layer (see the module docstring), the dense ones otherwise."""
-        p, attention = f"blocks.{i}", layer.self_attn
+        p = f"blocks.{i}"
         hooks.point(f"{p}.hook_resid_pre", layer, "input", arg="hidden_states")
-        place(hooks.root, f"{p}.attn", DecoderAttention(attention))
-        for site, proj in (("q", attention.q_proj), ("k", attention.k_proj), ("v", attention.v_proj)):
-            hooks.head_point(f"{p}.attn.hook_{site}", proj, "output", attention.head_dim)
-        hooks.pattern(f"{p}.attn.hook_pattern", attention)
-        hooks.head_point(f"{p}.attn.hook_z", attention.o_proj, "input", attention.head_dim)
-        hooks.point(f"{p}.hook_attn_out", attention, "output")
+        hooks.attention(p, layer.self_attn)
+        hooks.point(f"{p}.hook_attn_out", layer.self_attn, "output")
         hooks.point(f"{p}.hook_resid_mid", layer.post_attention_layernorm, "input", in_place=True)
         if isinstance(layer.mlp, Qwen3OmniMoeThinkerTextSparseMoeBlock):
             self.moe[i] = MoEHooks(layer.mlp)
             self.moe[i].place(hooks.root, f"{p}.mlp")
         else:
-            hooks.point(f"{p}.mlp.hook_pre", layer.mlp.gate_proj, "output")
-            hooks.point(f"{p}.mlp.hook_gate", layer.mlp.act_fn, "output")
-            hooks.point(f"{p}.mlp.hook_post", layer.mlp.down_proj, "input")
+            hooks.gated_mlp(p, layer.mlp)
         hooks.point(f"{p}.hook_mlp_out", layer.mlp, "output")
         hooks.point(f"{p}.hook_resid_post", layer, "output")
 
@@ -492,25 +436,12 @@ class Qwen3OmniAdapter(Qwen3ASRAdapter):
 
     def audio_spans(self, inputs: dict, clip_samples: list[list[int]]) -> list[list[AudioSpan]]:
         """One span per 1 s convolution chunk of each clip (13 tokens of 0.08 s; fewer in a last partial chunk)."""
-        rows = self.encoder_rows(inputs)
-        ids = inputs["input_ids"]
-        spans, row = [], 0
-        for example, lengths in enumerate(clip_samples):
-            positions = (ids[example] == self.audio_token_id).nonzero().flatten().tolist()
-            cursor, example_spans = 0, []
-            for clip in range(len(lengths)):
-                n_tokens = rows[row][1]
-                run = positions[cursor : cursor + n_tokens]
-                if len(run) != n_tokens or run != list(range(run[0], run[0] + n_tokens)):
-                    raise ValueError(
-                        f"example {example}: the audio placeholders do not line up with clip {clip} "
-                        f"({n_tokens} tokens expected at consecutive positions)"
-                    )
-                for second, start in enumerate(range(0, n_tokens, CHUNK_TOKENS)):
-                    stop = min(start + CHUNK_TOKENS, n_tokens)
+        spans = []
+        for clips in self.clip_placeholders(inputs, clip_samples):
+            example_spans = []
+            for clip, (row, run) in enumerate(clips):
+                for second, start in enumerate(range(0, len(run), CHUNK_TOKENS)):
+                    stop = min(start + CHUNK_TOKENS, len(run))
                     example_spans.append(AudioSpan(run[start], run[stop - 1] + 1, 8 / 100, float(second), clip, row, 1))
-                cursor, row = cursor + n_tokens, row + 1
-            if cursor != len(positions):
-                raise ValueError(f"example {example}: {len(positions)} audio placeholder tokens but the audio gives {cursor}")
             spans.append(example_spans)
         return spans
