@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> dict:
                         help="also run at --n 1 and estimate the cost of N test clips (fixed + linear)")
     parser.add_argument("--sweep", type=int, default=None, metavar="R",
                         help="also time one clip under --prompts prompts and R steering settings, naive against encode-once")
-    parser.add_argument("--prompts", type=int, default=9)
+    parser.add_argument("--prompts", type=int, default=9, help="prompts of different lengths in the --sweep batch")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]

@@ -41,10 +41,6 @@ def compact(value: Any) -> Any:
     return value
 
 
-class StopAtDecoder(Exception):
-    """Raised inside :meth:`HookedLALM.encode_audio` once the decoder's input embeddings exist, to skip the decoder."""
-
-
 class HookDict(dict):
     """``name -> HookPoint``; an unknown name raises a KeyError that suggests the nearest names."""
 
@@ -340,21 +336,8 @@ class HookedLALM(HookedRootModule):
         if "input_features" not in batch.inputs:
             raise NotImplementedError(f"{self.cfg.arch}: its inputs hold no input_features; encode-once is not supported")
         inputs = self._inputs(batch)
-        captured: dict[str, torch.Tensor] = {}
-
-        def stop(module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
-            captured["embeds"] = kwargs.get("inputs_embeds")
-            raise StopAtDecoder
-
-        handle = self.adapter.language_model.register_forward_pre_hook(stop, with_kwargs=True, prepend=True)
         self.step.set("forward", 0, range(inputs["input_ids"].shape[-1]))
-        try:
-            self.hf_model(**inputs, use_cache=False)
-        except StopAtDecoder:
-            pass
-        finally:
-            handle.remove()
-        embeds = captured.get("embeds")
+        embeds = self.adapter.decoder_call(lambda: self.hf_model(**inputs, use_cache=False)).get("inputs_embeds")
         if embeds is None:
             raise NotImplementedError(
                 f"{self.cfg.arch}: the decoder is not called with inputs_embeds, so its audio embeddings cannot be "

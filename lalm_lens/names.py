@@ -21,7 +21,7 @@ Conformer encoder blocks (Granite-Speech, Gemma-3n), ``audio.blocks.{layer}.``:
 ``hook_resid_pre_attn`` / ``hook_resid_pre_conv`` / ``hook_resid_pre_mlp`` / ``hook_resid_pre_norm`` -
 the residual stream entering attention / the convolution module / the second feed-forward / the final LayerNorm;
 ``conv.hook_glu`` - the gated channels entering the depthwise convolution;
-``conv.hook_post`` - SiLU(BatchNorm(depthwise conv)), the convolution module's neurons;
+``conv.hook_post`` - SiLU(BatchNorm(depthwise conv)) (Gemma-3n: RMSNorm), the convolution module's neurons;
 ``hook_conv_out`` - the convolution module's output.
 Mid-encoder CTC feedback: ``audio.hook_ctc_logits`` - the CTC head's logits;
 ``audio.hook_ctc_out`` - their softmax projected back and added after the middle block.

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import einops
 import torch
@@ -131,12 +131,33 @@ class HookBuilder:
             name, module, where, view=lambda t: t.unflatten(-1, (-1, head_dim)), unview=lambda new, t: new.flatten(-2)
         )
 
-    def final_norm(self, norm: nn.Module, prefix: str = "ln_final") -> None:
-        """``{prefix}`` as a :class:`FinalNorm` with ``hook_scale`` (read from the norm's input) and ``hook_normalized``."""
-        final = FinalNorm(norm)
+    def final_norm(self, norm: nn.Module, prefix: str = "ln_final", kind: type[FinalNorm] = FinalNorm) -> None:
+        """``{prefix}`` as a ``kind`` (a :class:`FinalNorm`) with ``hook_scale`` (read from the norm's input) and
+        ``hook_normalized``."""
+        final = kind(norm)
         place(self.root, prefix, final)
         place(self.root, f"{prefix}.hook_scale", ReadTap(norm, "input", final.scale).new_point())
         self.point(f"{prefix}.hook_normalized", norm, "output")
+
+    def attention(
+        self, prefix: str, attention: nn.Module, weights: DecoderAttention | None = None,
+        sites: tuple[str, ...] = ("q", "k", "v"),
+    ) -> None:
+        """``{prefix}.attn`` (``weights``, by default a :class:`DecoderAttention` of ``attention``) and its
+        ``hook_{site}`` (``[batch, pos, head, d_head]``, from ``{site}_proj``), ``hook_pattern`` and ``hook_z``
+        points, on a Qwen2-style attention module (``q_proj`` ... ``o_proj``, ``head_dim``)."""
+        place(self.root, f"{prefix}.attn", weights if weights is not None else DecoderAttention(attention))
+        for site in sites:
+            self.head_point(f"{prefix}.attn.hook_{site}", getattr(attention, f"{site}_proj"), "output", attention.head_dim)
+        self.pattern(f"{prefix}.attn.hook_pattern", attention)
+        self.head_point(f"{prefix}.attn.hook_z", attention.o_proj, "input", attention.head_dim)
+
+    def gated_mlp(self, prefix: str, mlp: nn.Module) -> None:
+        """``{prefix}.mlp.hook_pre`` / ``hook_gate`` / ``hook_post`` (``[batch, pos, d_mlp]``) on a gated MLP
+        (``gate_proj``, ``act_fn``, ``down_proj``)."""
+        self.point(f"{prefix}.mlp.hook_pre", mlp.gate_proj, "output")
+        self.point(f"{prefix}.mlp.hook_gate", mlp.act_fn, "output")
+        self.point(f"{prefix}.mlp.hook_post", mlp.down_proj, "input")
 
     def pattern(self, name: str, attention: nn.Module) -> None:
         """A pattern point, read by the registered attention function from ``attention.__dict__``."""
@@ -144,6 +165,18 @@ class HookBuilder:
         point = LazyHookPoint()
         attention.__dict__["_lalm_pattern"] = point
         place(self.root, name, point)
+
+
+def scaled(factor: float) -> dict:
+    """``view`` / ``unview`` for :meth:`HookBuilder.view_point`: the point shows ``factor`` times the HF tensor (an
+    edit is divided back)."""
+    return dict(view=lambda t: t * factor, unview=lambda new, t: (new / factor).to(t.dtype))
+
+
+def transposed() -> dict:
+    """``view`` / ``unview`` for :meth:`HookBuilder.view_point`: a channel-first ``[clip, channel, frame]`` tensor
+    shown as ``[clip, frame, channel]``."""
+    return dict(view=lambda t: t.transpose(1, 2), unview=lambda new, t: new.transpose(1, 2))
 
 
 def read_model_type(path: str, **files) -> str | None:
@@ -169,6 +202,10 @@ def encoder_frames(n_frames: torch.Tensor | int) -> torch.Tensor | int:
 def tokens_after_whisper(n_frames: torch.Tensor | int) -> torch.Tensor | int:
     """Audio tokens from ``n_frames`` mel frames: conv stride 2, then average pooling by 2."""
     return (encoder_frames(n_frames) - 2) // 2 + 1
+
+
+class DecoderReached(Exception):
+    """Stops a forward at the decoder's input (see :meth:`Adapter.decoder_call`)."""
 
 
 class HookFrames(NamedTuple):
@@ -308,18 +345,12 @@ class Adapter:
     def decoder_block_hooks(hooks: "HookBuilder", layers, prefix: str = "blocks") -> None:
         """``{prefix}.{i}.*`` on Qwen2-style decoder layers (gated MLP with ``gate_proj``/``act_fn``/``down_proj``)."""
         for i, layer in enumerate(layers):
-            p, attention = f"{prefix}.{i}", layer.self_attn
+            p = f"{prefix}.{i}"
             hooks.point(f"{p}.hook_resid_pre", layer, "input", arg="hidden_states")
-            place(hooks.root, f"{p}.attn", DecoderAttention(attention))
-            for site, proj in (("q", attention.q_proj), ("k", attention.k_proj), ("v", attention.v_proj)):
-                hooks.head_point(f"{p}.attn.hook_{site}", proj, "output", attention.head_dim)
-            hooks.pattern(f"{p}.attn.hook_pattern", attention)
-            hooks.head_point(f"{p}.attn.hook_z", attention.o_proj, "input", attention.head_dim)
-            hooks.point(f"{p}.hook_attn_out", attention, "output")
+            hooks.attention(p, layer.self_attn)
+            hooks.point(f"{p}.hook_attn_out", layer.self_attn, "output")
             hooks.point(f"{p}.hook_resid_mid", layer.post_attention_layernorm, "input", in_place=True)
-            hooks.point(f"{p}.mlp.hook_pre", layer.mlp.gate_proj, "output")
-            hooks.point(f"{p}.mlp.hook_gate", layer.mlp.act_fn, "output")
-            hooks.point(f"{p}.mlp.hook_post", layer.mlp.down_proj, "input")
+            hooks.gated_mlp(p, layer.mlp)
             hooks.point(f"{p}.hook_mlp_out", layer.mlp, "output")
             hooks.point(f"{p}.hook_resid_post", layer, "output")
 
@@ -338,15 +369,39 @@ class Adapter:
         tensor. Families whose forward does more with the audio than
         scattering it override this or raise NotImplementedError.
         """
-        ids = inputs["input_ids"]
-        table = self.hf_model.get_input_embeddings()
-        where = (ids == self.audio_token_id).unsqueeze(-1).to(table.weight.device)
+        embeds = self.scatter_audio(self.hf_model.get_input_embeddings()(inputs["input_ids"]), inputs["input_ids"], audio_embeds)
+        return {**{k: v for k, v in inputs.items() if k != "input_features"}, "inputs_embeds": embeds}
+
+    def decoder_call(self, forward: Callable[[], Any]) -> dict:
+        """The keyword arguments ``forward()`` (an HF forward) calls the decoder (``language_model``) with; the
+        forward stops there, so the decoder does not run. Empty if the decoder is not reached."""
+        captured: dict[str, Any] = {}
+
+        def stop(module: nn.Module, args: tuple, kwargs: dict) -> None:
+            captured.update(kwargs)
+            raise DecoderReached
+
+        handle = self.language_model.register_forward_pre_hook(stop, with_kwargs=True, prepend=True)
+        try:
+            forward()
+        except DecoderReached:
+            pass
+        finally:
+            handle.remove()
+        return captured
+
+    def scatter_audio(
+        self, embeds: Float[torch.Tensor, "batch pos d_model"], ids: torch.Tensor,
+        audio_embeds: Float[torch.Tensor, "audio_token d_model"],
+    ) -> Float[torch.Tensor, "batch pos d_model"]:
+        """``embeds`` with ``audio_embeds`` written over the audio placeholders of ``ids`` (``[batch, pos]``), in
+        order over the batch, as HF forwards do; raises unless the counts match."""
+        where = (ids == self.audio_token_id).unsqueeze(-1).to(embeds.device)
         if int(where.sum()) != audio_embeds.shape[0]:
             raise ValueError(
                 f"the prompts hold {int(where.sum())} audio placeholders for {audio_embeds.shape[0]} audio embeddings"
             )
-        embeds = table(ids).masked_scatter(where, audio_embeds.to(table.weight.device, table.weight.dtype))
-        return {**{k: v for k, v in inputs.items() if k != "input_features"}, "inputs_embeds": embeds}
+        return embeds.masked_scatter(where, audio_embeds.to(embeds.device, embeds.dtype))
 
     def processor_kwargs(self) -> dict:
         """Extra keyword arguments for the processor call (text padding on the left)."""
@@ -412,6 +467,31 @@ class Adapter:
                 )
             spans.append(example_spans)
         return spans
+
+    def clip_placeholders(self, inputs: dict, clip_samples: list[list[int]]) -> list[list[tuple[int, list[int]]]]:
+        """``[example][clip] -> (encoder row, placeholder positions)`` where each clip is one encoder row
+        (no windows); raises unless each clip's placeholders are consecutive and the clips use up the example's."""
+        rows, ids = self.encoder_rows(inputs), inputs["input_ids"]
+        out, row = [], 0
+        for example, lengths in enumerate(clip_samples):
+            positions = (ids[example] == self.audio_token_id).nonzero().flatten().tolist()
+            cursor, clips = 0, []
+            for clip in range(len(lengths)):
+                if row >= len(rows):
+                    raise ValueError(f"example {example}: clip {clip} has no encoded features ({len(rows)} clips encoded)")
+                n_tokens = rows[row][1]
+                run = positions[cursor : cursor + n_tokens]
+                if len(run) != n_tokens or run != list(range(run[0], run[0] + n_tokens)):
+                    raise ValueError(
+                        f"example {example}: the audio placeholders do not line up with clip {clip} "
+                        f"({n_tokens} tokens expected at consecutive positions)"
+                    )
+                clips.append((row, run))
+                cursor, row = cursor + n_tokens, row + 1
+            if cursor != len(positions):
+                raise ValueError(f"example {example}: {len(positions)} audio placeholder tokens but the audio gives {cursor}")
+            out.append(clips)
+        return out
 
     def check_inputs(self, inputs: dict) -> None:
         """Raise unless, in every example, each run of placeholders is filled by whole clips, in order.

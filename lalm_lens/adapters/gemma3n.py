@@ -80,7 +80,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import einops
 import torch
@@ -90,8 +90,10 @@ from torch.overrides import TorchFunctionMode
 from transformers import AutoModel, Gemma3nForConditionalGeneration, Gemma3nVisionConfig, PreTrainedModel
 
 from ..config import LALMConfig
-from ..hook_points import LazyHookPoint, ReadTap, Tap
-from .base import Adapter, DecoderAttention, FinalNorm, HookBuilder, HookFrames, place
+from ..hook_points import LazyHookPoint, Tap
+from .base import (
+    Adapter, DecoderAttention, FinalNorm, HookBuilder, HookFrames, claim_attention, place, scaled, transposed,
+)
 
 SOFT_TOKEN_SECONDS = 0.16  # 16 mel frames of 10 ms per token
 MAX_SECONDS = 30.0  # the feature extractor's max_length, 480 000 samples at 16 kHz
@@ -136,10 +138,6 @@ class SharedKVAttention(DecoderAttention):
     W_V = property(lambda self: self.source.W_V)
     b_K = property(lambda self: self.source.b_K)
     b_V = property(lambda self: self.source.b_V)
-
-
-class DecoderReached(Exception):
-    """Stops a forward at the decoder's input (see :meth:`Gemma3nAdapter.decoder_inputs`)."""
 
 
 class GemmaFinalNorm(FinalNorm):
@@ -210,8 +208,7 @@ class LocalPattern:
     """
 
     def __init__(self, attention: nn.Module):
-        if "_lalm_pattern" in attention.__dict__:
-            raise ValueError("this HF model is already wrapped by a HookedLALM; use that wrapper, or load the model again")
+        claim_attention(attention)
         attention.__dict__["_lalm_pattern"] = self
         self.attention = attention
         self.point = LazyHookPoint(on_change=self.sync)
@@ -238,7 +235,11 @@ class LocalPattern:
                 self.attention.forward = self.previous
             self.wrapped = self.previous = None
 
-    def run(self, probs: Float[torch.Tensor, "batch head chunk query context"], dtype: torch.dtype) -> torch.Tensor:
+    def run(
+        self, probs: Float[torch.Tensor, "batch head chunk query context"], dtype: torch.dtype
+    ) -> Float[torch.Tensor, "batch head chunk query context"]:
+        """Pass the chunked softmax through the point as ``[batch, head, frame, frame]`` (in ``dtype``); return
+        ``probs`` itself when no hook replaced it, else the edited entries gathered back into the chunked layout."""
         a = self.attention
         batch, heads, chunks, chunk, context = probs.shape
         layout = WindowLayout.of(chunks, a.local_causal_valid_mask, a.max_past_horizon, self.frames)
@@ -269,9 +270,10 @@ class SoftmaxThrough(TorchFunctionMode):
         return out
 
 
-def subsampled(frames: int, kernels_strides) -> int:
-    """Encoder frames from ``frames`` mel frames: each convolution pads ``kernel - 1`` at the end, then strides."""
-    for kernel, stride in kernels_strides:
+def subsampled(frames: int, strides: list[int]) -> int:
+    """Encoder frames from ``frames`` mel frames: each convolution pads ``kernel - 1`` frames at the end, so its
+    output length, ``(frames + kernel - 1 - kernel) // stride + 1``, does not depend on the kernel."""
+    for stride in strides:
         frames = (frames - 1) // stride + 1
     return frames
 
@@ -317,26 +319,17 @@ class Gemma3nAdapter(Adapter):
         widths = set(text.intermediate_size)
         if len(widths) != 1:
             raise ValueError(f"Gemma-3n decoders with MLP widths varying by layer ({sorted(widths)}) are not supported")
-        return LALMConfig(
-            arch=self.arch, n_layers=text.num_hidden_layers, d_model=text.hidden_size, d_mlp=widths.pop(),
-            n_heads=text.num_attention_heads, n_kv_heads=text.num_key_value_heads, d_head=text.head_dim,
-            d_vocab=self.hf_model.get_output_embeddings().weight.shape[0], audio_n_layers=audio.conf_num_hidden_layers,
+        return replace(
+            self.make_config(name, text, None, audio.conf_num_hidden_layers), d_mlp=widths.pop(),
             audio_d_model=audio.hidden_size, audio_d_mlp=4 * audio.hidden_size, audio_n_heads=audio.conf_num_attention_heads,
-            audio_tokens_per_second=self.tokens_per_second, audio_frames_per_second=self.tokens_per_second * self.frames_per_token,
-            sampling_rate=self.sampling_rate, max_audio_seconds=self.max_audio_seconds, name=name,
-            n_ctx=text.max_position_embeddings,
         )
 
     # -- hook points ------------------------------------------------------
     def build_hooks(self, root: nn.Module) -> None:
         hooks, tower = HookBuilder(root), self.audio_tower
-        hooks.view_point(
-            "audio.hook_features", tower, "input", arg="audio_mel",
-            view=lambda mel: einops.rearrange(mel, "clip frame mel -> clip mel frame"),
-            unview=lambda new, mel: einops.rearrange(new, "clip mel frame -> clip frame mel"),
-        )
+        hooks.view_point("audio.hook_features", tower, "input", arg="audio_mel", **transposed())
         for i, block in enumerate(tower.conformer):
-            self.conformer_block_hooks(hooks, f"audio.blocks.{i}", block)
+            self.conformer_block_hooks(hooks, block, f"audio.blocks.{i}")
         hooks.point("audio.hook_out", self.projector.soft_embedding_norm, "input")
         place(root, "hook_audio_embeds", SoftEmbeddingTap(self.projector, "output").new_point())
         language = self.language_model
@@ -344,16 +337,12 @@ class Gemma3nAdapter(Adapter):
         for i, layer in enumerate(language.layers):
             self.gemma3n_layer_hooks(hooks, f"blocks.{i}", layer)
         hooks.point("hook_altup_merged", language.norm, "input")
-        final = GemmaFinalNorm(language.norm)
-        place(root, "ln_final", final)
-        place(root, "ln_final.hook_scale", ReadTap(language.norm, "input", final.scale).new_point())
-        hooks.point("ln_final.hook_normalized", language.norm, "output")
+        hooks.final_norm(language.norm, kind=GemmaFinalNorm)
 
     @staticmethod
-    def conformer_block_hooks(hooks: HookBuilder, p: str, block: nn.Module) -> None:
+    def conformer_block_hooks(hooks: HookBuilder, block: nn.Module, p: str) -> None:
         """``{p}.*`` on one Conformer block (FFN/2, attention, light convolution, FFN/2, norm)."""
-        weight = block.ffw_layer_start.post_layer_scale  # 0.5: each feed-forward adds half its output
-        half = dict(view=lambda t: t * weight, unview=lambda new, t: new / weight)
+        half = scaled(block.ffw_layer_start.post_layer_scale)  # 0.5: each feed-forward adds half its output
         hooks.point(f"{p}.hook_resid_pre", block, "input", arg="audio_encodings")
         hooks.point(f"{p}.ff1.hook_post", block.ffw_layer_start.ffw_layer_2, "input")
         hooks.view_point(f"{p}.hook_ff1_out", block.ffw_layer_start.post_layer_norm, "output", **half)
@@ -395,24 +384,14 @@ class Gemma3nAdapter(Adapter):
         attention = layer.self_attn
         if attention.is_kv_shared_layer:
             source = self.language_model.layers[self.kv_source(attention.layer_idx)].self_attn
-            place(hooks.root, f"{p}.attn", SharedKVAttention(attention, source))
+            hooks.attention(p, attention, SharedKVAttention(attention, source), sites=("q",))
         else:
-            place(hooks.root, f"{p}.attn", DecoderAttention(attention))
-        sites = [("q", attention.q_proj)]
-        if not attention.is_kv_shared_layer:
-            sites += [("k", attention.k_proj), ("v", attention.v_proj)]
-        for site, proj in sites:
-            hooks.head_point(f"{p}.attn.hook_{site}", proj, "output", attention.head_dim)
-        hooks.pattern(f"{p}.attn.hook_pattern", attention)
-        hooks.head_point(f"{p}.attn.hook_z", attention.o_proj, "input", attention.head_dim)
+            hooks.attention(p, attention)
         hooks.point(f"{p}.hook_attn_out", attention, "output")
         hooks.point(f"{p}.hook_resid_mid", layer.pre_feedforward_layernorm, "input", in_place=True)
-        mlp = layer.mlp
-        hooks.point(f"{p}.mlp.hook_pre", mlp.gate_proj, "output")
-        if mlp.activation_sparsity > 0:
-            hooks.point(f"{p}.mlp.hook_sparse", mlp.act_fn, "input")
-        hooks.point(f"{p}.mlp.hook_gate", mlp.act_fn, "output")
-        hooks.point(f"{p}.mlp.hook_post", mlp.down_proj, "input")
+        hooks.gated_mlp(p, layer.mlp)
+        if layer.mlp.activation_sparsity > 0:
+            hooks.point(f"{p}.mlp.hook_sparse", layer.mlp.act_fn, "input")
         hooks.point(f"{p}.hook_mlp_out", layer.post_feedforward_layernorm, "output")
         place(hooks.root, f"{p}.per_layer.hook_input", ArgumentTap(layer, 2, "per_layer_input").new_point())
         hooks.point(f"{p}.per_layer.hook_gate", layer.act_fn, "output")
@@ -458,26 +437,10 @@ class Gemma3nAdapter(Adapter):
         run without audio up to the decoder's input (``inputs_embeds``,
         ``per_layer_inputs``), and the audio is written over the placeholders.
         """
-        captured: dict[str, torch.Tensor] = {}
-
-        def stop(module: nn.Module, args: tuple, kwargs: dict) -> None:
-            captured.update(inputs_embeds=kwargs["inputs_embeds"], per_layer_inputs=kwargs["per_layer_inputs"])
-            raise DecoderReached
-
         text = {k: v for k, v in inputs.items() if k not in ("input_features", self.feature_mask_key)}
-        handle = self.language_model.register_forward_pre_hook(stop, with_kwargs=True, prepend=True)
-        try:
-            self.hf_model.model(**text, use_cache=False)
-        except DecoderReached:
-            pass
-        finally:
-            handle.remove()
-        embeds = captured["inputs_embeds"]
-        where = (inputs["input_ids"] == self.audio_token_id).unsqueeze(-1).to(embeds.device)
-        if int(where.sum()) != audio_embeds.shape[0]:
-            raise ValueError(f"the prompts hold {int(where.sum())} audio placeholders for {audio_embeds.shape[0]} audio embeddings")
+        captured = self.decoder_call(lambda: self.hf_model.model(**text, use_cache=False))
+        embeds = self.scatter_audio(captured["inputs_embeds"], inputs["input_ids"], audio_embeds)
         rest = {k: v for k, v in text.items() if k != "input_ids"}
-        embeds = embeds.masked_scatter(where, audio_embeds.to(embeds.device, embeds.dtype))
         return {**rest, "inputs_embeds": embeds, "per_layer_inputs": captured["per_layer_inputs"]}
 
     def encoded_tokens(self, mel_frames: int) -> int:
@@ -485,8 +448,8 @@ class Gemma3nAdapter(Adapter):
         return math.ceil(self.audio_hook_frames_of(mel_frames) / self.audio_tower.config.conf_reduction_factor)
 
     def audio_hook_frames_of(self, mel_frames: int) -> int:
-        audio = self.audio_tower.config
-        return subsampled(mel_frames, [(k[0], s[0]) for k, s in zip(audio.sscp_conv_kernel_size, audio.sscp_conv_stride_size)])
+        """Encoder frames (the length of the ``audio.blocks.*`` hooks) for ``mel_frames`` mel frames."""
+        return subsampled(mel_frames, [s[0] for s in self.audio_tower.config.sscp_conv_stride_size])
 
     def audio_hook_frames(self, inputs: dict) -> HookFrames:
         mel = inputs["input_features"].shape[1]

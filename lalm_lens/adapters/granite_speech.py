@@ -1,4 +1,4 @@
-"""Granite-Speech (3.3 2B / 8B, and Plus): Conformer CTC encoder, windowed Q-Former projector, Granite decoder.
+"""Granite-Speech (3.3 2B / 8B): Conformer CTC encoder, windowed Q-Former projector, Granite decoder.
 
 Token rate. The feature extractor stacks pairs of 10 ms log-mel frames (80
 mels) into one 20 ms encoder frame of 160 values, so ``input_features`` is
@@ -87,7 +87,7 @@ from transformers.utils import is_torchaudio_available
 from ..attention import shared_query_rows
 from ..hook_points import LazyHookPoint
 from ..spans import AudioSpan
-from .base import Adapter, DecoderAttention, HookBuilder, HookFrames, place
+from .base import Adapter, DecoderAttention, HookBuilder, HookFrames, place, scaled, transposed
 
 # -- features without torchaudio -------------------------------------------------------------------
 
@@ -113,8 +113,9 @@ class TorchMelSpectrogram(nn.Module):
 
 class GraniteSpeechFeatures(GraniteSpeechFeatureExtractor):
     """``GraniteSpeechFeatureExtractor`` where torchaudio is missing: the same features (log-mel clipped 8 decades
-    below the clip's peak, pairs of frames stacked), the mel spectrogram from :class:`TorchMelSpectrogram`.
-    Outputs match torchaudio's up to float32 rounding of the filter bank."""
+    below the clip's peak, pairs of frames stacked), the mel spectrogram from :class:`TorchMelSpectrogram`
+    (torchaudio's defaults; its test checks it against a NumPy STFT through the same filters, not against
+    torchaudio itself)."""
 
     def __init__(
         self, sampling_rate: int = 16000, n_fft: int = 512, win_length: int = 400, hop_length: int = 160,
@@ -269,7 +270,10 @@ def conformer_pattern(attn: nn.Module, args: tuple, kwargs: dict) -> tuple[torch
     return pattern, (v, n, size)
 
 
-def conformer_apply(attn: nn.Module, state: tuple, pattern: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
+def conformer_apply(
+    attn: nn.Module, state: tuple, pattern: Float[torch.Tensor, "clip block head q k"], output: torch.Tensor
+) -> Float[torch.Tensor, "clip frame d_audio"]:
+    """The attention's output rebuilt from an edited ``pattern``: ``pattern @ v`` per block, then ``to_out``."""
     v, n, size = state
     pattern = nn.functional.pad(pattern, (0, size - pattern.shape[-1], 0, size - pattern.shape[-2]))
     out = torch.matmul(einops.rearrange(pattern, "b k h q r -> (b k) h q r").to(v.dtype), v)
@@ -290,7 +294,8 @@ def qformer_pattern(attn: nn.Module, args: tuple, kwargs: dict) -> tuple[torch.T
     return (torch.matmul(q, k.transpose(-1, -2)) * attn.scaling).softmax(-1), v
 
 
-def qformer_apply(attn: nn.Module, v: torch.Tensor, pattern: torch.Tensor, output: tuple) -> tuple:
+def qformer_apply(attn: nn.Module, v: torch.Tensor, pattern: Float[torch.Tensor, "batch head query key"], output: tuple) -> tuple:
+    """The attention module's output tuple with its context ``[batch, query, d_q]`` rebuilt as ``pattern @ v``."""
     out = torch.matmul(pattern.to(v.dtype), v).transpose(1, 2)
     return (out.reshape(*out.shape[:2], -1).contiguous(), *output[1:])
 
@@ -309,16 +314,6 @@ class GraniteDecoderAttention(DecoderAttention):
 
     W_O = property(lambda self: DecoderAttention.W_O.fget(self) * self.output_scale)
     b_O = property(lambda self: DecoderAttention.b_O.fget(self) * self.output_scale)
-
-
-def scaled(factor: float) -> dict:
-    """``view`` / ``unview`` for a point that shows ``factor`` times the HF tensor (an edit is divided back)."""
-    return dict(view=lambda t: t * factor, unview=lambda new, t: (new / factor).to(t.dtype))
-
-
-def transposed() -> dict:
-    """``view`` / ``unview`` for a channel-first ``[clip, channel, frame]`` tensor shown as ``[clip, frame, channel]``."""
-    return dict(view=lambda t: t.transpose(1, 2), unview=lambda new, t: new.transpose(1, 2))
 
 
 class GraniteSpeechAdapter(Adapter):
@@ -456,16 +451,10 @@ class GraniteSpeechAdapter(Adapter):
         for i, layer in enumerate(layers):
             p, attention = f"{prefix}.{i}", layer.self_attn
             hooks.point(f"{p}.hook_resid_pre", layer, "input", arg="hidden_states")
-            place(hooks.root, f"{p}.attn", GraniteDecoderAttention(attention))
-            for site, proj in (("q", attention.q_proj), ("k", attention.k_proj), ("v", attention.v_proj)):
-                hooks.head_point(f"{p}.attn.hook_{site}", proj, "output", attention.head_dim)
-            hooks.pattern(f"{p}.attn.hook_pattern", attention)
-            hooks.head_point(f"{p}.attn.hook_z", attention.o_proj, "input", attention.head_dim)
+            hooks.attention(p, attention, GraniteDecoderAttention(attention))
             hooks.view_point(f"{p}.hook_attn_out", attention, "output", **scaled(multiplier))
             hooks.point(f"{p}.hook_resid_mid", layer.post_attention_layernorm, "input", in_place=True)
-            hooks.point(f"{p}.mlp.hook_pre", layer.mlp.gate_proj, "output")
-            hooks.point(f"{p}.mlp.hook_gate", layer.mlp.act_fn, "output")
-            hooks.point(f"{p}.mlp.hook_post", layer.mlp.down_proj, "input")
+            hooks.gated_mlp(p, layer.mlp)
             hooks.view_point(f"{p}.hook_mlp_out", layer.mlp, "output", **scaled(multiplier))
             hooks.point(f"{p}.hook_resid_post", layer, "output")
 
@@ -516,14 +505,11 @@ class GraniteSpeechAdapter(Adapter):
         return shapes
 
     # -- inputs -----------------------------------------------------------
-    def decoder_inputs(self, inputs: dict, audio_embeds: torch.Tensor) -> dict:
+    def decoder_inputs(self, inputs: dict, audio_embeds: Float[torch.Tensor, "audio_token d_model"]) -> dict:
         """As :meth:`Adapter.decoder_inputs`, without ``input_ids`` and the token mask: Granite-Speech's forward
         refuses ``input_ids`` beside ``inputs_embeds`` (its decoder computes positions from the attention mask)."""
         decoder = super().decoder_inputs(inputs, audio_embeds)
         return {k: v for k, v in decoder.items() if k not in ("input_ids", self.feature_mask_key)}
-
-    def processor_kwargs(self) -> dict:
-        return {"text_kwargs": {"padding": True, "padding_side": "left"}}
 
     def encoder_rows(self, inputs: dict) -> list[tuple[int, int]]:
         """``(mel frames of its whole windows, tokens)`` per clip, from ``input_features_mask`` (one row per clip)."""
@@ -559,26 +545,10 @@ class GraniteSpeechAdapter(Adapter):
 
     def audio_spans(self, inputs: dict, clip_samples: list[list[int]]) -> list[list[QueryWindowSpan]]:
         """One :class:`QueryWindowSpan` per clip (clips are encoder rows, in prompt order)."""
-        rows, ids = self.encoder_rows(inputs), inputs["input_ids"]
-        spans, row = [], 0
-        for example, lengths in enumerate(clip_samples):
-            positions = (ids[example] == self.audio_token_id).nonzero().flatten().tolist()
-            cursor, example_spans = 0, []
-            for clip in range(len(lengths)):
-                if row >= len(rows):
-                    raise ValueError(f"example {example}: clip {clip} has no encoded features ({len(rows)} clips encoded)")
-                n_tokens = rows[row][1]
-                run = positions[cursor : cursor + n_tokens]
-                if len(run) != n_tokens or run != list(range(run[0], run[0] + n_tokens)):
-                    raise ValueError(
-                        f"example {example}: the audio placeholders do not line up with clip {clip} "
-                        f"({n_tokens} tokens expected at consecutive positions)"
-                    )
-                example_spans.append(QueryWindowSpan(
-                    run[0], run[-1] + 1, 1 / self.tokens_per_second, 0.0, clip, row, self.frames_per_token, self.queries
-                ))
-                cursor, row = cursor + n_tokens, row + 1
-            if cursor != len(positions):
-                raise ValueError(f"example {example}: {len(positions)} audio placeholder tokens but the audio gives {cursor}")
-            spans.append(example_spans)
-        return spans
+        return [
+            [
+                QueryWindowSpan(run[0], run[-1] + 1, 1 / self.tokens_per_second, 0.0, clip, row, self.frames_per_token, self.queries)
+                for clip, (row, run) in enumerate(clips)
+            ]
+            for clips in self.clip_placeholders(inputs, clip_samples)
+        ]

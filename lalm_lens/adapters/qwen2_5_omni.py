@@ -292,11 +292,11 @@ class NoVideoProcessor(VideoProcessorMixin):
     temporal_patch_size = 2
 
     def __call__(self, videos, **kwargs):
-        raise ImportError("Qwen2.5-Omni video inputs need torchvision; install it to process videos")
+        raise ImportError("Omni video inputs need torchvision; install it to process videos")
 
 
-class _OmniProcessorWithoutVideo(Qwen2_5OmniProcessor):
-    """``Qwen2_5OmniProcessor`` that accepts :class:`NoVideoProcessor` (its class check needs torchvision)."""
+class AcceptsNoVideo:
+    """Mixin for an Omni processor class: accept :class:`NoVideoProcessor` (the class check needs torchvision)."""
 
     def check_argument_for_proper_class(self, argument_name, argument):
         if argument_name == "video_processor" and isinstance(argument, NoVideoProcessor):
@@ -304,13 +304,19 @@ class _OmniProcessorWithoutVideo(Qwen2_5OmniProcessor):
         return super().check_argument_for_proper_class(argument_name, argument)
 
 
-def omni_processor_without_video(
-    path, *, tokenizer=None, feature_extractor=None, image_processor=None, chat_template: str | None = None, **kwargs
-) -> Qwen2_5OmniProcessor:
-    """A ``Qwen2_5OmniProcessor`` for audio, text and images, built without torchvision.
+class _OmniProcessorWithoutVideo(AcceptsNoVideo, Qwen2_5OmniProcessor):
+    """``Qwen2_5OmniProcessor`` that accepts :class:`NoVideoProcessor`."""
 
-    Parts not given are loaded from ``path`` (``kwargs`` such as
-    ``local_files_only`` go to their ``from_pretrained``).
+
+def omni_processor_without_video(
+    path, *, tokenizer=None, feature_extractor=None, image_processor=None, chat_template: str | None = None,
+    processor_class: type = _OmniProcessorWithoutVideo, **kwargs,
+) -> Qwen2_5OmniProcessor:
+    """An Omni processor for audio, text and images, built without torchvision.
+
+    ``processor_class`` is an Omni processor class with :class:`AcceptsNoVideo`
+    (default: ``Qwen2_5OmniProcessor``'s). Parts not given are loaded from
+    ``path`` (``kwargs`` such as ``local_files_only`` go to their ``from_pretrained``).
     """
     from transformers import AutoFeatureExtractor, AutoTokenizer
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
@@ -320,24 +326,30 @@ def omni_processor_without_video(
     feature_extractor = feature_extractor or AutoFeatureExtractor.from_pretrained(path, **kwargs)
     image_processor = image_processor or Qwen2VLImageProcessorPil.from_pretrained(path, **kwargs)
     if chat_template is None:
-        chat_template = Qwen2_5OmniProcessor.get_processor_dict(path, **kwargs)[0].get("chat_template")
-    return _OmniProcessorWithoutVideo(
+        chat_template = processor_class.get_processor_dict(path, **kwargs)[0].get("chat_template")
+    return processor_class(
         image_processor, NoVideoProcessor(), feature_extractor, tokenizer,
         chat_template=chat_template or tokenizer.chat_template,
     )
 
 
-class Qwen2_5OmniAdapter(Adapter):
-    hf_class = Qwen2_5OmniThinkerForConditionalGeneration
-    model_types = ("qwen2_5_omni_thinker", FULL_MODEL_TYPE)
-    arch = "qwen2_5_omni_thinker"
-    placeholder = "<|AUDIO|>"
-    feature_mask_key = "feature_attention_mask"
+class OmniThinker:
+    """Mixin for the adapters of an Omni thinker: refuse the full model, load the thinker alone from a full
+    checkpoint, and build the processor without video where torchvision is missing.
+
+    Subclasses set ``full_model_type`` (the full model's ``model_type``), ``family``
+    and ``speech_decoder`` (for messages) and ``processor_without_video``.
+    """
+
+    full_model_type: str = ""
+    family: str = ""
+    speech_decoder: str = ""
+    processor_without_video = staticmethod(omni_processor_without_video)
 
     def __init__(self, hf_model: nn.Module, processor: Any):
         if hasattr(hf_model, "thinker"):
             raise ValueError(
-                "this is a full Qwen2.5-Omni model (thinker, talker, token2wav); wrap its thinker: "
+                f"this is a full {self.family} model (thinker, talker, {self.speech_decoder}); wrap its thinker: "
                 "HookedLALM.from_hf(model.thinker, processor)"
             )
         super().__init__(hf_model, processor)
@@ -347,10 +359,10 @@ class Qwen2_5OmniAdapter(Adapter):
         """Load the thinker; from a full Omni checkpoint, only its ``thinker.*`` weights (with a logged note)."""
         kwargs.pop("config", None)
         files = {k: kwargs[k] for k in ("local_files_only", "revision", "cache_dir", "token") if k in kwargs}
-        if read_model_type(path, **files) == FULL_MODEL_TYPE:
+        if read_model_type(path, **files) == cls.full_model_type:
             logger.warning(
-                "%s is a full Qwen2.5-Omni checkpoint: loading only its thinker (audio encoder + language model); "
-                "the talker and token2wav weights are skipped", path,
+                "%s is a full %s checkpoint: loading only its thinker (audio encoder + language model); "
+                "the talker and %s weights are skipped", path, cls.family, cls.speech_decoder,
             )
         return cls.hf_class.from_pretrained(path, **kwargs)
 
@@ -362,10 +374,19 @@ class Qwen2_5OmniAdapter(Adapter):
             if is_torchvision_available():
                 raise
             logger.warning(
-                "torchvision is not installed, so Qwen2.5-Omni's video processor cannot be built; "
-                "using the processor without video support (audio, text and images work)"
+                "torchvision is not installed, so %s's video processor cannot be built; "
+                "using the processor without video support (audio, text and images work)", cls.family,
             )
-            return omni_processor_without_video(path, **kwargs)
+            return cls.processor_without_video(path, **kwargs)
+
+
+class Qwen2_5OmniAdapter(OmniThinker, Adapter):
+    hf_class = Qwen2_5OmniThinkerForConditionalGeneration
+    model_types = ("qwen2_5_omni_thinker", FULL_MODEL_TYPE)
+    arch = "qwen2_5_omni_thinker"
+    placeholder = "<|AUDIO|>"
+    feature_mask_key = "feature_attention_mask"
+    full_model_type, family, speech_decoder = FULL_MODEL_TYPE, "Qwen2.5-Omni", "token2wav"
 
     # -- where things are -------------------------------------------------
     @property

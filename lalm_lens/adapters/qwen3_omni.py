@@ -407,7 +407,7 @@ class Qwen3OmniAdapter(OmniThinker, Qwen3ASRAdapter):
                 shapes |= {f"{p}.{site}": (batch, pos, self.n_experts) for site in ("hook_router_logits", "hook_router_weights")}
                 shapes |= {
                     f"{p}.experts.{e}.{site}": (batch, pos, self.d_expert)
-                    for e in range(self.n_experts) for site in ("hook_pre", "hook_gate", "hook_post")
+                    for e in range(self.n_experts) for site in Expert.SITES
                 }
         return shapes
 

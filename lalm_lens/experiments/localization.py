@@ -39,7 +39,8 @@ layers is cut from the queried event, from another event, or from all the
 audio (prompting: the yes-minus-no logit of "Is there a {label} sound?";
 steering: the queried class's logit margin in the steered generic run).
 The toy's vocabulary makes each class one token; the check needs one-token
-labels and ``yes`` / ``no``.
+labels and ``yes`` / ``no``, and is skipped (said so in the JSON) where a
+tokenizer splits them.
 
     python -m lalm_lens.experiments.localization --model lalm-toy --layout equal --n 100 --seed 0 \\
         --methods steering,prompting,audio,direct,generation,random,null --json loc.json --plot loc.png
@@ -66,8 +67,8 @@ import re
 import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from functools import partial
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -664,7 +665,7 @@ def generation_profiles(runner: Runner, scenes: list[Scene | Clip], queries: lis
         batch = model.prepare([s.wave for s in chunk], GENERIC_Q, sampling_rate=chunk[0].sampling_rate)
         batch = batch.with_audio_embeds(embeds.select(range(i, i + len(chunk))))
         tokens, profiles = generation_attention(model, batch, max_new_tokens=8, layers=runner.layers)
-        for b, scene in enumerate(chunk):
+        for b in range(len(chunk)):
             words = [model.tokenizer.decode([t]).strip() for t in tokens[b].tolist()]
             named[i + b] = (words, profiles[b])
     gen, order = [], []

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import torch
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
+from torch import nn
 from transformers import (
     AudioFlamingo3Config,
     AudioFlamingo3ForConditionalGeneration,
@@ -97,12 +98,15 @@ AF3_TEMPLATE = (
 
 
 def word_tokenizer(
-    specials: list[str], words=BASE_WORDS, chat_template: str | None = None, named_tokens: dict[str, str] | None = None
+    specials: list[str], words=BASE_WORDS, chat_template: str | None = None, named_tokens: dict[str, str] | None = None,
+    roles: dict[str, str] | None = None,
 ) -> PreTrainedTokenizerFast:
     """A word-level tokenizer: special tokens first (ids 0..), then ``words``; unknown words map to ``<unk>``.
 
     ``named_tokens`` (e.g. ``{"audio_token": "<|AUDIO|>"}``) become attributes
     such as ``tokenizer.audio_token`` / ``tokenizer.audio_token_id``, as some processors require.
+    ``roles`` replaces the Qwen chat roles (``eos_token`` ``<|im_end|>``, ``pad_token`` ``<|endoftext|>``)
+    and may add a ``bos_token``.
     """
     vocab = {tok: i for i, tok in enumerate([*specials, "<unk>", *dict.fromkeys(words)])}
     backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
@@ -112,8 +116,7 @@ def word_tokenizer(
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=backend,
         unk_token="<unk>",
-        eos_token="<|im_end|>",
-        pad_token="<|endoftext|>",
+        **(roles or {"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>"}),
         additional_special_tokens=specials,
         padding_side="left",
         **({"extra_special_tokens": named_tokens} if named_tokens else {}),
@@ -164,10 +167,15 @@ def _text_kwargs(d_model: int, layers: int, vocab: int, shape: LayerShape) -> di
     )
 
 
-def _write_model(path: Path, model_class: type, config, seed: int) -> None:
-    """Build ``model_class(config)`` with seeded random weights and save it to ``path``."""
+def _write_model(path: Path, model_class: type, config, seed: int, adjust: Callable[[nn.Module], None] | None = None) -> None:
+    """Build ``model_class(config)`` with seeded random weights and save it to ``path``; ``adjust(model)`` (run
+    without gradients, after the init) redraws parameters HF initialises to values a trained model never has."""
     torch.manual_seed(seed)
-    model_class(config).save_pretrained(path)
+    model = model_class(config)
+    if adjust is not None:
+        with torch.no_grad():
+            adjust(model)
+    model.save_pretrained(path)
 
 
 def save_tiny_qwen2_audio(
@@ -450,24 +458,30 @@ def _omni_thinker_config(
     )
 
 
-def _save_omni_processor(path: Path, tokenizer, max_seconds: int, n_mels: int) -> None:
-    """Write the processor files of an Omni checkpoint (as ``Qwen2_5OmniProcessor`` with ``Qwen2VLVideoProcessor``).
+def _save_omni_processor(
+    path: Path, tokenizer, max_seconds: int, n_mels: int, chat_template: str = OMNI_TEMPLATE, qwen3: bool = False
+) -> None:
+    """Write the processor files of an Omni checkpoint (as ``Qwen2_5OmniProcessor``, or ``Qwen3OmniMoeProcessor``
+    where ``qwen3``, with ``Qwen2VLVideoProcessor``).
 
-    ``Qwen2_5OmniProcessor`` cannot be built without torchvision, so the files
+    Omni processors cannot be built without torchvision, so the files
     are written through the adapter's video-less stand-in and then named as the
     real classes; where torchvision is installed, ``AutoProcessor`` loads them.
     """
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
     from ..adapters.qwen2_5_omni import omni_processor_without_video
+    from ..adapters.qwen3_omni import qwen3_omni_processor_without_video
 
-    omni_processor_without_video(
+    build = qwen3_omni_processor_without_video if qwen3 else omni_processor_without_video
+    real = "Qwen3OmniMoeProcessor" if qwen3 else "Qwen2_5OmniProcessor"
+    build(
         path, tokenizer=tokenizer, feature_extractor=_whisper_features(max_seconds, n_mels),
-        image_processor=Qwen2VLImageProcessorPil(), chat_template=OMNI_TEMPLATE,
+        image_processor=Qwen2VLImageProcessorPil(), chat_template=chat_template,
     ).save_pretrained(path)
     for name, update in {
-        "processor_config.json": {"processor_class": "Qwen2_5OmniProcessor", "video_processor": {"video_processor_type": "Qwen2VLVideoProcessor"}},
-        "tokenizer_config.json": {"processor_class": "Qwen2_5OmniProcessor"},
+        "processor_config.json": {"processor_class": real, "video_processor": {"video_processor_type": "Qwen2VLVideoProcessor"}},
+        "tokenizer_config.json": {"processor_class": real},
     }.items():
         file = path / name
         file.write_text(json.dumps({**json.loads(file.read_text()), **update}, indent=2, sort_keys=True) + "\n")
@@ -569,25 +583,6 @@ def _qwen3_omni_thinker_config(
     )
 
 
-def _save_qwen3_omni_processor(path: Path, tokenizer, n_mels: int) -> None:
-    """Write the processor files of a Qwen3-Omni checkpoint, named as the real classes (see ``_save_omni_processor``)."""
-    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
-
-    from ..adapters.qwen3_omni import qwen3_omni_processor_without_video
-
-    features = WhisperFeatureExtractor(feature_size=n_mels, sampling_rate=16000)
-    qwen3_omni_processor_without_video(
-        path, tokenizer=tokenizer, feature_extractor=features, image_processor=Qwen2VLImageProcessorPil(),
-        chat_template=QWEN3_OMNI_TEMPLATE,
-    ).save_pretrained(path)
-    for name, update in {
-        "processor_config.json": {"processor_class": "Qwen3OmniMoeProcessor", "video_processor": {"video_processor_type": "Qwen2VLVideoProcessor"}},
-        "tokenizer_config.json": {"processor_class": "Qwen3OmniMoeProcessor"},
-    }.items():
-        file = path / name
-        file.write_text(json.dumps({**json.loads(file.read_text()), **update}, indent=2, sort_keys=True) + "\n")
-
-
 def save_tiny_qwen3_omni_thinker(
     path: str | Path,
     *,
@@ -613,7 +608,7 @@ def save_tiny_qwen3_omni_thinker(
     tokenizer = word_tokenizer(QWEN3_OMNI_SPECIALS, chat_template=QWEN3_OMNI_TEMPLATE, named_tokens=QWEN3_OMNI_TOKENS)
     thinker = _qwen3_omni_thinker_config(tokenizer, d_model, layers, d_audio, audio_layers, n_mels, n_experts, experts_per_token, d_expert, shape)
     _write_model(path, Qwen3OmniMoeThinkerForConditionalGeneration, Qwen3OmniMoeThinkerConfig(**thinker), seed)
-    _save_qwen3_omni_processor(path, tokenizer, n_mels)
+    _save_omni_processor(path, tokenizer, 30, n_mels, QWEN3_OMNI_TEMPLATE, qwen3=True)
     return path
 
 
@@ -634,9 +629,16 @@ def save_tiny_qwen3_omni(path: str | Path, *, d_model: int = 64, layers: int = 2
     code2wav = dict(codebook_size=64, hidden_size=32, num_attention_heads=2, num_key_value_heads=2, intermediate_size=64, num_hidden_layers=1,
                     num_quantizers=4, upsample_rates=[2, 2], upsampling_ratios=[2], decoder_dim=32, sliding_window=8)
     config = Qwen3OmniMoeConfig(thinker_config=thinker, talker_config=talker, code2wav_config=code2wav)
-    _write_model(path, Qwen3OmniMoeForConditionalGeneration, config, seed)
-    _save_qwen3_omni_processor(path, tokenizer, 128)
+
+    def draw_talker_experts(model: nn.Module) -> None:  # HF leaves them uninitialised (torch.empty): not reproducible
+        for name, param in model.talker.named_parameters():
+            if ".mlp.experts." in name:
+                param.normal_(0.0, 0.02)
+
+    _write_model(path, Qwen3OmniMoeForConditionalGeneration, config, seed, adjust=draw_talker_experts)
+    _save_omni_processor(path, tokenizer, 30, 128, QWEN3_OMNI_TEMPLATE, qwen3=True)
     return path
+
 
 GEMMA3N_TOKENS = {
     "audio_token": "<audio_soft_token>", "boa_token": "<start_of_audio>", "eoa_token": "<end_of_audio>",
@@ -726,12 +728,12 @@ def save_tiny_gemma3n(
         boa_token_id=ids("<start_of_audio>"), eoa_token_id=ids("<end_of_audio>"), audio_token_id=ids("<audio_soft_token>"),
         tie_word_embeddings=True,
     )
-    torch.manual_seed(seed)
-    model = Gemma3nForConditionalGeneration(config)
-    with torch.no_grad():  # HF initialises AltUp's output scale to zero, which would cut the per-layer inputs off
+
+    def draw_altup_scales(model: nn.Module) -> None:  # HF's zero init would cut the per-layer inputs off
         for layer in model.model.language_model.layers:
             layer.altup.correct_output_scale.normal_(1.0, 0.1)
-    model.save_pretrained(path)
+
+    _write_model(path, Gemma3nForConditionalGeneration, config, seed, adjust=draw_altup_scales)
     Gemma3nProcessor(
         feature_extractor=Gemma3nAudioFeatureExtractor(), image_processor=SiglipImageProcessorPil(), tokenizer=tokenizer,
         chat_template=GEMMA3N_TEMPLATE,
@@ -776,15 +778,10 @@ def save_tiny_granite_speech(
 
     path = Path(path)
     words = [*BASE_WORDS, "can", "transcribe", "speech", "into", "written", "format"]
-    vocab = {tok: i for i, tok in enumerate([*GRANITE_SPEECH_SPECIALS, "<unk>", *dict.fromkeys(words)])}
-    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.Whitespace()
-    backend.decoder = decoders.WordPiece(prefix="##")
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend, unk_token="<unk>", bos_token="<|end_of_text|>", eos_token="<|end_of_text|>",
-        pad_token="<|end_of_text|>", additional_special_tokens=GRANITE_SPEECH_SPECIALS[1:], padding_side="left",
+    end = GRANITE_SPEECH_SPECIALS[0]
+    tokenizer = word_tokenizer(
+        GRANITE_SPEECH_SPECIALS, words, GRANITE_SPEECH_TEMPLATE, roles={"bos_token": end, "eos_token": end, "pad_token": end}
     )
-    tokenizer.chat_template = GRANITE_SPEECH_TEMPLATE
     text = _text_kwargs(d_model, layers, len(tokenizer), shape)
     heads = shape.audio_heads or max(1, d_audio // 32)
     config = GraniteSpeechConfig(

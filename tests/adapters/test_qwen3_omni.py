@@ -112,6 +112,7 @@ def test_in_place_edits_and_gradients_reach_an_expert(eager, batch):
     assert grad[0, -1].abs().sum() > 0 and torch.all(grad[0, :-1] == 0), "the last layer's MLP reaches the loss at its position only"
     assert cache[name + "_grad"][0, -1].abs().sum() > 0
 
+
 def test_an_expert_no_token_reaches_is_inert_and_a_reached_one_is_not(omni, batch):
     name = f"blocks.{LAST}.mlp.hook_router_weights"
     counts = (omni.run_with_cache(batch, names_filter=name)[1][name] != 0).sum((0, 1))
