@@ -171,16 +171,26 @@ class HookRegistry:
 class Tap:
     """One PyTorch hook on ``module`` that runs ``points`` on a tensor it sees.
 
-    ``where`` is ``"output"`` (the module's output, or its first element when
-    it returns a tuple) or ``"input"`` (positional argument 0, or the keyword
-    ``arg``). With ``in_place`` an edit is copied into the input tensor itself,
-    so that other references to it (a residual kept before a norm) see it too.
+    ``where`` is ``"output"`` (the module's output, or its element ``index``
+    when it returns a tuple) or ``"input"`` (the keyword argument ``arg`` when
+    the call passes it so, else positional argument ``index``). With
+    ``in_place`` an edit is copied into the input tensor itself, so that other
+    references to it (a residual kept before a norm) see it too. ``when``, a
+    predicate on the call's keyword arguments, limits the points to the calls
+    it accepts; other calls run unchanged (e.g. a module that embeds both soft
+    tokens, ``inputs_embeds=``, and token ids in one forward).
     """
 
-    def __init__(self, module: nn.Module, where: str, arg: str | None = None, in_place: bool = False):
+    def __init__(
+        self, module: nn.Module, where: str, arg: str | None = None, in_place: bool = False, index: int = 0,
+        when: Callable[[dict], bool] | None = None,
+    ):
         if where not in ("input", "output"):
             raise ValueError(f"where must be 'input' or 'output', got {where!r}")
+        if index < 0:
+            raise ValueError(f"index must be a non-negative position, got {index}")
         self.module, self.where, self.arg, self.in_place = module, where, arg, in_place
+        self.index, self.when = index, when
         self.points: list[LazyHookPoint] = []
         self.handle = None
 
@@ -194,7 +204,7 @@ class Tap:
         wanted = any(p.active for p in self.points)
         if wanted and self.handle is None:
             if self.where == "output":
-                self.handle = self.module.register_forward_hook(self._on_output)
+                self.handle = self.module.register_forward_hook(self._on_output, with_kwargs=True)
             else:
                 self.handle = self.module.register_forward_pre_hook(self._on_input, with_kwargs=True)
         elif not wanted and self.handle is not None:
@@ -207,25 +217,36 @@ class Tap:
                 tensor = point.run(tensor)
         return tensor
 
-    def _on_output(self, module: nn.Module, args: Any, output: Any) -> Any:
+    def _on_output(self, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> Any:
+        if self.when is not None and not self.when(kwargs):
+            return None
         if isinstance(output, tuple):
-            new = self._run(output[0])
-            return output if new is output[0] else (new, *output[1:])
+            old = output[self.index]
+            new = self._run(old)
+            return output if new is old else (*output[: self.index], new, *output[self.index + 1 :])
         new = self._run(output)
         return None if new is output else new
 
     def _on_input(self, module: nn.Module, args: tuple, kwargs: dict) -> Any:
+        if self.when is not None and not self.when(kwargs):
+            return None
         if self.arg is not None and self.arg in kwargs:
             old = kwargs[self.arg]
             new = self._run(old)
             if new is old:
                 return None
             return args, {**kwargs, self.arg: self._put(old, new)}
-        old = args[0]
+        if len(args) <= self.index:
+            raise ValueError(
+                f"{type(module).__name__} was called without positional argument {self.index}"
+                + (f" or keyword {self.arg!r}" if self.arg is not None else "")
+                + f", which its hook points {[p.name for p in self.points]} read; pass it to the module"
+            )
+        old = args[self.index]
         new = self._run(old)
         if new is old:
             return None
-        return (self._put(old, new), *args[1:]), kwargs
+        return (*args[: self.index], self._put(old, new), *args[self.index + 1 :]), kwargs
 
     def _put(self, old: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
         if not self.in_place:

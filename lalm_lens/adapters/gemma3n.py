@@ -148,39 +148,6 @@ class GemmaFinalNorm(FinalNorm):
         return self.norm.eps
 
 
-class SoftEmbeddingTap(Tap):
-    """A tap on the audio embedder's output for its soft-token calls only (``inputs_embeds=``); the same module
-    also embeds hard audio token ids and the padding token in every forward."""
-
-    def sync(self) -> None:
-        wanted = any(p.active for p in self.points)
-        if wanted and self.handle is None:
-            self.handle = self.module.register_forward_hook(self._on_soft_output, with_kwargs=True)
-        elif not wanted and self.handle is not None:
-            self.handle.remove()
-            self.handle = None
-
-    def _on_soft_output(self, module: nn.Module, args: tuple, kwargs: dict, output: torch.Tensor):
-        if kwargs.get("inputs_embeds") is None:
-            return None
-        return self._on_output(module, args, output)
-
-
-class ArgumentTap(Tap):
-    """A tap on positional argument ``index`` of ``module`` (or the keyword ``arg``)."""
-
-    def __init__(self, module: nn.Module, index: int, arg: str):
-        super().__init__(module, "input", arg)
-        self.index = index
-
-    def _on_input(self, module: nn.Module, args: tuple, kwargs: dict):
-        if self.arg in kwargs or len(args) <= self.index:
-            return super()._on_input(module, args, kwargs)
-        old = args[self.index]
-        new = self._run(old)
-        return None if new is old else ((*args[: self.index], new, *args[self.index + 1 :]), kwargs)
-
-
 @dataclass
 class WindowLayout:
     """Where each entry of the chunked ``[batch, head, chunk, query, context]`` softmax sits in a ``frame x frame`` map."""
@@ -331,7 +298,9 @@ class Gemma3nAdapter(Adapter):
         for i, block in enumerate(tower.conformer):
             self.conformer_block_hooks(hooks, block, f"audio.blocks.{i}")
         hooks.point("audio.hook_out", self.projector.soft_embedding_norm, "input")
-        place(root, "hook_audio_embeds", SoftEmbeddingTap(self.projector, "output").new_point())
+        # the embedder also embeds hard audio ids and the padding token (input_ids=) in every forward
+        soft = Tap(self.projector, "output", when=lambda kwargs: kwargs.get("inputs_embeds") is not None)
+        place(root, "hook_audio_embeds", soft.new_point())
         language = self.language_model
         hooks.point("hook_embed", language, "input", arg="inputs_embeds")
         for i, layer in enumerate(language.layers):
@@ -393,7 +362,7 @@ class Gemma3nAdapter(Adapter):
         if layer.mlp.activation_sparsity > 0:
             hooks.point(f"{p}.mlp.hook_sparse", layer.mlp.act_fn, "input")
         hooks.point(f"{p}.hook_mlp_out", layer.post_feedforward_layernorm, "output")
-        place(hooks.root, f"{p}.per_layer.hook_input", ArgumentTap(layer, 2, "per_layer_input").new_point())
+        place(hooks.root, f"{p}.per_layer.hook_input", Tap(layer, "input", arg="per_layer_input", index=2).new_point())
         hooks.point(f"{p}.per_layer.hook_gate", layer.act_fn, "output")
         hooks.point(f"{p}.per_layer.hook_gated", layer.per_layer_projection, "input")
         hooks.point(f"{p}.hook_per_layer_out", layer.post_per_layer_input_norm, "output")

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import torch
 from torch import nn
 from transformers import Qwen3ASRForConditionalGeneration
 from transformers.models.qwen3_asr.modeling_qwen3_asr import _get_feat_extract_output_lengths, get_audio_cu_seqlens
@@ -80,13 +81,28 @@ class Qwen3ASRAdapter(Adapter):
 
     # -- hook points ------------------------------------------------------
     def build_hooks(self, root: nn.Module) -> None:
-        hooks, tower = HookBuilder(root), self.audio_tower
-        self.packing = packing = Qwen3ASRPacking(tower)
+        hooks = HookBuilder(root)
+        self.encoder_hooks(hooks, Qwen3ASRPacking(self.audio_tower))
+        hooks.point("hook_embed", self.language_model, "input", arg="inputs_embeds")
+        self.decoder_block_hooks(hooks, self.language_model.layers)
+        hooks.final_norm(self.language_model.norm)
 
-        def packed(name: str, module: nn.Module, where: str, arg: str | None = None) -> None:
-            place(root, name, PackedTap(module, where, packing, "tokens", 0, arg).new_point())
+    def encoder_hooks(self, hooks: HookBuilder, packing: Packing, packed_features: bool = False) -> None:
+        """``audio.*`` and ``hook_audio_embeds`` on the Qwen3-Omni audio encoder (shared by Qwen3-ASR and the
+        Qwen3-Omni thinker): its packed tensors seen as ``[clip, token, ...]`` through ``packing`` (kept as
+        ``self.packing``), which records each forward's clip lengths. ``audio.hook_features`` is the tower's
+        ``input_features`` as given (``[clip, mel, frame]``), or, with ``packed_features``, the ``[mel, frame]``
+        features of all clips concatenated, seen as ``[clip, mel, frame]``."""
+        tower, root = self.audio_tower, hooks.root
+        self.packing = packing
 
-        hooks.point("audio.hook_features", tower, "input", arg="input_features")
+        def packed(name: str, module: nn.Module, where: str, lengths: str = "tokens", dim: int = 0, arg: str | None = None) -> None:
+            place(root, name, PackedTap(module, where, packing, lengths, dim, arg).new_point())
+
+        if packed_features:
+            packed("audio.hook_features", tower, "input", "mel", dim=1, arg="input_features")
+        else:
+            hooks.point("audio.hook_features", tower, "input", arg="input_features")
         for i, layer in enumerate(tower.layers):
             p = f"audio.blocks.{i}"
             packed(f"{p}.hook_resid_pre", layer, "input", arg="hidden_states")
@@ -97,9 +113,6 @@ class Qwen3ASRAdapter(Adapter):
             packed(f"{p}.hook_resid_post", layer, "output")
         packed("audio.hook_out", tower.ln_post, "output")
         packed("hook_audio_embeds", self.projector, "output")
-        hooks.point("hook_embed", self.language_model, "input", arg="inputs_embeds")
-        self.decoder_block_hooks(hooks, self.language_model.layers)
-        hooks.final_norm(self.language_model.norm)
 
     # -- inputs -----------------------------------------------------------
     def encoder_rows(self, inputs: dict) -> list[tuple[int, int]]:
@@ -107,14 +120,15 @@ class Qwen3ASRAdapter(Adapter):
         return [(int(n), int(_get_feat_extract_output_lengths(int(n), self.audio_tower.n_window))) for n in frames]
 
     def attention_windows(self, inputs: dict) -> list[list[int]]:
-        """Token lengths of each clip's attention windows, as the encoder computes its ``cu_seqlens``."""
-        mask = inputs[self.feature_mask_key]
-        chunks = mask.view(mask.shape[0], -1, self.chunk_frames).sum(-1).flatten().long()
-        tower = self.audio_tower
-        bounds = get_audio_cu_seqlens(chunks, mask.sum(-1).long(), tower.n_window_infer, tower.n_window).tolist()
-        lengths, windows = [n for _, n in self.encoder_rows(inputs)], []
+        """Token lengths of each clip's attention windows, as the encoder computes its ``cu_seqlens`` (from each clip's
+        real mel frames, cut into chunks of :attr:`chunk_frames`)."""
+        rows, size, tower = self.encoder_rows(inputs), self.chunk_frames, self.audio_tower
+        mel = [n for n, _ in rows]
+        chunks = torch.tensor([c for n in mel for c in [size] * (n // size) + ([n % size] if n % size else [])])
+        bounds = get_audio_cu_seqlens(chunks, torch.tensor(mel), tower.n_window_infer, tower.n_window).tolist()
         sizes = iter(b - a for a, b in zip(bounds[:-1], bounds[1:]))
-        for n in lengths:
+        windows = []
+        for _, n in rows:
             clip = []
             while sum(clip) < n:
                 clip.append(next(sizes))

@@ -81,7 +81,6 @@ from transformers import Qwen3OmniMoeProcessor, Qwen3OmniMoeThinkerForConditiona
 from transformers.models.qwen3_omni_moe.modeling_qwen3_omni_moe import (
     Qwen3OmniMoeThinkerTextSparseMoeBlock,
     _get_feat_extract_output_lengths,
-    get_audio_cu_seqlens,
 )
 
 from ..attention import shared_query_rows
@@ -89,7 +88,7 @@ from ..config import LALMConfig
 from ..hook_points import LazyHookPoint
 from ..spans import AudioSpan
 from .base import HookBuilder, HookContainer, HookFrames, place
-from .qwen2_5_omni import AcceptsNoVideo, ChunkedPattern, OmniThinker, PackedTap, Packing, omni_processor_without_video
+from .qwen2_5_omni import AcceptsNoVideo, OmniThinker, Packing, omni_processor_without_video
 from .qwen3_asr import CHUNK_TOKENS, Qwen3ASRAdapter
 
 
@@ -357,23 +356,8 @@ class Qwen3OmniAdapter(OmniThinker, Qwen3ASRAdapter):
 
     # -- hook points ------------------------------------------------------
     def build_hooks(self, root: nn.Module) -> None:
-        hooks, tower = HookBuilder(root), self.audio_tower
-        self.packing = packing = Qwen3OmniPacking(tower)
-
-        def packed(name: str, module: nn.Module, where: str, lengths: str = "tokens", dim: int = 0, arg: str | None = None) -> None:
-            place(root, name, PackedTap(module, where, packing, lengths, dim, arg).new_point())
-
-        packed("audio.hook_features", tower, "input", "mel", dim=1, arg="input_features")
-        for i, layer in enumerate(tower.layers):
-            p = f"audio.blocks.{i}"
-            packed(f"{p}.hook_resid_pre", layer, "input", arg="hidden_states")
-            place(root, f"{p}.attn.hook_pattern", ChunkedPattern(layer.self_attn, packing).point)
-            packed(f"{p}.hook_attn_out", layer.self_attn, "output")
-            packed(f"{p}.mlp.hook_post", layer.fc2, "input")
-            packed(f"{p}.hook_mlp_out", layer.fc2, "output")
-            packed(f"{p}.hook_resid_post", layer, "output")
-        packed("audio.hook_out", tower.ln_post, "output")
-        packed("hook_audio_embeds", self.projector, "output")
+        hooks = HookBuilder(root)
+        self.encoder_hooks(hooks, Qwen3OmniPacking(self.audio_tower), packed_features=True)
         hooks.point("hook_embed", self.language_model, "input", arg="inputs_embeds")
         self.moe: dict[int, MoEHooks] = {}
         for i, layer in enumerate(self.language_model.layers):
@@ -412,22 +396,6 @@ class Qwen3OmniAdapter(OmniThinker, Qwen3ASRAdapter):
         return shapes
 
     # -- inputs -----------------------------------------------------------
-    def attention_windows(self, inputs: dict) -> list[list[int]]:
-        """Token lengths of each clip's attention windows, as the encoder computes its ``cu_seqlens``."""
-        mel = [n for n, _ in self.encoder_rows(inputs)]
-        size = self.chunk_frames
-        chunks = torch.tensor([c for n in mel for c in [size] * (n // size) + ([n % size] if n % size else [])])
-        tower = self.audio_tower
-        bounds = get_audio_cu_seqlens(chunks, torch.tensor(mel), tower.n_window_infer, tower.n_window).tolist()
-        sizes = iter(b - a for a, b in zip(bounds[:-1], bounds[1:]))
-        windows = []
-        for _, n in self.encoder_rows(inputs):
-            clip = []
-            while sum(clip) < n:
-                clip.append(next(sizes))
-            windows.append(clip)
-        return windows
-
     def audio_hook_frames(self, inputs: dict) -> HookFrames:
         rows = self.encoder_rows(inputs)
         tokens = max(n for _, n in rows)
