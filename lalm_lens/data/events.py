@@ -4,6 +4,12 @@ Eight classes that a listener (and a good audio encoder) tells apart by their
 acoustics: pitch contour, harmonicity, temporal structure and spectral shape.
 Every call draws fresh random variation (pitch, rhythm, timbre, loudness), so
 no two instances are equal and a probe cannot succeed by memorising a template.
+
+Two graded properties can be set and are then known exactly: ``pitch``
+("high" or "low", relative to the class: the class's main frequency drawn
+from the top or the bottom of a range around its usual one, 5-14 semitones
+apart) and ``level`` ("loud" or "quiet", relative to the clip: a quiet
+event peaks 14 dB below a loud one; see :func:`make_scene`).
 """
 
 from __future__ import annotations
@@ -15,6 +21,9 @@ from jaxtyping import Float
 from scipy import signal
 
 EVENT_CLASSES: tuple[str, ...] = ("siren", "dog", "bell", "knock", "engine", "bird", "rain", "beep")
+PITCHES: tuple[str, ...] = ("high", "low")
+LEVELS: tuple[str, ...] = ("loud", "quiet")
+QUIET_DB = 14.0
 
 SeedLike = Union[int, np.random.Generator]
 
@@ -26,6 +35,15 @@ def derive_seed(seed: int, index: int) -> int:
     ``iter_scenes(n, seed=0)`` and ``iter_scenes(n, seed=1)`` are disjoint.
     """
     return int(np.random.SeedSequence([seed, index]).generate_state(1, dtype=np.uint32)[0])
+
+
+def _freq(rng: np.random.Generator, lo: float, hi: float, pitch: str | None) -> float:
+    """The class's main frequency: uniform in ``[lo, hi]``, or for a set ``pitch`` log-uniform
+    2.5-7 semitones above ("high") or below ("low") the range's geometric centre."""
+    if pitch is None:
+        return float(rng.uniform(lo, hi))
+    semitones = rng.uniform(2.5, 7.0) * (1 if pitch == "high" else -1)
+    return float(np.sqrt(lo * hi) * 2 ** (semitones / 12))
 
 
 def _time(n: int, sr: int) -> np.ndarray:
@@ -66,10 +84,10 @@ def _bandpass(x: np.ndarray, lo: float, hi: float, sr: int, order: int = 2) -> n
     return signal.sosfilt(sos, x)
 
 
-def _siren(n: int, sr: int, rng: np.random.Generator) -> np.ndarray:
+def _siren(n: int, sr: int, rng: np.random.Generator, pitch: str | None = None) -> np.ndarray:
     """Wail or yelp: a tone whose pitch sweeps periodically between two frequencies."""
     t = _time(n, sr)
-    f_lo = rng.uniform(450, 850)
+    f_lo = _freq(rng, 450, 850, pitch)
     f_hi = f_lo * rng.uniform(1.5, 2.2)
     period = rng.uniform(0.25, 0.6) if rng.random() < 0.4 else rng.uniform(0.8, 2.0)
     cycle = (t / period + rng.random()) % 1.0
@@ -79,10 +97,10 @@ def _siren(n: int, sr: int, rng: np.random.Generator) -> np.ndarray:
     return sum(rng.uniform(0.2, 0.5) ** (k - 1) * np.sin(k * phase) for k in range(1, n_harm + 1))
 
 
-def _dog(n: int, sr: int, rng: np.random.Generator) -> np.ndarray:
+def _dog(n: int, sr: int, rng: np.random.Generator, pitch: str | None = None) -> np.ndarray:
     """Barks: short harmonic bursts with a rising-then-falling pitch, a noisy edge and a formant."""
     out = np.zeros(n)
-    f0_base = rng.uniform(280, 650)
+    f0_base = _freq(rng, 280, 650, pitch)
     formant = rng.uniform(900, 1800)
     for start in _onsets(n, sr, rng, (0.22, 0.55)):
         m = int(rng.uniform(0.08, 0.2) * sr)
@@ -100,10 +118,10 @@ def _dog(n: int, sr: int, rng: np.random.Generator) -> np.ndarray:
 _BELL_RATIOS = np.array([0.5, 1.0, 1.19, 1.5, 2.0, 2.51, 2.66, 3.01, 4.17])
 
 
-def _bell(n: int, sr: int, rng: np.random.Generator) -> np.ndarray:
+def _bell(n: int, sr: int, rng: np.random.Generator, pitch: str | None = None) -> np.ndarray:
     """Struck bell: inharmonic partials (hum, prime, minor third, ...), the high ones dying first."""
     out = np.zeros(n)
-    f0 = rng.uniform(250, 900)
+    f0 = _freq(rng, 250, 900, pitch)
     ratios = _BELL_RATIOS * rng.uniform(0.98, 1.02, len(_BELL_RATIOS))
     ratios = ratios[f0 * ratios < 0.45 * sr]
     amps = rng.uniform(0.3, 1.0, len(ratios))
@@ -115,7 +133,7 @@ def _bell(n: int, sr: int, rng: np.random.Generator) -> np.ndarray:
     return out
 
 
-def _knock(n: int, sr: int, rng: np.random.Generator) -> np.ndarray:
+def _knock(n: int, sr: int, rng: np.random.Generator, pitch: str | None = None) -> np.ndarray:
     """Knocks or claps: clusters of impulsive, resonant noise bursts a few ms long."""
     out = np.zeros(n)
     clap = rng.random() < 0.5
@@ -123,6 +141,9 @@ def _knock(n: int, sr: int, rng: np.random.Generator) -> np.ndarray:
         lo, hi = rng.uniform(800, 1500), rng.uniform(2500, 5000)
     else:
         lo, hi = rng.uniform(120, 250), rng.uniform(500, 1200)
+    if pitch is not None:
+        shift = _freq(rng, 0.7, 1 / 0.7, pitch)
+        lo, hi = lo * shift, hi * shift
     tau = rng.uniform(0.004, 0.012) if clap else rng.uniform(0.01, 0.03)
     m = int(8 * tau * sr)
     for group in _onsets(n, sr, rng, (0.5, 1.0)):
@@ -134,10 +155,10 @@ def _knock(n: int, sr: int, rng: np.random.Generator) -> np.ndarray:
     return out
 
 
-def _engine(n: int, sr: int, rng: np.random.Generator) -> np.ndarray:
+def _engine(n: int, sr: int, rng: np.random.Generator, pitch: str | None = None) -> np.ndarray:
     """Idling engine: low firing frequency with many harmonics, amplitude modulation and rumble."""
     t = _time(n, sr)
-    f0 = rng.uniform(30, 90) * (1 + 0.03 * np.sin(2 * np.pi * rng.uniform(0.1, 0.5) * t + rng.uniform(0, 6)))
+    f0 = _freq(rng, 30, 90, pitch) * (1 + 0.03 * np.sin(2 * np.pi * rng.uniform(0.1, 0.5) * t + rng.uniform(0, 6)))
     phase = 2 * np.pi * np.cumsum(f0) / sr
     n_harm = int(min(25, 0.45 * sr / f0.max()))
     amps = rng.uniform(0.2, 1.0, n_harm) / np.arange(1, n_harm + 1) ** rng.uniform(0.6, 1.2)
@@ -147,10 +168,10 @@ def _engine(n: int, sr: int, rng: np.random.Generator) -> np.ndarray:
     return am * (tone + rng.uniform(1.0, 3.0) * rumble / (rumble.std() + 1e-9) * np.abs(amps).sum() / 4)
 
 
-def _bird(n: int, sr: int, rng: np.random.Generator) -> np.ndarray:
+def _bird(n: int, sr: int, rng: np.random.Generator, pitch: str | None = None) -> np.ndarray:
     """Birdsong: fast, high chirps that sweep several kHz in tens of milliseconds."""
     out = np.zeros(n)
-    f_center = rng.uniform(2500, 5000)
+    f_center = _freq(rng, 2500, 5000, pitch)
     for start in _onsets(n, sr, rng, (0.07, 0.25)):
         m = int(rng.uniform(0.03, 0.1) * sr)
         u = np.linspace(0, 1, m)
@@ -162,23 +183,24 @@ def _bird(n: int, sr: int, rng: np.random.Generator) -> np.ndarray:
     return out
 
 
-def _rain(n: int, sr: int, rng: np.random.Generator) -> np.ndarray:
-    """Rain: steady broadband hiss plus randomly timed droplet 'plinks'."""
+def _rain(n: int, sr: int, rng: np.random.Generator, pitch: str | None = None) -> np.ndarray:
+    """Rain: steady broadband hiss plus randomly timed droplet 'plinks' (``pitch`` moves the droplets)."""
+    shift = 1.0 if pitch is None else _freq(rng, 0.7, 1 / 0.7, pitch)
     hiss = _bandpass(rng.standard_normal(n), rng.uniform(300, 1000), rng.uniform(5000, 7500), sr)
     hiss /= hiss.std() + 1e-9
     drops = np.zeros(n)
     for start in np.sort(rng.integers(0, n, int(rng.uniform(10, 40) * n / sr))):
         m = int(0.02 * sr)
         t = _time(m, sr)
-        f = rng.uniform(1500, 4500) * (1 + 2 * t / 0.02)
+        f = shift * rng.uniform(1500, 4500) * (1 + 2 * t / 0.02)
         _add_at(drops, np.sin(2 * np.pi * np.cumsum(f) / sr) * np.exp(-t / rng.uniform(0.002, 0.006)), int(start))
     return rng.uniform(0.2, 0.4) * hiss + rng.uniform(1.0, 2.5) * drops
 
 
-def _beep(n: int, sr: int, rng: np.random.Generator) -> np.ndarray:
+def _beep(n: int, sr: int, rng: np.random.Generator, pitch: str | None = None) -> np.ndarray:
     """Beeps: pure-tone pulses of fixed pitch with short on/off ramps."""
     out = np.zeros(n)
-    f = rng.uniform(600, 2500)
+    f = _freq(rng, 600, 2500, pitch)
     on = rng.uniform(0.08, 0.3)
     period = on * rng.uniform(1.5, 2.5)
     for start in range(int(rng.uniform(0, 0.02) * sr), n, int(period * sr)):
@@ -188,35 +210,53 @@ def _beep(n: int, sr: int, rng: np.random.Generator) -> np.ndarray:
     return out
 
 
-_SYNTHS: dict[str, Callable[[int, int, np.random.Generator], np.ndarray]] = {
+_SYNTHS: dict[str, Callable[[int, int, np.random.Generator, Union[str, None]], np.ndarray]] = {
     "siren": _siren, "dog": _dog, "bell": _bell, "knock": _knock,
     "engine": _engine, "bird": _bird, "rain": _rain, "beep": _beep,
 }
 
 
 def synth_event(
-    label: str, n_samples: int, rng: np.random.Generator, sampling_rate: int = 16000
+    label: str,
+    n_samples: int,
+    rng: np.random.Generator,
+    sampling_rate: int = 16000,
+    *,
+    pitch: str | None = None,
+    level: str | None = None,
 ) -> Float[np.ndarray, "n_samples"]:
-    """Exactly ``n_samples`` of event ``label`` (see :func:`make_event`)."""
+    """Exactly ``n_samples`` of event ``label`` (see :func:`make_event`).
+
+    ``pitch``: None, "high" or "low" (see the module docstring). ``level``:
+    None (peak in [0.3, 0.9]), "loud" (peak in [0.6, 0.9]) or "quiet" (a loud
+    peak lowered by ``QUIET_DB``).
+    """
     if label not in _SYNTHS:
         raise ValueError(f"unknown event class {label!r}; choose from {EVENT_CLASSES}")
     if n_samples <= 0:
         raise ValueError(f"an event needs a positive length, got {n_samples} samples")
-    wave = _SYNTHS[label](n_samples, sampling_rate, rng) * _ramp(n_samples, sampling_rate, 0.005, 0.01)
+    if pitch not in (None, *PITCHES):
+        raise ValueError(f"pitch must be None or one of {PITCHES}, got {pitch!r}")
+    if level not in (None, *LEVELS):
+        raise ValueError(f"level must be None or one of {LEVELS}, got {level!r}")
+    wave = _SYNTHS[label](n_samples, sampling_rate, rng, pitch) * _ramp(n_samples, sampling_rate, 0.005, 0.01)
     peak = np.abs(wave).max()
-    level = rng.uniform(0.3, 0.9)
-    return (wave * (level / peak if peak > 0 else 0.0)).astype(np.float32)
+    target = rng.uniform(0.3, 0.9) if level is None else rng.uniform(0.6, 0.9) * (10 ** (-QUIET_DB / 20) if level == "quiet" else 1.0)
+    return (wave * (target / peak if peak > 0 else 0.0)).astype(np.float32)
 
 
-def make_event(label: str, duration_s: float, rng: SeedLike, sampling_rate: int = 16000) -> Float[np.ndarray, "time"]:
+def make_event(
+    label: str, duration_s: float, rng: SeedLike, sampling_rate: int = 16000, *, pitch: str | None = None, level: str | None = None
+) -> Float[np.ndarray, "time"]:
     """One random instance of ``label``: ``round(duration_s * sampling_rate)`` float32 samples.
 
     The event fills its whole duration (repeated sub-events such as barks or
     beeps start within a few tens of ms and continue to the end) and is peak
-    normalised to a random level in [0.3, 0.9]. ``rng`` is a numpy Generator or an int seed.
+    normalised to a random level in [0.3, 0.9] (``pitch`` and ``level`` as in
+    :func:`synth_event`). ``rng`` is a numpy Generator or an int seed.
     """
     rng = np.random.default_rng(rng)
-    return synth_event(label, int(round(duration_s * sampling_rate)), rng, sampling_rate)
+    return synth_event(label, int(round(duration_s * sampling_rate)), rng, sampling_rate, pitch=pitch, level=level)
 
 
 def add_noise(

@@ -13,16 +13,23 @@ from typing import Iterator, Optional, Sequence
 import numpy as np
 from jaxtyping import Float
 
-from lalm_lens.data.events import EVENT_CLASSES, add_noise, derive_seed, synth_event
+from lalm_lens.data.events import EVENT_CLASSES, LEVELS, PITCHES, add_noise, derive_seed, synth_event
 
 
 @dataclass(frozen=True)
 class EventInterval:
-    """Event ``label`` sounds during the half-open interval ``[start_s, stop_s)``."""
+    """Event ``label`` sounds during the half-open interval ``[start_s, stop_s)``.
+
+    ``pitch`` ("high" / "low", relative to the class) and ``level`` ("loud" /
+    "quiet", relative to the clip's loud events) are set for synthetic scenes,
+    None where unknown (e.g. real clips).
+    """
 
     label: str
     start_s: float
     stop_s: float
+    pitch: Optional[str] = None
+    level: Optional[str] = None
 
     @property
     def duration_s(self) -> float:
@@ -86,6 +93,7 @@ def make_scene(
     classes: Optional[Sequence[str]] = None,
     snr_db: Optional[float] = None,
     sampling_rate: int = 16000,
+    properties: bool = False,
 ) -> Scene:
     """Build a clip of ``n_events`` events of distinct classes, reproducible from ``seed``.
 
@@ -94,6 +102,12 @@ def make_scene(
     (with fades of a few ms inside it). layout="random": random lengths (at least
     0.5 s where the clip allows) separated by random silent gaps, never overlapping.
     ``classes`` restricts the classes drawn from; ``snr_db`` adds pink background noise.
+
+    With ``properties``, each event is "high" or "low" in pitch for its class
+    and "loud" or "quiet" (at least one loud; a quiet one peaks 14 dB lower),
+    at random, and the clip as a whole is scaled by a random gain (-9 to 0 dB),
+    so loudness is a property relative to the clip; both are stored on the
+    events. Without, pitch and level vary freely and are not labelled.
     """
     classes = tuple(EVENT_CLASSES if classes is None else classes)
     unknown = sorted(set(classes) - set(EVENT_CLASSES))
@@ -117,12 +131,23 @@ def make_scene(
     else:
         raise ValueError(f"layout must be 'equal' or 'random', got {layout!r}")
 
+    pitches: list = [None] * n_events
+    levels: list = [None] * n_events
+    gain = 1.0
+    if properties:
+        pitches = [str(p) for p in rng.choice(PITCHES, size=n_events)]
+        levels = [str(v) for v in rng.choice(LEVELS, size=n_events)]
+        levels[int(rng.integers(n_events))] = "loud"
+        gain = rng.uniform(0.35, 1.0)
     wave = np.zeros(n_total, dtype=np.float32)
-    for label, (start, stop) in zip(labels, bounds):
-        wave[start:stop] = synth_event(label, stop - start, rng, sampling_rate)
+    for label, (start, stop), pitch, level in zip(labels, bounds, pitches, levels):
+        wave[start:stop] = gain * synth_event(label, stop - start, rng, sampling_rate, pitch=pitch, level=level)
     if snr_db is not None:
         wave = add_noise(wave, snr_db, rng)
-    events = [EventInterval(label, a / sampling_rate, b / sampling_rate) for label, (a, b) in zip(labels, bounds)]
+    events = [
+        EventInterval(label, a / sampling_rate, b / sampling_rate, pitch, level)
+        for label, (a, b), pitch, level in zip(labels, bounds, pitches, levels)
+    ]
     return Scene(wave=wave, sampling_rate=sampling_rate, events=events, seed=seed)
 
 

@@ -74,3 +74,37 @@ def test_add_noise_never_clips_and_rejects_silence():
         add_noise(np.zeros(100, np.float32), 10.0, 0)
     with pytest.raises(ValueError, match="color"):
         add_noise(make_event("beep", 0.1, 0), 10.0, 0, color="brown")
+
+
+@pytest.mark.parametrize("label", ["siren", "bell", "knock", "bird", "rain", "beep"])
+def test_high_and_low_instances_of_a_class_differ_in_pitch(label):
+    def centroid(pitch):
+        return np.mean([spectral_centroid(make_event(label, 1.0, seed, pitch=pitch)) for seed in range(8)])
+
+    assert centroid("high") > 1.2 * centroid("low")
+
+
+@pytest.mark.parametrize("label", ["dog", "engine"])
+def test_pitch_moves_the_harmonics_of_barks_and_engines(label):
+    """Their spectral envelope (a formant, a rumble band) stays put; the harmonic spacing moves."""
+    def f0(pitch):
+        estimates = []
+        for seed in range(8):
+            wave = make_event(label, 1.0, seed, pitch=pitch).astype(np.float64)
+            ac = np.correlate(wave, wave, "full")[len(wave) - 1 :]
+            lo, hi = (SR // 900, SR // 200) if label == "dog" else (SR // 120, SR // 20)
+            estimates.append(SR / (lo + np.argmax(ac[lo:hi])))
+        return np.median(estimates)
+
+    assert f0("high") > 1.2 * f0("low")
+
+
+def test_a_quiet_event_peaks_14_db_below_a_loud_one():
+    from lalm_lens.data import QUIET_DB
+
+    loud = np.abs(make_event("bell", 1.0, 3, level="loud")).max()
+    quiet = np.abs(make_event("bell", 1.0, 3, level="quiet")).max()
+    assert 0.6 - 1e-6 <= loud <= 0.9 + 1e-6
+    np.testing.assert_allclose(quiet, loud * 10 ** (-QUIET_DB / 20), rtol=1e-5)  # float32 peak of the same draw
+    with pytest.raises(ValueError, match="pitch must be"):
+        make_event("bell", 1.0, 3, pitch="medium")

@@ -54,7 +54,8 @@ def test_classes_restrict_what_is_drawn_and_presence_clips_work():
     scene = make_scene(seed=1, n_events=2, classes=["dog", "bell", "rain"])
     assert set(scene.labels) <= {"dog", "bell", "rain"}
     single = make_scene(seed=1, n_events=1, duration_s=2.0, classes=["dog"])
-    assert single.events == [EventInterval("dog", 0.0, 2.0)]
+    (event,) = single.events
+    assert (event.label, event.start_s, event.stop_s) == ("dog", 0.0, 2.0) and isinstance(event, EventInterval)
 
 
 def test_background_noise_fills_the_gaps():
@@ -100,3 +101,14 @@ def test_iter_scenes_is_lazy_and_each_scene_rebuilds_from_its_seed():
 def test_bad_scene_requests_fail(kwargs, message):
     with pytest.raises(ValueError, match=message):
         make_scene(0, **kwargs)
+
+
+def test_with_properties_every_event_knows_its_pitch_and_level():
+    assert all(e.pitch is None and e.level is None for e in make_scene(0).events), "unlabelled unless asked"
+    for seed in range(20):
+        scene = make_scene(seed, n_events=3, properties=True)
+        assert all(e.pitch in ("high", "low") and e.level in ("loud", "quiet") for e in scene.events)
+        assert any(e.level == "loud" for e in scene.events), "quiet is relative to a loud event of the same clip"
+        loud = [np.abs(scene.wave[int(e.start_s * 16000) : int(e.stop_s * 16000)]).max() for e in scene.events if e.level == "loud"]
+        quiet = [np.abs(scene.wave[int(e.start_s * 16000) : int(e.stop_s * 16000)]).max() for e in scene.events if e.level == "quiet"]
+        assert not quiet or max(quiet) < min(loud) / 3
