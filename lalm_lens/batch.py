@@ -158,6 +158,9 @@ class LALMBatch:
         prompts) or one per example. Each example's audio must be the clip
         the embeddings were encoded from (same features, same spans up to
         their place in the prompt); anything else raises a ValueError. The
+        features are compared as prepared, so a clip prepared beside longer
+        clips (padded differently, for families whose features depend on
+        the batch) counts as another clip: encode it as it will be asked. The
         returned batch drops ``input_features``, so it is also much smaller.
         Running it skips the audio encoder and projector: ``audio.*`` hooks and
         ``hook_audio_embeds`` cannot fire and attaching them raises.
