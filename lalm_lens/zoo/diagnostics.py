@@ -99,10 +99,10 @@ def mean_mlp_out(model, waves: Sequence[np.ndarray], prompt: str, batch_size: in
     """Mean of each decoder layer's ``hook_mlp_out`` over every real position of ``waves`` under ``prompt``."""
     n_layers = model.cfg.n_layers
     total, count = torch.zeros(n_layers, model.cfg.d_model, dtype=torch.float64), 0
+    names_filter = [names.decoder(layer, "hook_mlp_out") for layer in range(n_layers)]
     for i in range(0, len(waves), batch_size):
         batch = model.prepare(list(waves[i : i + batch_size]), prompt, sampling_rate=SAMPLING_RATE)
         real = batch.inputs["attention_mask"].bool()
-        names_filter = [names.decoder(layer, "hook_mlp_out") for layer in range(n_layers)]
         with torch.no_grad():
             _, cache = model.run_with_cache(batch, names_filter=names_filter)
         for layer, name in enumerate(names_filter):

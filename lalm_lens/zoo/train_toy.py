@@ -565,6 +565,18 @@ def heldout_scenes(n: int, layout: str, offset: int, duration_s: float = 6.0, pr
             for i in range(n)]
 
 
+def heldout_mix(n: int, properties: bool = False):
+    """``n`` held-out three-event scenes: half equal-layout, half random-layout."""
+    return (heldout_scenes(n // 2, "equal", 0, properties=properties)
+            + heldout_scenes(n - n // 2, "random", 100_000, properties=properties))
+
+
+def heldout_utterances(n: int, offset: int):
+    """``n`` held-out utterances balanced over emotions (innermost), speakers and recording conditions."""
+    return [make_utterance(EMOTIONS[i % 4], SPEAKERS[(i // 4) % len(SPEAKERS)], heldout_seed(offset + i // 4),
+                           condition=CONDITIONS[(i // 4 + i // 32) % 2]) for i in range(n)]
+
+
 def evaluate(folder: str | Path = DEFAULT_OUT, n: int = 400, batch_size: int = 32, threads: int = 0) -> dict:
     """Held-out accuracy per task by greedy generation, and per-layer attention peaks on the queried event."""
     from lalm_lens import HookedLALM
@@ -578,7 +590,7 @@ def evaluate(folder: str | Path = DEFAULT_OUT, n: int = 400, batch_size: int = 3
         if hits:
             results[name] = {"accuracy": k / len(hits), "n": len(hits), "ci95": wilson(k, len(hits))}
 
-    scenes = heldout_scenes(n // 2, "equal", 0) + heldout_scenes(n - n // 2, "random", 100_000)
+    scenes = heldout_mix(n)
     answers = _generate(model, [s.wave for s in scenes], [LIST_Q] * len(scenes), batch_size)
     score("list_3_events", [a == list_answer(s.labels) for a, s in zip(answers, scenes)])
     results["list_examples"] = [[list_answer(s.labels), a] for s, a in list(zip(scenes, answers))[:5]]
@@ -594,11 +606,7 @@ def evaluate(folder: str | Path = DEFAULT_OUT, n: int = 400, batch_size: int = 3
     score("presence_yes", [a == t for a, t in zip(answers, truth) if t == "yes"])
     score("presence_no", [a == t for a, t in zip(answers, truth) if t == "no"])
 
-    utts = [
-        make_utterance(EMOTIONS[i % 4], SPEAKERS[(i // 4) % len(SPEAKERS)], heldout_seed(200_000 + i // 4),
-                       condition=CONDITIONS[(i // 4 + i // 32) % 2])
-        for i in range(n)
-    ]
+    utts = heldout_utterances(n, 200_000)
     answers = _generate(model, [u.wave for u in utts], [EMOTION_Q] * n, batch_size)
     score("emotion", [a == u.emotion for a, u in zip(answers, utts)])
     for condition in CONDITIONS:
@@ -622,7 +630,7 @@ def property_rows(model, n: int, batch_size: int, utts, score) -> None:
     answers = _generate(model, [u.wave for u in utts], [SPEAKER_Q] * n, batch_size)
     score("speaker", [a == u.speaker for a, u in zip(answers, utts)])
     rng = np.random.default_rng(EVAL_SEED + 2)
-    scenes = heldout_scenes(n // 2, "equal", 0, properties=True) + heldout_scenes(n - n // 2, "random", 100_000, properties=True)
+    scenes = heldout_mix(n, properties=True)
     waves, prompts, truth, kinds = [], [], [], []
     for s in scenes:
         for kind, template in (("pitch", PITCH_Q), ("level", LEVEL_Q)):
@@ -664,15 +672,11 @@ def retrieval_diagnostic(model, scenes, batch_size: int, properties: bool = True
 def emotion_diagnostics(model, utts, n: int, batch_size: int) -> tuple[dict, dict]:
     """Decoder MLPs mean-ablated (means over other utterances) on the held-out emotion set, and a linear probe for
     emotion on the pooled projector output, trained on an identification split of ``n`` other utterances."""
-    def utterances(offset, count):
-        return [make_utterance(EMOTIONS[i % 4], SPEAKERS[(i // 4) % len(SPEAKERS)], heldout_seed(offset + i // 4),
-                               condition=CONDITIONS[(i // 4 + i // 32) % 2]) for i in range(count)]
-
-    reference = utterances(500_000, 64)
+    reference = heldout_utterances(64, 500_000)
     means = diagnostics.mean_mlp_out(model, [u.wave for u in reference], EMOTION_Q, batch_size)
     ablation = diagnostics.mlp_ablation(model, [u.wave for u in utts], EMOTION_Q, EMOTIONS, [u.emotion for u in utts],
                                         means, batch_size)
-    identification = utterances(600_000, n)
+    identification = heldout_utterances(n, 600_000)
     label = {e: i for i, e in enumerate(EMOTIONS)}
     train_x = diagnostics.pooled_audio_embeds(model, [u.wave for u in identification], EMOTION_Q, batch_size)
     test_x = diagnostics.pooled_audio_embeds(model, [u.wave for u in utts], EMOTION_Q, batch_size)
