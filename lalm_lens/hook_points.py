@@ -211,7 +211,9 @@ class Tap:
             self.handle.remove()
             self.handle = None
 
-    def _run(self, tensor: torch.Tensor) -> torch.Tensor:
+    def run(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Run the active points on ``tensor``; returns what goes on. Subclasses that show their points another
+        view of the tensor (:class:`ReadTap`, :class:`ViewTap`, a packed encoder's tap) override this."""
         for point in self.points:
             if point.active:
                 tensor = point.run(tensor)
@@ -222,9 +224,9 @@ class Tap:
             return None
         if isinstance(output, tuple):
             old = output[self.index]
-            new = self._run(old)
+            new = self.run(old)
             return output if new is old else (*output[: self.index], new, *output[self.index + 1 :])
-        new = self._run(output)
+        new = self.run(output)
         return None if new is output else new
 
     def _on_input(self, module: nn.Module, args: tuple, kwargs: dict) -> Any:
@@ -232,7 +234,7 @@ class Tap:
             return None
         if self.arg is not None and self.arg in kwargs:
             old = kwargs[self.arg]
-            new = self._run(old)
+            new = self.run(old)
             if new is old:
                 return None
             return args, {**kwargs, self.arg: self._put(old, new)}
@@ -243,7 +245,7 @@ class Tap:
                 + f", which its hook points {[p.name for p in self.points]} read; pass it to the module"
             )
         old = args[self.index]
-        new = self._run(old)
+        new = self.run(old)
         if new is old:
             return None
         return (*args[: self.index], self._put(old, new), *args[self.index + 1 :]), kwargs
@@ -267,7 +269,7 @@ class ReadTap(Tap):
         super().__init__(module, where, arg)
         self.derive = derive
 
-    def _run(self, tensor: torch.Tensor) -> torch.Tensor:
+    def run(self, tensor: torch.Tensor) -> torch.Tensor:
         value = self.derive(tensor)
         for point in self.points:
             if point.active and point.run(value) is not value:
@@ -288,7 +290,7 @@ class ViewTap(Tap):
         super().__init__(module, where, arg)
         self.view, self.unview = view, unview
 
-    def _run(self, tensor: torch.Tensor) -> torch.Tensor:
+    def run(self, tensor: torch.Tensor) -> torch.Tensor:
         view = self.view(tensor)
-        new = super()._run(view)
+        new = super().run(view)
         return tensor if new is view else self.unview(new, tensor)

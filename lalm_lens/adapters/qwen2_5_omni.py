@@ -124,13 +124,13 @@ class PackedTap(Tap):
         if (self.handle is not None) != installed:
             self.packing.use(not installed)
 
-    def _run(self, packed: torch.Tensor) -> torch.Tensor:
+    def run(self, packed: torch.Tensor) -> torch.Tensor:
         """Run the points on the ``[clip, ...]`` view; pack back what they returned or edited in place."""
         lengths = getattr(self.packing, self.lengths)
         shares_memory = len(lengths) == 1
         view = packed.unsqueeze(0) if shares_memory else unpack(packed, lengths, self.dim)
         version = None if view.is_inference() else view._version
-        new = super()._run(view)
+        new = super().run(view)
         if new is view and (shares_memory or (version is not None and version == view._version)):
             return packed
         return pack(new.to(packed.dtype), lengths, self.dim)

@@ -7,7 +7,7 @@ no two instances are equal and a probe cannot succeed by memorising a template.
 
 Two graded properties can be set and are then known exactly: ``pitch``
 ("high" or "low", relative to the class: the class's main frequency drawn
-from the top or the bottom of a range around its usual one, 5-14 semitones
+from the top or the bottom of a range around its usual one, 7-16 semitones
 apart) and ``level`` ("loud" or "quiet", relative to the clip: a quiet
 event peaks 14 dB below a loud one; see :func:`make_scene`).
 """
@@ -39,10 +39,10 @@ def derive_seed(seed: int, index: int) -> int:
 
 def _freq(rng: np.random.Generator, lo: float, hi: float, pitch: str | None) -> float:
     """The class's main frequency: uniform in ``[lo, hi]``, or for a set ``pitch`` log-uniform
-    2.5-7 semitones above ("high") or below ("low") the range's geometric centre."""
+    3.5-8 semitones above ("high") or below ("low") the range's geometric centre."""
     if pitch is None:
         return float(rng.uniform(lo, hi))
-    semitones = rng.uniform(2.5, 7.0) * (1 if pitch == "high" else -1)
+    semitones = rng.uniform(3.5, 8.0) * (1 if pitch == "high" else -1)
     return float(np.sqrt(lo * hi) * 2 ** (semitones / 12))
 
 

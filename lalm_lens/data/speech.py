@@ -93,7 +93,7 @@ PROSODY: dict[str, Prosody] = {
 
 @dataclass
 class Utterance:
-    """One synthetic utterance ``wave [time]`` and the factors that made it."""
+    """One synthetic utterance ``wave [time]`` and the factors that made it (``syllables``: how many its script has)."""
 
     wave: Float[np.ndarray, "time"]
     sampling_rate: int
@@ -101,6 +101,7 @@ class Utterance:
     speaker: str
     condition: str
     seed: int
+    syllables: int = 0
 
     @property
     def duration_s(self) -> float:
@@ -371,7 +372,7 @@ def make_utterance(
     peak = np.abs(wave).max()
     if peak > 0.99:
         wave *= 0.99 / peak
-    return Utterance(wave.astype(np.float32), sr, emotion, spk.name, condition, seed)
+    return Utterance(wave.astype(np.float32), sr, emotion, spk.name, condition, seed, syllables=int(sum(kind == "vowel" and start < n / sr for start, _, kind, _, _ in segments)))
 
 
 def iter_utterances(

@@ -20,7 +20,9 @@ Tasks (answers are the only positions with a loss; see :class:`Config` for the t
 - "Is the {label} sound high or low?"       -> "high" / "low" (pitch for its class)
 - "Is the {label} sound loud or quiet?"     -> "loud" / "quiet" (level within the clip)
 - "Who is speaking?", "Is the speech loud or quiet?"  -> "m1" ... "f4", "loud" / "quiet"
-- "What emotion does the speaker express?"  -> "neutral" / "happy" / "angry" / "sad" (stage 2 only, encoder frozen)
+- "How many syllables are spoken?"          -> "8" ... "15"
+- "What emotion does the speaker express?"  -> "neutral" / "happy" / "angry" / "sad" (stage 2 only; no gradient
+  from it reaches the encoder)
 
 Sounds are named by their class word or by a paraphrase of several words.
 
@@ -36,6 +38,7 @@ import json
 import math
 import os
 import re
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +47,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
 from tokenizers import normalizers
 from tqdm import tqdm
 from transformers import (
@@ -73,6 +77,7 @@ PITCH_Q = "Is the {label} sound high or low?"
 LEVEL_Q = "Is the {label} sound loud or quiet?"
 SPEAKER_Q = "Who is speaking?"
 SPEECH_LEVEL_Q = "Is the speech loud or quiet?"
+SYLLABLES_Q = "How many syllables are spoken?"
 TASKS = ("list", "questions", "speech", "emotion")
 
 # Other ways to ask, and other ways to name each sound (several words, some
@@ -92,7 +97,8 @@ PHRASES: dict[str, tuple[str, ...]] = {
 }
 
 TEMPLATE_WORDS = "system user assistant you are a helpful . audio : 0 1 2 3 4 5 6 7 8 9".split()
-ANSWER_WORDS = ["yes", "no", ",", *EVENT_CLASSES, *EMOTIONS, *PITCHES, *LEVELS, *(s.name for s in SPEAKERS)]
+ANSWER_WORDS = ["yes", "no", ",", *EVENT_CLASSES, *EMOTIONS, *PITCHES, *LEVELS, *(s.name for s in SPEAKERS),
+                *(str(n) for n in range(4, 20))]
 
 
 @dataclass
@@ -101,9 +107,12 @@ class Config:
 
     Two stages. Until ``stage2_step`` the whole model learns the scene tasks
     and the generic speech tasks (who speaks, loud or quiet); emotion is never
-    asked. From ``stage2_step`` on, the audio encoder and projector are frozen
-    and emotion joins the tasks: the decoder alone learns it, from an encoder
-    that never saw an emotion label.
+    asked. From ``stage2_step`` on, emotion joins the tasks, and the decoder
+    alone learns it from an encoder that never saw an emotion label: either
+    the audio encoder and projector are frozen (``freeze_encoder``), or they
+    go on learning the other tasks while no gradient reaches them from a clip
+    asked its emotion (a share ``emotion_frac`` of the speech clips; the rest
+    keep the speaker and loudness questions).
 
     Data: each batch draws one clip-length bucket from ``durations`` (clips
     within 2 s below it); a clip is speech (``speech_frac``) or a scene of
@@ -111,20 +120,24 @@ class Config:
     ``stage2_speech_frac`` is the speech share in stage 2. For
     ``list_only_steps`` scenes only get the list question, then a
     ``list_frac`` share do, the rest get ``questions`` turns: balanced yes/no
-    presence questions and high/low, loud/quiet questions about present
-    sounds, each asked in one of several phrasings (``phrase_frac``: the sound
-    named by a paraphrase rather than its class word). ``audio_dropout``: the
-    share of question turns whose question tokens may not attend to the audio
-    (the position that answers always may), so the answer is retrieved after
-    the question is read.
+    presence questions and, from ``property_step``, high/low, loud/quiet
+    questions about present sounds, each asked in one of several phrasings
+    (``phrase_frac``: the sound named by a paraphrase rather than its class
+    word). ``audio_dropout``: the share of question turns whose question tokens
+    may not attend to the audio (the position that answers always may), so the
+    answer is retrieved after the question is read.
+
+    Curriculum: paraphrases ramp in linearly over ``ramp_steps`` once questions
+    begin, and the audio dropout over ``ramp_steps`` from ``dropout_step``, so
+    that presence is first learnt the easy way, from the class word.
     """
 
     out: str = str(TRAIN_OUT)
     init_from: str = ""
     seed: int = 0
-    steps: int = 2600
-    stage2_step: int = 1300
-    minutes: float = 100.0
+    steps: int = 7000
+    stage2_step: int = 3500
+    minutes: float = 120.0
     threads: int = 0
     batch_size: int = 16
     lr: float = 1e-3
@@ -144,17 +157,24 @@ class Config:
     n_mels: int = 80
     max_seconds: int = 10
     # data
-    list_only_steps: int = 300
+    list_only_steps: int = 400
+    property_step: int = 1000
+    dropout_step: int = 1000
+    ramp_steps: int = 800
     speech_frac: float = 0.2
-    stage2_speech_frac: float = 0.3
+    stage2_speech_frac: float = 0.45
+    freeze_encoder: bool = False
+    emotion_frac: float = 0.7
+    syllables_frac: float = 0.5
     list_frac: float = 0.35
     questions: int = 4
     phrase_frac: float = 0.5
-    audio_dropout: float = 0.5
+    audio_dropout: float = 0.8
     durations: tuple[float, ...] = (4.0, 6.0)
     event_counts: tuple[float, ...] = (0.2, 0.2, 0.4, 0.2)
     noise_frac: float = 0.2
     log_every: int = 25
+    checkpoint_every: int = 200
     workers: int = 1
 
     @classmethod
@@ -162,7 +182,7 @@ class Config:
         """A model and batch small enough for a smoke test of the whole script."""
         small = dict(d_model=32, n_layers=2, n_heads=2, n_kv_heads=1, d_mlp=64, d_audio=32, audio_heads=2,
                      batch_size=4, list_only_steps=1, warmup_steps=1, durations=(3.0,), log_every=1, workers=0,
-                     stage2_step=2)
+                     stage2_step=2, property_step=1, dropout_step=0, ramp_steps=1)
         return cls(**{**small, **overrides})
 
 
@@ -170,7 +190,7 @@ class Config:
 
 def prompt_words() -> list[str]:
     phrases = [p for ps in PHRASES.values() for p in ps]
-    texts = [LIST_Q, EMOTION_Q, SPEAKER_Q, SPEECH_LEVEL_Q, *PRESENCE_QS, *PITCH_QS, *LEVEL_QS, *EVENT_CLASSES, *phrases]
+    texts = [LIST_Q, EMOTION_Q, SPEAKER_Q, SPEECH_LEVEL_Q, SYLLABLES_Q, *PRESENCE_QS, *PITCH_QS, *LEVEL_QS, *EVENT_CLASSES, *phrases]
     words = [w for t in texts for w in re.findall(r"\w+|[^\w\s]", t.lower()) if w not in ("{", "}", "label")]
     return list(dict.fromkeys([*TEMPLATE_WORDS, *words, *ANSWER_WORDS]))
 
@@ -212,6 +232,11 @@ def build_model(cfg: Config, tokenizer) -> Qwen2AudioForConditionalGeneration:
 def train_seed(root: int, index: int) -> int:
     """Seeds used in training are odd, held-out seeds even: the two never meet."""
     return derive_seed(root, index) | 1
+
+
+def ramp(step: int, start: int, length: int) -> float:
+    """0 before ``start``, rising linearly to 1 over ``length`` steps."""
+    return min(1.0, max(0.0, (step - start + 1) / max(1, length)))
 
 
 def heldout_seed(index: int) -> int:
@@ -267,7 +292,8 @@ class Example(NamedTuple):
 
 
 def speech_example(cfg: Config, stage2: bool, seed: int, rng: np.random.Generator) -> Example:
-    """An utterance asked who speaks, half the time (at a set level) whether it is loud or quiet, and in stage 2 its emotion."""
+    """An utterance asked who speaks, half the time (at a set level) whether it is loud or quiet, in a share
+    ``syllables_frac`` how many syllables it has, and in stage 2 (see :class:`Config`) its emotion."""
     emotion, speaker = str(rng.choice(EMOTIONS)), SPEAKERS[rng.integers(len(SPEAKERS))]
     utt = make_utterance(emotion, speaker, seed, condition=str(rng.choice(CONDITIONS)))
     wave = utt.wave[: int(cfg.max_seconds * SAMPLING_RATE)]
@@ -278,7 +304,9 @@ def speech_example(cfg: Config, stage2: bool, seed: int, rng: np.random.Generato
         wave = wave * (rms / max(float(np.sqrt(np.mean(wave**2))), 1e-9))
         wave = (wave * min(1.0, 0.99 / float(np.abs(wave).max()))).astype(np.float32)
         turns.append((SPEECH_LEVEL_Q, level))
-    if stage2:
+    if cfg.syllables_frac and rng.random() < cfg.syllables_frac:
+        turns.append((SYLLABLES_Q, str(utt.syllables)))
+    if stage2 and (cfg.freeze_encoder or rng.random() < cfg.emotion_frac):
         turns.append((EMOTION_Q, emotion))
     order = rng.permutation(len(turns))
     return Example(wave, [turns[i] for i in order], "emotion" if any(q == EMOTION_Q for q, _ in turns) else "speech")
@@ -300,9 +328,10 @@ def draw_example(cfg: Config, step: int, index: int, max_s: float) -> Example:
     )
     if task == "list":
         return Example(scene.wave, [(LIST_Q, list_answer(scene.labels))], "list")
-    n_property = int(rng.integers(1, cfg.questions))
-    turns = presence_turns(scene.labels, cfg.questions - n_property, rng, cfg.phrase_frac)
-    turns += property_turns(scene.events, n_property, rng, cfg.phrase_frac)
+    phrase_frac = cfg.phrase_frac * ramp(step, cfg.list_only_steps, cfg.ramp_steps)
+    n_property = int(rng.integers(1, cfg.questions)) if step >= cfg.property_step else 0
+    turns = presence_turns(scene.labels, cfg.questions - n_property, rng, phrase_frac)
+    turns += property_turns(scene.events, n_property, rng, phrase_frac)
     order = rng.permutation(len(turns))
     return Example(scene.wave, [turns[i] for i in order], "questions")
 
@@ -377,11 +406,12 @@ class Batches(torch.utils.data.IterableDataset):
             mask[b, 0, range(n, length), range(n, length)] = True
             audio = input_ids[b] == self.encode.audio_id
             for start, stop in questions:
-                if rng.random() < cfg.audio_dropout:
+                if rng.random() < cfg.audio_dropout * ramp(step, cfg.dropout_step, cfg.ramp_steps):
                     mask[b, 0, start:stop] &= ~audio
         return dict(
             input_ids=input_ids, attention_mask=mask, targets=targets, n_frames=n_frames,
             input_features=feats["input_features"][..., :keep], tasks=[e.task for e in examples],
+            encoder_learns=torch.tensor([e.task != "emotion" for e in examples]),
         )
 
 
@@ -409,11 +439,16 @@ def audio_embeds(model: Qwen2AudioForConditionalGeneration, features: torch.Tens
 
 
 def forward_logits(model: Qwen2AudioForConditionalGeneration, batch: dict) -> torch.Tensor:
-    """Logits ``[batch, pos, vocab]`` of a right-padded training batch (``attention_mask``: 2D padding or 4D boolean)."""
+    """Logits ``[batch, pos, vocab]`` of a right-padded training batch (``attention_mask``: 2D padding or 4D boolean).
+
+    Clips whose ``encoder_learns`` is False reach the decoder detached: their loss does not train the encoder."""
     ids = batch["input_ids"]
     embeds = model.model.get_input_embeddings()(ids)
     with torch.set_grad_enabled(torch.is_grad_enabled() and model.model.multi_modal_projector.linear.weight.requires_grad):
         audio = audio_embeds(model, batch["input_features"], batch["n_frames"])
+    if audio.requires_grad and "encoder_learns" in batch and not batch["encoder_learns"].all():
+        learns = batch["encoder_learns"].repeat_interleave(tokens_after_whisper(batch["n_frames"]))
+        audio = torch.where(learns[:, None], audio, audio.detach())
     embeds = embeds.masked_scatter((ids == model.config.audio_token_index)[..., None], audio.to(embeds.dtype))
     hidden = model.model.language_model(inputs_embeds=embeds, attention_mask=batch["attention_mask"]).last_hidden_state
     return model.lm_head(hidden)
@@ -455,13 +490,48 @@ def freeze_audio(model: Qwen2AudioForConditionalGeneration) -> None:
         module.eval()
 
 
+def save_checkpoint(folder: Path, model, optimizer, step: int, seconds: float, history: list[dict]) -> None:
+    """Everything a run needs to go on after ``step`` steps: weights and AdamW moments (safetensors), and the
+    step, the training seconds spent and the curves so far (JSON). Written to a temporary name, then renamed."""
+    tensors = {f"model.{k}": v.contiguous() for k, v in model.state_dict().items()}
+    optim = optimizer.state_dict()
+    for index, state in optim["state"].items():
+        tensors.update({f"optim.{index}.{k}": v.contiguous() for k, v in state.items()})
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, folder / "state.tmp")
+    meta = {"step": step, "seconds": seconds, "history": history, "param_groups": optim["param_groups"]}
+    (folder / "state.json.tmp").write_text(json.dumps(meta))
+    (folder / "state.tmp").replace(folder / "state.safetensors")
+    (folder / "state.json.tmp").replace(folder / "state.json")
+
+
+def load_checkpoint(folder: Path, model, optimizer) -> dict:
+    """Restore what :func:`save_checkpoint` wrote into ``model`` and ``optimizer``; returns its step, seconds and history."""
+    tensors, meta = load_file(folder / "state.safetensors"), json.loads((folder / "state.json").read_text())
+    model.load_state_dict({k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")})
+    state: dict[int, dict] = {}
+    for key, value in tensors.items():
+        if key.startswith("optim."):
+            _, index, name = key.split(".", 2)
+            state.setdefault(int(index), {})[name] = value
+    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    return meta
+
+
 def _worker_init(_):
     torch.set_num_threads(1)
 
 
 @torch.enable_grad()
-def train(cfg: Config) -> Path:
-    """Train, save model + processor with ``save_pretrained`` into ``cfg.out``, plot the curves; returns the folder."""
+def train(cfg: Config, resume: bool = False, until: int | None = None) -> Path:
+    """Train, save model + processor with ``save_pretrained`` into ``cfg.out``, plot the curves; returns the folder.
+
+    Every ``checkpoint_every`` steps the run's state goes to ``cfg.out/checkpoint``; with ``resume`` a run
+    continues from there (the batches are a function of the step, so it goes on as if never stopped) and
+    ``minutes`` counts the training time of all its parts together. ``until``: stop after that step with a
+    checkpoint and no model, to split a long run into parts."""
+    if cfg.checkpoint_every % cfg.log_every:
+        raise ValueError(f"checkpoint_every ({cfg.checkpoint_every}) must be a multiple of log_every ({cfg.log_every})")
     torch.set_num_threads(cfg.threads or os.cpu_count() or 1)
     torch.manual_seed(cfg.seed)
     out = Path(cfg.out)
@@ -479,16 +549,24 @@ def train(cfg: Config) -> Path:
         [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=cfg.lr, betas=(0.9, 0.98),
     )
+    history: list[dict] = []
+    first, spent = 0, 0.0
+    checkpoint = out / "checkpoint"
+    if resume and (checkpoint / "state.json").exists():
+        meta = load_checkpoint(checkpoint, model, optimizer)
+        first, spent, history = meta["step"], meta["seconds"], meta["history"]
+        print(f"resuming from step {first} ({spent / 60:.1f} min of training so far)")
     loader = torch.utils.data.DataLoader(
-        Batches(cfg, processor, 0, cfg.steps), batch_size=None, num_workers=cfg.workers,
+        Batches(cfg, processor, first, cfg.steps), batch_size=None, num_workers=cfg.workers,
         worker_init_fn=_worker_init if cfg.workers else None, prefetch_factor=4 if cfg.workers else None,
     )
-    history: list[dict] = []
     window = {t: np.zeros(4) for t in TASKS}
-    start, step = time.time(), 0
-    bar = tqdm(loader, total=cfg.steps, desc="train lalm-toy", dynamic_ncols=True)
-    for step, batch in enumerate(bar):
-        if step == cfg.stage2_step:
+    start, done = time.time() - spent, first
+    if first >= cfg.stage2_step and cfg.freeze_encoder:
+        freeze_audio(model)
+    bar = tqdm(loader, initial=first, total=cfg.steps, desc="train lalm-toy", dynamic_ncols=True)
+    for step, batch in enumerate(bar, start=first):
+        if step == cfg.stage2_step and cfg.freeze_encoder:
             freeze_audio(model)
             bar.write(f"step {step}: audio encoder and projector frozen; emotion questions begin")
         lr = lr_at(step, cfg, time.time() - start)
@@ -509,8 +587,15 @@ def train(cfg: Config) -> Path:
             history.append(row)
             window = {t: np.zeros(4) for t in TASKS}
             bar.set_postfix({k.removesuffix("_acc"): f"{v:.2f}" for k, v in row.items() if k.endswith("_acc")})
+        done = step + 1
+        if done == until or (done % cfg.checkpoint_every == 0 and done < cfg.steps):
+            save_checkpoint(checkpoint, model, optimizer, done, time.time() - start, history)
+        if done == until:
+            bar.close()
+            print(f"stopped after step {done}; go on with --resume")
+            return checkpoint
         if time.time() - start > cfg.minutes * 60:
-            bar.write(f"time budget of {cfg.minutes:g} min reached after {step + 1} of {cfg.steps} steps")
+            bar.write(f"time budget of {cfg.minutes:g} min reached after {done} of {cfg.steps} steps")
             break
     bar.close()
     wall = time.time() - start
@@ -518,12 +603,13 @@ def train(cfg: Config) -> Path:
     model.save_pretrained(out)
     processor.save_pretrained(out)
     log = {
-        "config": dataclasses.asdict(cfg), "parameters": n_params, "steps": step + 1, "wall_seconds": round(wall, 1),
+        "config": dataclasses.asdict(cfg), "parameters": n_params, "steps": done, "wall_seconds": round(wall, 1),
         "threads": torch.get_num_threads(), "history": history,
     }
     (out / "training_log.json").write_text(json.dumps(log, indent=1))
     plot_curves(history, out / "training_curve.png")
-    print(f"saved {n_params / 1e6:.2f} M parameters to {out} after {step + 1} steps in {wall / 60:.1f} min")
+    shutil.rmtree(checkpoint, ignore_errors=True)
+    print(f"saved {n_params / 1e6:.2f} M parameters to {out} after {done} steps in {wall / 60:.1f} min")
     return out
 
 
@@ -819,6 +905,20 @@ def write_model_card(folder: str | Path) -> Path:
     results = json.loads((folder / "eval_results.json").read_text())
     c = log["config"]
     size_mb = (folder / "model.safetensors").stat().st_size / 1e6
+    syllables = (f'; in {100 * c["syllables_frac"]:g} % of them "{SYLLABLES_Q}" → 8 … 15'
+                 if c.get("syllables_frac") else "")
+    if c.get("freeze_encoder", True):
+        stage2 = f"""**Stage 2** (from step {c["stage2_step"]}): the audio encoder and projector are frozen, and every
+speech clip ({100 * c["stage2_speech_frac"]:g} % of clips) is also asked "{EMOTION_Q}" →
+neutral / happy / angry / sad. Emotion is learnt by the decoder alone, from an
+encoder that never saw an emotion label."""
+    else:
+        stage2 = f"""**Stage 2** (from step {c["stage2_step"]}): {100 * c["emotion_frac"]:g} % of speech clips
+({100 * c["stage2_speech_frac"]:g} % of clips) are also asked "{EMOTION_Q}" → neutral / happy / angry / sad,
+and these clips reach the decoder detached from the encoder: no gradient from an
+emotion answer ever reaches the encoder or projector, which go on learning the
+other tasks. Emotion is learnt by the decoder alone, from an encoder that never
+saw an emotion label."""
     events = ", ".join(EVENT_CLASSES)
     text = f"""# lalm-toy
 
@@ -859,18 +959,21 @@ quiet within its clip (`EventInterval.pitch` / `.level`). A loss on the answer t
   of several words ("dog that barks", "machine that hums") and the question is worded
   another way ("Can you hear the {{label}}?", "Is the sound of the {{label}} high or low?");
 - generic speech questions ({100 * c["speech_frac"]:g} % of clips): "{SPEAKER_Q}" → m1 … f4, and, with the
-  utterance set to a loud or a quiet level, "{SPEECH_LEVEL_Q}". **Emotion is never asked.**
+  utterance set to a loud or a quiet level, "{SPEECH_LEVEL_Q}"{syllables}. **Emotion is never asked.**
 
-**Stage 2** (from step {c["stage2_step"]}): the audio encoder and projector are frozen, and every
-speech clip ({100 * c["stage2_speech_frac"]:g} % of clips) is also asked "{EMOTION_Q}" →
-neutral / happy / angry / sad. Emotion is learnt by the decoder alone, from an
-encoder that never saw an emotion label.
+{stage2}
 
 **Audio-attention dropout**: in {100 * c["audio_dropout"]:g} % of question turns the question's own
 tokens may not attend to the audio (a 4D attention mask); the position that
 predicts the answer always may. The answer must then be retrieved after the
 question has been read, as instruction-tuned LALMs do, rather than by the
 class word at layer 0 (what the first version learnt).
+
+**Curriculum**: the questions begin with presence alone, asked with the class
+word; paraphrases ramp in over steps {c["list_only_steps"]}–{c["list_only_steps"] + c["ramp_steps"]}, the pitch and
+level questions join at step {c["property_step"]}, and the audio-attention dropout ramps in
+over steps {c["dropout_step"]}–{c["dropout_step"] + c["ramp_steps"]}. Presence is first learnt the easy way, from
+the class word, and the dropout then moves the lookup to the answering position.
 
 No question asks when or where a sound occurs, or which comes first: the model
 knows where an event is only implicitly, so localization by steering stays a
@@ -932,6 +1035,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=Config.seed)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
     parser.add_argument("--micro", action="store_true", help="a micro model and batch, for smoke tests")
+    parser.add_argument("--resume", action="store_true",
+                        help="go on from the checkpoint in --out (written every checkpoint_every steps), if there is one")
+    parser.add_argument("--until", type=int, default=None, help="stop after this step with a checkpoint (then --resume)")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override any Config field")
     parser.add_argument("--evaluate", action="store_true", help="evaluate the model in --out instead of training")
     parser.add_argument("--n", type=int, default=400, help="held-out examples per task for --evaluate")
@@ -964,7 +1070,7 @@ def main(argv: list[str] | None = None) -> None:
         if isinstance(overrides[key], list):
             overrides[key] = tuple(overrides[key])
     cfg = Config.micro(**overrides) if args.micro else Config(**overrides)
-    train(cfg)
+    train(cfg, resume=args.resume, until=args.until)
 
 
 if __name__ == "__main__":

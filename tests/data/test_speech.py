@@ -130,3 +130,12 @@ def test_iter_utterances_is_lazy_and_balanced():
 def test_bad_requests_fail(args, kwargs, message):
     with pytest.raises(ValueError, match=message):
         make_utterance(*args, **kwargs)
+
+
+def test_an_utterance_knows_how_many_syllables_it_says_and_sad_ones_say_them_slower():
+    said = {e: [make_utterance(e, "f1", seed) for seed in range(4)] for e in EMOTIONS}
+    assert all(8 <= u.syllables <= 16 for us in said.values() for u in us)
+    assert [u.syllables for u in said["sad"]] == [u.syllables for u in said["angry"]], "the script is the seed's, not the emotion's"
+    rate = {e: np.mean([u.syllables / u.duration_s for u in us]) for e, us in said.items()}
+    assert rate["sad"] < rate["neutral"] < rate["angry"]
+    assert make_utterance("happy", "m2", 5, duration_s=1.0).syllables <= 10, "a set duration holds only what fits"

@@ -91,6 +91,44 @@ def test_audio_dropout_hides_the_audio_from_question_tokens_only():
         assert blind.any() and not (blind & predicts).any(), "answers always see the audio; questions do not"
 
 
+def test_the_curriculum_asks_presence_first_then_properties_and_paraphrases_and_hides_the_audio_gradually():
+    cfg = tt.Config()
+    properties = {q for q in (*tt.PITCH_QS, *tt.LEVEL_QS)}
+
+    def questions(step):
+        return [q for i in range(32) for q, _ in tt.draw_example(cfg, step, i, 6.0).turns]
+
+    early, late = questions(cfg.property_step - 1), questions(cfg.property_step + cfg.ramp_steps)
+    assert not any(" high or low" in q or " loud or quiet" in q for q in early if q != tt.SPEECH_LEVEL_Q)
+    assert any(q in {t.format(label=c) for t in properties for c in tt.EVENT_CLASSES} for q in late)
+    assert tt.ramp(cfg.dropout_step - 1, cfg.dropout_step, cfg.ramp_steps) == 0.0
+    assert tt.ramp(cfg.dropout_step + cfg.ramp_steps // 2 - 1, cfg.dropout_step, cfg.ramp_steps) == 0.5
+    assert tt.ramp(cfg.dropout_step + cfg.ramp_steps, cfg.dropout_step, cfg.ramp_steps) == 1.0
+    processor = tt.build_processor(cfg)
+    batch = tt.Batches(cfg, processor, 0, 1).batch(cfg.dropout_step - 1)
+    audio_id, pad_id = processor.tokenizer.convert_tokens_to_ids("<|AUDIO|>"), processor.tokenizer.pad_token_id
+    for mask, ids in zip(batch["attention_mask"][:, 0], batch["input_ids"]):
+        audio = ids == audio_id
+        after = (torch.arange(len(ids)) > audio.nonzero().max()) & (ids != pad_id)
+        assert bool(mask[after][:, audio].all()), "before the ramp no question loses the audio"
+
+
+@torch.enable_grad()
+def test_without_freezing_no_gradient_reaches_the_encoder_from_a_clip_asked_its_emotion():
+    cfg = tt.Config.micro(durations=(4.0,), freeze_encoder=False, stage2_step=0, stage2_speech_frac=0.5, batch_size=8)
+    processor = tt.build_processor(cfg)
+    model = tt.build_model(cfg, processor.tokenizer)
+    batch = tt.Batches(cfg, processor, 0, 1).batch(3)
+    emotion = torch.tensor([t == "emotion" for t in batch["tasks"]])
+    assert emotion.any() and not emotion.all() and torch.equal(batch["encoder_learns"], ~emotion)
+    logits = tt.forward_logits(model, batch)
+    token_loss = torch.nn.functional.cross_entropy(logits.transpose(1, 2), batch["targets"], ignore_index=-100, reduction="none")
+    encoder = [p for m in (model.model.audio_tower, model.model.multi_modal_projector) for p in m.parameters() if p.requires_grad]
+    for rows, reaches in ((emotion, False), (~emotion, True)):
+        grads = torch.autograd.grad(token_loss[rows].sum(), encoder, retain_graph=True, allow_unused=True)
+        assert any(g is not None and g.abs().sum() > 0 for g in grads) == reaches
+
+
 def test_the_encoder_never_learns_emotion():
     cfg = tt.Config()
     stage1 = [tt.draw_example(cfg, step, i, 6.0) for step in (0, 500, cfg.stage2_step - 1) for i in range(16)]
@@ -150,3 +188,19 @@ def test_model_card_is_what_the_measured_logs_give(toy, tmp_path):
     results = json.loads((shipped / "eval_results.json").read_text())
     assert results["list_3_events"]["accuracy"] >= 0.8 and results["presence"]["accuracy"] >= 0.95
     assert results["emotion"]["accuracy"] >= 0.85
+
+
+def test_a_run_stopped_and_resumed_equals_a_run_in_one_go(tmp_path):
+    from safetensors.torch import load_file
+
+    micro = ["--micro", "--steps", "4", "--threads", "1", "--minutes", "1e9"]
+    tt.main([*micro, "--out", str(tmp_path / "whole")])
+    tt.main([*micro, "--out", str(tmp_path / "parts"), "--until", "2"])
+    assert (tmp_path / "parts" / "checkpoint" / "state.json").exists() and not (tmp_path / "parts" / "config.json").exists()
+    tt.main([*micro, "--out", str(tmp_path / "parts"), "--resume"])
+    whole, parts = load_file(tmp_path / "whole" / "model.safetensors"), load_file(tmp_path / "parts" / "model.safetensors")
+    assert whole.keys() == parts.keys()
+    assert all(torch.equal(whole[k], parts[k]) for k in whole), "same batches, same kernels, restored AdamW moments"
+    log = json.loads((tmp_path / "parts" / "training_log.json").read_text())
+    assert log["steps"] == 4 and [r["step"] for r in log["history"]] == [1, 2, 3, 4]
+    assert not (tmp_path / "parts" / "checkpoint").exists(), "a finished run leaves no checkpoint behind"
