@@ -490,24 +490,36 @@ def freeze_audio(model: Qwen2AudioForConditionalGeneration) -> None:
         module.eval()
 
 
-def save_checkpoint(folder: Path, model, optimizer, step: int, seconds: float, history: list[dict]) -> None:
+RESUMABLE_CHANGES = ("out", "threads", "minutes", "workers")
+
+
+def save_checkpoint(folder: Path, cfg: Config, model, optimizer, step: int, seconds: float, history: list[dict]) -> None:
     """Everything a run needs to go on after ``step`` steps: weights and AdamW moments (safetensors), and the
-    step, the training seconds spent and the curves so far (JSON). Written to a temporary name, then renamed."""
+    config, the step, the training seconds spent and the curves so far (JSON). Written to temporary names, then
+    renamed."""
     tensors = {f"model.{k}": v.contiguous() for k, v in model.state_dict().items()}
     optim = optimizer.state_dict()
     for index, state in optim["state"].items():
         tensors.update({f"optim.{index}.{k}": v.contiguous() for k, v in state.items()})
     folder.mkdir(parents=True, exist_ok=True)
     save_file(tensors, folder / "state.tmp")
-    meta = {"step": step, "seconds": seconds, "history": history, "param_groups": optim["param_groups"]}
+    meta = {"config": dataclasses.asdict(cfg), "step": step, "seconds": seconds, "history": history,
+            "param_groups": optim["param_groups"]}
     (folder / "state.json.tmp").write_text(json.dumps(meta))
     (folder / "state.tmp").replace(folder / "state.safetensors")
     (folder / "state.json.tmp").replace(folder / "state.json")
 
 
-def load_checkpoint(folder: Path, model, optimizer) -> dict:
-    """Restore what :func:`save_checkpoint` wrote into ``model`` and ``optimizer``; returns its step, seconds and history."""
+def load_checkpoint(folder: Path, cfg: Config, model, optimizer) -> dict:
+    """Restore what :func:`save_checkpoint` wrote into ``model`` and ``optimizer``; returns its step, seconds and
+    history. Refuses a checkpoint of another recipe (only ``RESUMABLE_CHANGES`` may differ)."""
     tensors, meta = load_file(folder / "state.safetensors"), json.loads((folder / "state.json").read_text())
+    saved, now = meta["config"], json.loads(json.dumps(dataclasses.asdict(cfg)))
+    changed = sorted(k for k in now if k not in RESUMABLE_CHANGES and saved.get(k) != now[k])
+    if changed:
+        differences = ", ".join(f"{k}: {saved.get(k)!r} there, {now[k]!r} now" for k in changed)
+        raise ValueError(f"the checkpoint in {folder} was made with other settings ({differences}); "
+                         "resume with the same --set options or start afresh")
     model.load_state_dict({k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")})
     state: dict[int, dict] = {}
     for key, value in tensors.items():
@@ -553,9 +565,11 @@ def train(cfg: Config, resume: bool = False, until: int | None = None) -> Path:
     first, spent = 0, 0.0
     checkpoint = out / "checkpoint"
     if resume and (checkpoint / "state.json").exists():
-        meta = load_checkpoint(checkpoint, model, optimizer)
+        meta = load_checkpoint(checkpoint, cfg, model, optimizer)
         first, spent, history = meta["step"], meta["seconds"], meta["history"]
         print(f"resuming from step {first} ({spent / 60:.1f} min of training so far)")
+    elif resume:
+        print(f"no checkpoint in {checkpoint}: starting from step 0")
     loader = torch.utils.data.DataLoader(
         Batches(cfg, processor, first, cfg.steps), batch_size=None, num_workers=cfg.workers,
         worker_init_fn=_worker_init if cfg.workers else None, prefetch_factor=4 if cfg.workers else None,
@@ -589,7 +603,7 @@ def train(cfg: Config, resume: bool = False, until: int | None = None) -> Path:
             bar.set_postfix({k.removesuffix("_acc"): f"{v:.2f}" for k, v in row.items() if k.endswith("_acc")})
         done = step + 1
         if done == until or (done % cfg.checkpoint_every == 0 and done < cfg.steps):
-            save_checkpoint(checkpoint, model, optimizer, done, time.time() - start, history)
+            save_checkpoint(checkpoint, cfg, model, optimizer, done, time.time() - start, history)
         if done == until:
             bar.close()
             print(f"stopped after step {done}; go on with --resume")
