@@ -514,7 +514,8 @@ def load_checkpoint(folder: Path, cfg: Config, model, optimizer) -> dict:
     """Restore what :func:`save_checkpoint` wrote into ``model`` and ``optimizer``; returns its step, seconds and
     history. Refuses a checkpoint of another recipe (only ``RESUMABLE_CHANGES`` may differ)."""
     tensors, meta = load_file(folder / "state.safetensors"), json.loads((folder / "state.json").read_text())
-    saved, now = meta["config"], json.loads(json.dumps(dataclasses.asdict(cfg)))
+    now = json.loads(json.dumps(dataclasses.asdict(cfg)))
+    saved = meta.get("config", now)  # checkpoints written before the config was recorded are taken on trust
     changed = sorted(k for k in now if k not in RESUMABLE_CHANGES and saved.get(k) != now[k])
     if changed:
         differences = ", ".join(f"{k}: {saved.get(k)!r} there, {now[k]!r} now" for k in changed)
