@@ -93,7 +93,7 @@ PROSODY: dict[str, Prosody] = {
 
 @dataclass
 class Utterance:
-    """One synthetic utterance ``wave [time]`` and the factors that made it (``syllables``: how many its script has)."""
+    """One synthetic utterance ``wave [time]`` and the factors that made it (``syllables``: how many are voiced in it)."""
 
     wave: Float[np.ndarray, "time"]
     sampling_rate: int
@@ -372,7 +372,8 @@ def make_utterance(
     peak = np.abs(wave).max()
     if peak > 0.99:
         wave *= 0.99 / peak
-    return Utterance(wave.astype(np.float32), sr, emotion, spk.name, condition, seed, syllables=int(sum(kind == "vowel" and start < n / sr for start, _, kind, _, _ in segments)))
+    voiced = sum(kind == "vowel" and start < n / sr for start, _, kind, _, _ in segments)
+    return Utterance(wave.astype(np.float32), sr, emotion, spk.name, condition, seed, syllables=int(voiced))
 
 
 def iter_utterances(

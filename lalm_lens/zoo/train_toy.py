@@ -272,7 +272,7 @@ def presence_turns(labels: list[str], n: int, rng: np.random.Generator, phrase_f
 def property_turns(events, n: int, rng: np.random.Generator, phrase_frac: float = 0.0) -> list[tuple[str, str]]:
     """``n`` questions on the pitch (high / low) or level (loud / quiet) of sounds present in the clip."""
     turns = []
-    for k in range(n):
+    for _ in range(n):
         event = events[int(rng.integers(len(events)))]
         pitch = rng.random() < 0.5
         phrased = rng.random() < phrase_frac
@@ -306,10 +306,11 @@ def speech_example(cfg: Config, stage2: bool, seed: int, rng: np.random.Generato
         turns.append((SPEECH_LEVEL_Q, level))
     if cfg.syllables_frac and rng.random() < cfg.syllables_frac:
         turns.append((SYLLABLES_Q, str(utt.syllables)))
-    if stage2 and (cfg.freeze_encoder or rng.random() < cfg.emotion_frac):
+    asked = stage2 and (cfg.freeze_encoder or rng.random() < cfg.emotion_frac)
+    if asked:
         turns.append((EMOTION_Q, emotion))
     order = rng.permutation(len(turns))
-    return Example(wave, [turns[i] for i in order], "emotion" if any(q == EMOTION_Q for q, _ in turns) else "speech")
+    return Example(wave, [turns[i] for i in order], "emotion" if asked else "speech")
 
 
 def draw_example(cfg: Config, step: int, index: int, max_s: float) -> Example:
@@ -514,7 +515,7 @@ def load_checkpoint(folder: Path, cfg: Config, model, optimizer) -> dict:
     """Restore what :func:`save_checkpoint` wrote into ``model`` and ``optimizer``; returns its step, seconds and
     history. Refuses a checkpoint of another recipe (only ``RESUMABLE_CHANGES`` may differ)."""
     tensors, meta = load_file(folder / "state.safetensors"), json.loads((folder / "state.json").read_text())
-    now = json.loads(json.dumps(dataclasses.asdict(cfg)))
+    now = json.loads(json.dumps(dataclasses.asdict(cfg)))  # as saved: tuples become lists
     saved = meta.get("config", now)  # checkpoints written before the config was recorded are taken on trust
     changed = sorted(k for k in now if k not in RESUMABLE_CHANGES and saved.get(k) != now[k])
     if changed:
