@@ -69,6 +69,11 @@ DEFAULT_OUT = Path(__file__).parent / "lalm-toy"
 TRAIN_OUT = Path("out", "lalm-toy")
 SAMPLING_RATE = 16000
 EVAL_SEED = 20260611
+# The conversation's own random choices come from this stream of the example's seed, never from the stream
+# the clip is built from (``make_scene`` draws from ``default_rng(seed)``, ``make_utterance`` from
+# ``[seed, 0..2]``): sharing it made a clip's labels functions of what the example looks like (its task,
+# length, layout), a shortcut the model learnt instead of listening.
+TASK_STREAM = 31_415
 
 LIST_Q = "What sounds are in the audio?"
 PRESENCE_Q = "Is there a {label} sound?"
@@ -316,7 +321,7 @@ def speech_example(cfg: Config, stage2: bool, seed: int, rng: np.random.Generato
 def draw_example(cfg: Config, step: int, index: int, max_s: float) -> Example:
     """One training example, a pure function of the run seed and its place in the run."""
     seed = train_seed(cfg.seed, step * cfg.batch_size + index)
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng([seed, TASK_STREAM])
     stage2 = step >= cfg.stage2_step
     if rng.random() < (cfg.stage2_speech_frac if stage2 else cfg.speech_frac):
         return speech_example(cfg, stage2, seed, rng)

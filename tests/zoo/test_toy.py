@@ -113,6 +113,16 @@ def test_the_curriculum_asks_presence_first_then_properties_and_paraphrases_and_
         assert bool(mask[after][:, audio].all()), "before the ramp no question loses the audio"
 
 
+def test_a_training_answer_cannot_be_guessed_from_how_the_example_looks():
+    """The questions' random choices come from another stream than the clip's: with one shared stream, 31 %
+    of the pitch answers were "high" (a clip's labels followed from its task, length and layout)."""
+    cfg = tt.Config()
+    answers = [a for i in range(400) for _, a in tt.draw_example(cfg, 5000, i, 6.0).turns if a in tt.PITCHES]
+    high = answers.count("high")
+    assert len(answers) > 100
+    assert abs(high - len(answers) / 2) < 3 * (len(answers) / 4) ** 0.5, f"{high} of {len(answers)} pitch answers are 'high'"
+
+
 @torch.enable_grad()
 def test_without_freezing_no_gradient_reaches_the_encoder_from_a_clip_asked_its_emotion():
     cfg = tt.Config.micro(durations=(4.0,), freeze_encoder=False, stage2_step=0, stage2_speech_frac=0.5, batch_size=8)
