@@ -132,9 +132,11 @@ class Config:
     may not attend to the audio (the position that answers always may), so the
     answer is retrieved after the question is read.
 
-    Curriculum: paraphrases ramp in linearly over ``ramp_steps`` once questions
-    begin, and the audio dropout over ``ramp_steps`` from ``dropout_step``, so
-    that presence is first learnt the easy way, from the class word.
+    Curriculum: paraphrases ramp in linearly over ``ramp_steps`` from
+    ``phrase_step``, and the audio dropout over ``ramp_steps`` from
+    ``dropout_step``, so that presence is first learnt the easy way, from the
+    class word (with paraphrases from the first question on, presence stayed at
+    chance for 2000 steps).
     """
 
     out: str = str(TRAIN_OUT)
@@ -164,6 +166,7 @@ class Config:
     # data
     list_only_steps: int = 400
     property_step: int = 1000
+    phrase_step: int = 2000
     dropout_step: int = 1000
     ramp_steps: int = 800
     speech_frac: float = 0.2
@@ -187,7 +190,7 @@ class Config:
         """A model and batch small enough for a smoke test of the whole script."""
         small = dict(d_model=32, n_layers=2, n_heads=2, n_kv_heads=1, d_mlp=64, d_audio=32, audio_heads=2,
                      batch_size=4, list_only_steps=1, warmup_steps=1, durations=(3.0,), log_every=1, workers=0,
-                     stage2_step=2, property_step=1, dropout_step=0, ramp_steps=1)
+                     stage2_step=2, property_step=1, phrase_step=1, dropout_step=0, ramp_steps=1)
         return cls(**{**small, **overrides})
 
 
@@ -334,7 +337,7 @@ def draw_example(cfg: Config, step: int, index: int, max_s: float) -> Example:
     )
     if task == "list":
         return Example(scene.wave, [(LIST_Q, list_answer(scene.labels))], "list")
-    phrase_frac = cfg.phrase_frac * ramp(step, cfg.list_only_steps, cfg.ramp_steps)
+    phrase_frac = cfg.phrase_frac * ramp(step, cfg.phrase_step, cfg.ramp_steps)
     n_property = int(rng.integers(1, cfg.questions)) if step >= cfg.property_step else 0
     turns = presence_turns(scene.labels, cfg.questions - n_property, rng, phrase_frac)
     turns += property_turns(scene.events, n_property, rng, phrase_frac)
@@ -393,6 +396,11 @@ class Batches(torch.utils.data.IterableDataset):
         rng = np.random.default_rng([cfg.seed, step])
         max_s = float(rng.choice(cfg.durations))
         examples = [draw_example(cfg, step, i, max_s) for i in range(cfg.batch_size)]
+        return self.collate(examples, cfg.audio_dropout * ramp(step, cfg.dropout_step, cfg.ramp_steps), rng)
+
+    def collate(self, examples: list[Example], audio_dropout: float = 0.0, rng: np.random.Generator | None = None) -> dict:
+        """Features, right-padded ids, answer targets and the 4D mask of ``examples``; each question turn's tokens
+        lose the audio with probability ``audio_dropout`` (drawn from ``rng``)."""
         feats = self.processor.feature_extractor(
             [e.wave for e in examples], sampling_rate=SAMPLING_RATE, return_tensors="pt",
             padding="max_length", return_attention_mask=True,
@@ -412,7 +420,7 @@ class Batches(torch.utils.data.IterableDataset):
             mask[b, 0, range(n, length), range(n, length)] = True
             audio = input_ids[b] == self.encode.audio_id
             for start, stop in questions:
-                if rng.random() < cfg.audio_dropout * ramp(step, cfg.dropout_step, cfg.ramp_steps):
+                if audio_dropout and rng.random() < audio_dropout:
                     mask[b, 0, start:stop] &= ~audio
         return dict(
             input_ids=input_ids, attention_mask=mask, targets=targets, n_frames=n_frames,
@@ -516,6 +524,11 @@ def save_checkpoint(folder: Path, cfg: Config, model, optimizer, step: int, seco
     (folder / "state.json.tmp").replace(folder / "state.json")
 
 
+def model_weights(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The model's state dict among a checkpoint's tensors (the rest are AdamW moments)."""
+    return {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}
+
+
 def load_checkpoint(folder: Path, cfg: Config, model, optimizer) -> dict:
     """Restore what :func:`save_checkpoint` wrote into ``model`` and ``optimizer``; returns its step, seconds and
     history. Refuses a checkpoint of another recipe (only ``RESUMABLE_CHANGES`` may differ)."""
@@ -527,7 +540,7 @@ def load_checkpoint(folder: Path, cfg: Config, model, optimizer) -> dict:
         differences = ", ".join(f"{k}: {saved.get(k)!r} there, {now[k]!r} now" for k in changed)
         raise ValueError(f"the checkpoint in {folder} was made with other settings ({differences}); "
                          "resume with the same --set options or start afresh")
-    model.load_state_dict({k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")})
+    model.load_state_dict(model_weights(tensors))
     state: dict[int, dict] = {}
     for key, value in tensors.items():
         if key.startswith("optim."):
@@ -682,6 +695,50 @@ def heldout_utterances(n: int, offset: int):
     """``n`` held-out utterances balanced over emotions (innermost), speakers and recording conditions."""
     return [make_utterance(EMOTIONS[i % 4], SPEAKERS[(i // 4) % len(SPEAKERS)], heldout_seed(offset + i // 4),
                            condition=CONDITIONS[(i // 4 + i // 32) % 2]) for i in range(n)]
+
+
+QUICK_LOOK = ("presence, yes", "presence, no", "pitch", "loudness")
+
+
+def quick_look(folder: str | Path, n: int = 160, batch_size: int = 32, threads: int = 0) -> dict:
+    """Teacher-forced accuracy of the presence, pitch and loudness questions (class word, audio visible to
+    every token) on ``n`` held-out clips of 1-4 events, by question and number of events: a minute's look
+    at a run in progress (``folder/checkpoint``) or a saved model, where ``--evaluate`` takes a quarter of an
+    hour. Returns ``{"step": step or None, question: [accuracy with 1, 2, 3, 4 events]}``."""
+    torch.set_num_threads(threads or os.cpu_count() or 1)
+    folder, step = Path(folder), None
+    checkpoint = folder / "checkpoint" if (folder / "checkpoint" / "state.json").exists() else folder
+    if (checkpoint / "state.json").exists():
+        meta = json.loads((checkpoint / "state.json").read_text())
+        cfg = Config(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta.get("config", {}).items()})
+        processor, step = build_processor(cfg), meta["step"]
+        model = build_model(cfg, processor.tokenizer)
+        model.load_state_dict(model_weights(load_file(checkpoint / "state.safetensors")))
+    else:
+        model = Qwen2AudioForConditionalGeneration.from_pretrained(folder, dtype=torch.float32)
+        processor = Qwen2AudioProcessor.from_pretrained(folder)
+    model.eval()
+    rng = np.random.default_rng(EVAL_SEED + 3)
+    examples = []
+    for i in range(n):
+        k = 1 + i % 4
+        scene = make_scene(heldout_seed(700_000 + i), n_events=k, duration_s=6.0,
+                           layout=str(rng.choice(["equal", "random"])), properties=True)
+        event = scene.events[int(rng.integers(k))]
+        absent = str(rng.choice([c for c in EVENT_CLASSES if c not in scene.labels]))
+        for question, (prompt, answer) in zip(QUICK_LOOK, (
+            (PRESENCE_Q.format(label=event.label), "yes"), (PRESENCE_Q.format(label=absent), "no"),
+            (PITCH_Q.format(label=event.label), event.pitch), (LEVEL_Q.format(label=event.label), event.level),
+        )):
+            examples.append(Example(scene.wave, [(prompt, answer)], f"{question}|{k}"))
+    collate, totals = Batches(Config(), processor, 0, 0).collate, {}
+    with torch.no_grad():
+        for i in tqdm(range(0, len(examples), batch_size), desc="quick look", leave=False):
+            batch = collate(examples[i : i + batch_size])
+            _, stats = answer_stats(forward_logits(model, batch), batch)
+            for key, (_, _, right, asked) in stats.items():
+                totals[key] = totals.get(key, np.zeros(2)) + (right, asked)
+    return {"step": step, **{q: [float(totals[f"{q}|{k}"][0] / totals[f"{q}|{k}"][1]) for k in range(1, 5)] for q in QUICK_LOOK}}
 
 
 def evaluate(folder: str | Path = DEFAULT_OUT, n: int = 400, batch_size: int = 32, threads: int = 0) -> dict:
@@ -991,9 +1048,9 @@ question has been read, as instruction-tuned LALMs do, rather than by the
 class word at layer 0 (what the first version learnt).
 
 **Curriculum**: the questions begin with presence alone, asked with the class
-word; paraphrases ramp in over steps {c["list_only_steps"]}–{c["list_only_steps"] + c["ramp_steps"]}, the pitch and
-level questions join at step {c["property_step"]}, and the audio-attention dropout ramps in
-over steps {c["dropout_step"]}–{c["dropout_step"] + c["ramp_steps"]}. Presence is first learnt the easy way, from
+word; the pitch and level questions join at step {c["property_step"]}, the audio-attention dropout
+ramps in over steps {c["dropout_step"]}–{c["dropout_step"] + c["ramp_steps"]}, and paraphrases over steps
+{c.get("phrase_step", c["list_only_steps"])}–{c.get("phrase_step", c["list_only_steps"]) + c["ramp_steps"]}. Presence is first learnt the easy way, from
 the class word, and the dropout then moves the lookup to the answering position.
 
 No question asks when or where a sound occurs, or which comes first: the model
@@ -1062,6 +1119,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override any Config field")
     parser.add_argument("--evaluate", action="store_true", help="evaluate the model in --out instead of training")
     parser.add_argument("--n", type=int, default=400, help="held-out examples per task for --evaluate")
+    parser.add_argument("--quick-look", action="store_true",
+                        help="teacher-forced accuracy by question and number of events of the run in --out "
+                             "(its checkpoint while it trains), in about a minute")
     parser.add_argument("--results", default=None,
                         help="with --evaluate: folder for eval_results.json (default: out/eval-<model folder name>)")
     parser.add_argument("--write-card", action="store_true",
@@ -1072,6 +1132,14 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--results and --write-card go with --evaluate")
     if args.results and args.write_card:
         parser.error("--write-card writes into the model's folder (--out); drop --results")
+    if args.quick_look:
+        look, n = quick_look(args.out or TRAIN_OUT, n=160, threads=args.threads), 160
+        print(f"{args.out or TRAIN_OUT}" + (f" at step {look['step']}" if look["step"] is not None else "")
+              + f": teacher-forced accuracy on {n // 4} held-out clips per column")
+        print(f"{'':15}" + "".join(f"{k} event{'s' * (k > 1)}".rjust(10) for k in range(1, 5)))
+        for question in QUICK_LOOK:
+            print(f"{question:15}" + "".join(f"{a:10.2f}" for a in look[question]))
+        return
     if args.evaluate:
         args.out = args.out or str(DEFAULT_OUT)
         results = evaluate(args.out, n=args.n, threads=args.threads)

@@ -101,6 +101,11 @@ def test_the_curriculum_asks_presence_first_then_properties_and_paraphrases_and_
     early, late = questions(cfg.property_step - 1), questions(cfg.property_step + cfg.ramp_steps)
     assert not any(" high or low" in q or " loud or quiet" in q for q in early if q != tt.SPEECH_LEVEL_Q)
     assert any(q in {t.format(label=c) for t in properties for c in tt.EVENT_CLASSES} for q in late)
+    speech_or_list = {tt.LIST_Q, tt.EMOTION_Q, tt.SPEAKER_Q, tt.SPEECH_LEVEL_Q, tt.SYLLABLES_Q}
+    class_word = {t.format(label=c) for t in (tt.PRESENCE_Q, tt.PITCH_Q, tt.LEVEL_Q) for c in tt.EVENT_CLASSES}
+    before, after = questions(cfg.phrase_step - 1), questions(cfg.phrase_step + cfg.ramp_steps)
+    assert all(q in class_word for q in before if q not in speech_or_list), "no paraphrase before phrase_step"
+    assert any(q not in class_word for q in after if q not in speech_or_list)
     assert tt.ramp(cfg.dropout_step - 1, cfg.dropout_step, cfg.ramp_steps) == 0.0
     assert tt.ramp(cfg.dropout_step + cfg.ramp_steps // 2 - 1, cfg.dropout_step, cfg.ramp_steps) == 0.5
     assert tt.ramp(cfg.dropout_step + cfg.ramp_steps, cfg.dropout_step, cfg.ramp_steps) == 1.0
@@ -216,3 +221,21 @@ def test_a_run_stopped_and_resumed_equals_a_run_in_one_go(tmp_path):
     log = json.loads((tmp_path / "parts" / "training_log.json").read_text())
     assert log["steps"] == 4 and [r["step"] for r in log["history"]] == [1, 2, 3, 4]
     assert not (tmp_path / "parts" / "checkpoint").exists(), "a finished run leaves no checkpoint behind"
+
+
+def test_a_quick_look_reads_a_run_in_progress_and_a_saved_model(micro_toy, tmp_path, monkeypatch, capsys):
+    tt.main(["--micro", "--steps", "4", "--threads", "1", "--minutes", "1e9", "--out", str(tmp_path), "--until", "2"])
+    running, saved = tt.quick_look(tmp_path, n=8, threads=1), tt.quick_look(micro_toy, n=8, threads=1)
+    assert running["step"] == 2 and saved["step"] is None
+    for look in (running, saved):
+        assert set(look) == {"step", *tt.QUICK_LOOK}
+        assert all(len(look[q]) == 4 and all(0 <= a <= 1 for a in look[q]) for q in tt.QUICK_LOOK)
+    tt.main(["--quick-look", "--out", str(tmp_path), "--threads", "1"])
+    assert "at step 2" in capsys.readouterr().out
+
+    def oracle(model, batch):
+        logits = torch.zeros(*batch["targets"].shape, model.config.text_config.vocab_size)
+        return logits.scatter(-1, batch["targets"].clamp(min=0)[..., None], 1.0)
+
+    monkeypatch.setattr(tt, "forward_logits", oracle)
+    assert all(a == 1.0 for q in tt.QUICK_LOOK for a in tt.quick_look(micro_toy, n=8, threads=1)[q]), "scored at the answers"
