@@ -69,10 +69,9 @@ DEFAULT_OUT = Path(__file__).parent / "lalm-toy"
 TRAIN_OUT = Path("out", "lalm-toy")
 SAMPLING_RATE = 16000
 EVAL_SEED = 20260611
-# The conversation's own random choices come from this stream of the example's seed, never from the stream
-# the clip is built from (``make_scene`` draws from ``default_rng(seed)``, ``make_utterance`` from
-# ``[seed, 0..2]``): sharing it made a clip's labels functions of what the example looks like (its task,
-# length, layout), a shortcut the model learnt instead of listening.
+# A conversation's random choices come from ``[seed, TASK_STREAM]``, a stream its clip never draws from
+# (``make_scene`` uses ``seed``, ``make_utterance`` ``[seed, 0..2]``; numpy pads seeds with zeros, so
+# ``[seed, 0]`` is ``seed``): sharing one made the clip's labels guessable from its task, length and layout.
 TASK_STREAM = 31_415
 
 LIST_Q = "What sounds are in the audio?"
@@ -135,8 +134,8 @@ class Config:
     Curriculum: paraphrases ramp in linearly over ``ramp_steps`` from
     ``phrase_step``, and the audio dropout over ``ramp_steps`` from
     ``dropout_step``, so that presence is first learnt the easy way, from the
-    class word (with paraphrases from the first question on, presence stayed at
-    chance for 2000 steps).
+    class word (with paraphrases from step 400 on, presence was still at chance
+    at step 2200).
     """
 
     out: str = str(TRAIN_OUT)
@@ -705,6 +704,8 @@ def quick_look(folder: str | Path, n: int = 160, batch_size: int = 32, threads: 
     every token) on ``n`` held-out clips of 1-4 events, by question and number of events: a minute's look
     at a run in progress (``folder/checkpoint``) or a saved model, where ``--evaluate`` takes a quarter of an
     hour. Returns ``{"step": step or None, question: [accuracy with 1, 2, 3, 4 events]}``."""
+    if n < 4 or n % 4:
+        raise ValueError(f"n must be a positive multiple of 4 (clips of 1-4 events alike), got {n}")
     torch.set_num_threads(threads or os.cpu_count() or 1)
     folder, step = Path(folder), None
     checkpoint = folder / "checkpoint" if (folder / "checkpoint" / "state.json").exists() else folder
@@ -983,6 +984,7 @@ def write_model_card(folder: str | Path) -> Path:
     results = json.loads((folder / "eval_results.json").read_text())
     c = log["config"]
     size_mb = (folder / "model.safetensors").stat().st_size / 1e6
+    phrase_step = c.get("phrase_step", c["list_only_steps"])  # runs before phrase_step ramped from list_only_steps
     syllables = (f'; in {100 * c["syllables_frac"]:g} % of them "{SYLLABLES_Q}" → 8 … 15'
                  if c.get("syllables_frac") else "")
     if c.get("freeze_encoder", True):
@@ -1050,7 +1052,7 @@ class word at layer 0 (what the first version learnt).
 **Curriculum**: the questions begin with presence alone, asked with the class
 word; the pitch and level questions join at step {c["property_step"]}, the audio-attention dropout
 ramps in over steps {c["dropout_step"]}–{c["dropout_step"] + c["ramp_steps"]}, and paraphrases over steps
-{c.get("phrase_step", c["list_only_steps"])}–{c.get("phrase_step", c["list_only_steps"]) + c["ramp_steps"]}. Presence is first learnt the easy way, from
+{phrase_step}–{phrase_step + c["ramp_steps"]}. Presence is first learnt the easy way, from
 the class word, and the dropout then moves the lookup to the answering position.
 
 No question asks when or where a sound occurs, or which comes first: the model
@@ -1121,7 +1123,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--n", type=int, default=400, help="held-out examples per task for --evaluate")
     parser.add_argument("--quick-look", action="store_true",
                         help="teacher-forced accuracy by question and number of events of the run in --out "
-                             "(its checkpoint while it trains), in about a minute")
+                             "(its checkpoint while it trains), in about a minute; --threads 1 beside a training run")
     parser.add_argument("--results", default=None,
                         help="with --evaluate: folder for eval_results.json (default: out/eval-<model folder name>)")
     parser.add_argument("--write-card", action="store_true",
@@ -1132,8 +1134,11 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--results and --write-card go with --evaluate")
     if args.results and args.write_card:
         parser.error("--write-card writes into the model's folder (--out); drop --results")
+    if args.quick_look and (args.evaluate or args.set or args.resume or args.until):
+        parser.error("--quick-look only reads the run in --out (with --threads); it trains and evaluates nothing")
     if args.quick_look:
-        look, n = quick_look(args.out or TRAIN_OUT, n=160, threads=args.threads), 160
+        n = 160
+        look = quick_look(args.out or TRAIN_OUT, n=n, threads=args.threads)
         print(f"{args.out or TRAIN_OUT}" + (f" at step {look['step']}" if look["step"] is not None else "")
               + f": teacher-forced accuracy on {n // 4} held-out clips per column")
         print(f"{'':15}" + "".join(f"{k} event{'s' * (k > 1)}".rjust(10) for k in range(1, 5)))
