@@ -61,7 +61,10 @@ from transformers.masking_utils import create_bidirectional_mask
 
 from lalm_lens.adapters.base import tokens_after_whisper
 from lalm_lens.analysis.statistics import wilson
-from lalm_lens.data import CONDITIONS, EMOTIONS, EVENT_CLASSES, LEVELS, PITCHES, SPEAKERS, derive_seed, make_scene, make_utterance
+from lalm_lens.data import (
+    CONDITIONS, EMOTIONS, EVENT_CLASSES, LEVELS, PITCHES, SPEAKERS, EventInterval, Scene, derive_seed, make_scene,
+    make_utterance,
+)
 from lalm_lens.zoo import diagnostics
 from lalm_lens.zoo.tiny import QWEN2_AUDIO_SPECIALS, QWEN2_AUDIO_TEMPLATE, word_tokenizer
 
@@ -696,6 +699,12 @@ def heldout_utterances(n: int, offset: int):
                            condition=CONDITIONS[(i // 4 + i // 32) % 2]) for i in range(n)]
 
 
+def asked_about(scene: Scene, rng: np.random.Generator) -> tuple[EventInterval, str]:
+    """An event of ``scene`` to ask about and a class absent from it, drawn from ``rng`` in that order."""
+    event = scene.events[int(rng.integers(len(scene.events)))]
+    return event, str(rng.choice([c for c in EVENT_CLASSES if c not in scene.labels]))
+
+
 QUICK_LOOK = ("presence, yes", "presence, no", "pitch", "loudness")
 
 
@@ -725,8 +734,7 @@ def quick_look(folder: str | Path, n: int = 160, batch_size: int = 32, threads: 
         k = 1 + i % 4
         scene = make_scene(heldout_seed(700_000 + i), n_events=k, duration_s=6.0,
                            layout=str(rng.choice(["equal", "random"])), properties=True)
-        event = scene.events[int(rng.integers(k))]
-        absent = str(rng.choice([c for c in EVENT_CLASSES if c not in scene.labels]))
+        event, absent = asked_about(scene, rng)
         for question, (prompt, answer) in zip(QUICK_LOOK, (
             (PRESENCE_Q.format(label=event.label), "yes"), (PRESENCE_Q.format(label=absent), "no"),
             (PITCH_Q.format(label=event.label), event.pitch), (LEVEL_Q.format(label=event.label), event.level),
@@ -803,8 +811,7 @@ def property_rows(model, n: int, batch_size: int, utts, score) -> None:
             waves.append(s.wave), prompts.append(template.format(label=event.label)), kinds.append(kind)
             truth.append(event.pitch if kind == "pitch" else event.level)
     for s in scenes[: n // 2]:
-        event = s.events[int(rng.integers(len(s.events)))]
-        absent = str(rng.choice([c for c in EVENT_CLASSES if c not in s.labels]))
+        event, absent = asked_about(s, rng)
         for kind, question, answer in (
             ("presence_phrased", str(rng.choice(PRESENCE_QS[1:])).format(label=name(str(rng.choice(s.labels)), rng, 1.0)), "yes"),
             ("presence_phrased", str(rng.choice(PRESENCE_QS[1:])).format(label=name(absent, rng, 1.0)), "no"),
@@ -822,8 +829,7 @@ def retrieval_diagnostic(model, scenes, batch_size: int, properties: bool = True
     rng = np.random.default_rng(EVAL_SEED + 1)
     kinds = {"presence_yes": [], "presence_no": [], "pitch": [], "level": []}
     for s in scenes:
-        event = s.events[int(rng.integers(len(s.events)))]
-        absent = str(rng.choice([c for c in EVENT_CLASSES if c not in s.labels]))
+        event, absent = asked_about(s, rng)
         kinds["presence_yes"].append((s.wave, PRESENCE_Q.format(label=event.label), ("yes", "no"), "yes"))
         kinds["presence_no"].append((s.wave, PRESENCE_Q.format(label=absent), ("yes", "no"), "no"))
         kinds["pitch"].append((s.wave, PITCH_Q.format(label=event.label), PITCHES, event.pitch))
