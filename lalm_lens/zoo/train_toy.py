@@ -85,7 +85,7 @@ LEVEL_Q = "Is the {label} sound loud or quiet?"
 SPEAKER_Q = "Who is speaking?"
 SPEECH_LEVEL_Q = "Is the speech loud or quiet?"
 SYLLABLES_Q = "How many syllables are spoken?"
-TASKS = ("list", "questions", "speech", "emotion")
+TASKS = ("list", "questions", "drill", "speech", "emotion")
 
 # Other ways to ask, and other ways to name each sound (several words, some
 # shared between classes), so that the query is a phrase, not one token.
@@ -130,7 +130,10 @@ class Config:
     presence questions and, from ``property_step``, high/low, loud/quiet
     questions about present sounds, each asked in one of several phrasings
     (``phrase_frac``: the sound named by a paraphrase rather than its class
-    word). ``audio_dropout``: the share of question turns whose question tokens
+    word). From ``property_step``, a share ``drill_frac`` of the question scenes
+    are drills instead: 1-2 events, asked only property questions (pitch was
+    learnt within 150 steps of such drills, and not in 2000 steps of questions
+    spread over 1-4-event clips). ``audio_dropout``: the share of question turns whose question tokens
     may not attend to the audio (the position that answers always may), so the
     answer is retrieved after the question is read.
 
@@ -179,6 +182,7 @@ class Config:
     list_frac: float = 0.35
     questions: int = 4
     phrase_frac: float = 0.5
+    drill_frac: float = 0.3
     audio_dropout: float = 0.8
     durations: tuple[float, ...] = (4.0, 6.0)
     event_counts: tuple[float, ...] = (0.2, 0.2, 0.4, 0.2)
@@ -263,28 +267,31 @@ def name(label: str, rng: np.random.Generator, phrase_frac: float) -> str:
 
 
 def presence_turns(labels: list[str], n: int, rng: np.random.Generator, phrase_frac: float = 0.0) -> list[tuple[str, str]]:
-    """``n`` balanced yes/no questions, each about a different class where possible."""
-    present, absent = list(labels), [c for c in EVENT_CLASSES if c not in labels]
+    """Up to ``n`` balanced yes/no questions, each about a different class (a question asked twice could be
+    answered by copying the first answer), so at most two per present class."""
+    present, absent = list(dict.fromkeys(labels)), [c for c in EVENT_CLASSES if c not in labels]
     rng.shuffle(present), rng.shuffle(absent)
+    n = min(n, 2 * len(present))
     answers = ["yes"] * (n // 2) + ["no"] * (n - n // 2)
     if n % 2 and rng.random() < 0.5:
         answers[-1] = "yes"
     rng.shuffle(answers)
+    pools = {"yes": iter(present), "no": iter(absent)}
     turns = []
-    for k, answer in enumerate(answers):
-        pool = present if answer == "yes" else absent
-        label = pool[k % len(pool)]
+    for answer in answers:
+        label = next(pools[answer])
         template = PRESENCE_Q if rng.random() >= phrase_frac else str(rng.choice(PRESENCE_QS))
         turns.append((template.format(label=name(label, rng, phrase_frac)), answer))
     return turns
 
 
 def property_turns(events, n: int, rng: np.random.Generator, phrase_frac: float = 0.0) -> list[tuple[str, str]]:
-    """``n`` questions on the pitch (high / low) or level (loud / quiet) of sounds present in the clip."""
+    """Up to ``n`` questions on the pitch (high / low) or level (loud / quiet) of sounds present in the clip, never
+    the same property of the same sound twice (the second could copy the first answer)."""
+    pairs = [(event, pitch) for event in events for pitch in (True, False)]
     turns = []
-    for _ in range(n):
-        event = events[int(rng.integers(len(events)))]
-        pitch = rng.random() < 0.5
+    for k in rng.permutation(len(pairs))[:n]:
+        event, pitch = pairs[k]
         phrased = rng.random() < phrase_frac
         templates = PITCH_QS if pitch else LEVEL_QS
         template = str(rng.choice(templates[1:])) if phrased and rng.random() < 0.5 else templates[0]
@@ -331,7 +338,11 @@ def draw_example(cfg: Config, step: int, index: int, max_s: float) -> Example:
     if rng.random() < (cfg.stage2_speech_frac if stage2 else cfg.speech_frac):
         return speech_example(cfg, stage2, seed, rng)
     task = "list" if step < cfg.list_only_steps or rng.random() < cfg.list_frac else "questions"
-    n_events = 1 + int(rng.choice(len(cfg.event_counts), p=np.array(cfg.event_counts) / sum(cfg.event_counts)))
+    drill = task == "questions" and step >= cfg.property_step and rng.random() < cfg.drill_frac
+    if drill:
+        n_events = 1 + int(rng.integers(2))
+    else:
+        n_events = 1 + int(rng.choice(len(cfg.event_counts), p=np.array(cfg.event_counts) / sum(cfg.event_counts)))
     duration = float(rng.uniform(max(2.0, max_s - 2.0), max_s))
     scene = make_scene(
         seed, n_events=n_events, duration_s=duration, layout=str(rng.choice(["equal", "random"])),
@@ -340,6 +351,8 @@ def draw_example(cfg: Config, step: int, index: int, max_s: float) -> Example:
     if task == "list":
         return Example(scene.wave, [(LIST_Q, list_answer(scene.labels))], "list")
     phrase_frac = cfg.phrase_frac * ramp(step, cfg.phrase_step, cfg.ramp_steps)
+    if drill:
+        return Example(scene.wave, property_turns(scene.events, cfg.questions, rng, phrase_frac), "drill")
     n_property = int(rng.integers(1, cfg.questions)) if step >= cfg.property_step else 0
     turns = presence_turns(scene.labels, cfg.questions - n_property, rng, phrase_frac)
     turns += property_turns(scene.events, n_property, rng, phrase_frac)
