@@ -128,6 +128,21 @@ def test_pitch_answers_in_training_are_as_balanced_as_the_generator_draws_them()
     assert abs(high - len(answers) / 2) < 3 * (len(answers) / 4) ** 0.5, f"{high} of {len(answers)} pitch answers are 'high'"
 
 
+def test_no_clip_is_asked_the_same_question_twice_and_drills_ask_properties_of_simple_clips():
+    """A repeated question can be answered by copying the first answer, without listening."""
+    cfg = tt.Config()
+    examples = [tt.draw_example(cfg, step, i, 6.0) for step in (cfg.property_step - 1, 5000) for i in range(200)]
+    for e in examples:
+        questions = [q for q, _ in e.turns]
+        assert len(questions) == len(set(questions)), e.turns
+    drills = [e for e in examples if e.task == "drill"]
+    asked = drills + [e for e in examples[200:] if e.task == "questions"]
+    assert 0.2 * len(asked) < len(drills) < 0.4 * len(asked), "drill_frac of the question scenes"
+    assert all(a in (*tt.PITCHES, *tt.LEVELS) for e in drills for _, a in e.turns)
+    assert {len(e.turns) for e in drills} == {2, 4}, "both properties of one sound, or of two"
+    assert not any(e.task == "drill" for e in examples[:200]), "drills begin with the property questions"
+
+
 @torch.enable_grad()
 def test_without_freezing_no_gradient_reaches_the_encoder_from_a_clip_asked_its_emotion():
     cfg = tt.Config.micro(durations=(4.0,), freeze_encoder=False, stage2_step=0, stage2_speech_frac=0.5, batch_size=8)
