@@ -128,7 +128,7 @@ def test_pitch_answers_in_training_are_as_balanced_as_the_generator_draws_them()
     assert abs(high - len(answers) / 2) < 3 * (len(answers) / 4) ** 0.5, f"{high} of {len(answers)} pitch answers are 'high'"
 
 
-def test_no_clip_is_asked_the_same_question_twice_and_drills_ask_properties_of_simple_clips():
+def test_no_clip_is_asked_the_same_question_twice_and_drills_ask_properties_of_one_or_two_sounds():
     """A repeated question can be answered by copying the first answer, without listening."""
     cfg = tt.Config()
     examples = [tt.draw_example(cfg, step, i, 6.0) for step in (cfg.property_step - 1, 5000) for i in range(200)]
@@ -141,6 +141,8 @@ def test_no_clip_is_asked_the_same_question_twice_and_drills_ask_properties_of_s
     assert all(a in (*tt.PITCHES, *tt.LEVELS) for e in drills for _, a in e.turns)
     assert {len(e.turns) for e in drills} == {2, 4}, "both properties of one sound, or of two"
     assert not any(e.task == "drill" for e in examples[:200]), "drills begin with the property questions"
+    focus = [tt.draw_example(cfg, cfg.focus_step, i, 6.0).task for i in range(64)]
+    assert set(focus) == {"drill", "speech"}, "while the focus lasts, every scene is a drill"
 
 
 @torch.enable_grad()
