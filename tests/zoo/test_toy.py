@@ -137,7 +137,8 @@ def test_no_clip_is_asked_the_same_question_twice_and_drills_ask_properties_of_o
         assert len(questions) == len(set(questions)), e.turns
     drills = [e for e in examples if e.task == "drill"]
     asked = drills + [e for e in examples[200:] if e.task == "questions"]
-    assert 0.2 * len(asked) < len(drills) < 0.4 * len(asked), "drill_frac of the question scenes"
+    spread = 3 * (len(asked) * cfg.drill_frac * (1 - cfg.drill_frac)) ** 0.5
+    assert abs(len(drills) - cfg.drill_frac * len(asked)) < spread, "drill_frac of the question scenes (3 sigma)"
     assert all(a in (*tt.PITCHES, *tt.LEVELS) for e in drills for _, a in e.turns)
     assert {len(e.turns) for e in drills} == {2, 4}, "both properties of one sound, or of two"
     assert not any(e.task == "drill" for e in examples[:200]), "drills begin with the property questions"
