@@ -133,7 +133,7 @@ class Config:
     word). From ``property_step``, a share ``drill_frac`` of the question scenes
     are drills instead: 1-2 events, asked only property questions; and for
     ``focus_steps`` from ``focus_step`` every scene is a drill. Pitch stayed at
-    chance through 1000 steps with drills as a fifth of the clips, and began to
+    chance through 1000 steps with drills as a sixth of the clips, and began to
     rise within 100 steps of drills alone (from that run's step-2000
     checkpoint). ``audio_dropout``: the share of question turns whose question tokens
     may not attend to the audio (the position that answers always may), so the
@@ -1137,7 +1137,7 @@ How the curriculum was found, by teacher-forced accuracy on held-out clips
   step 400, and began to lift at step 950 without them: paraphrases now wait
   for step {phrase_step}.
 - Pitch stayed at chance for 2000 steps of questions spread over 1–4-event
-  clips, and through 1000 steps with drills as a fifth of the clips, although
+  clips, and through 1000 steps with drills as a sixth of the clips, although
   a linear probe read it from the projector output of one-event clips (89 %,
   given the class). From that run's step-2000 checkpoint, 100 steps of drills
   alone started it: hence the focus.
