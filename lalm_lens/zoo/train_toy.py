@@ -1011,6 +1011,9 @@ def write_model_card(folder: str | Path) -> Path:
     phrase_step = c.get("phrase_step", c["list_only_steps"])  # runs before phrase_step ramped from list_only_steps
     syllables = (f'; in {100 * c["syllables_frac"]:g} % of them "{SYLLABLES_Q}" → 8 … 15'
                  if c.get("syllables_frac") else "")
+    drills = (f'\n- from step {c["property_step"]}, {100 * c["drill_frac"]:g} % of those scenes are drills instead: one or two'
+              f'\n  events, asked only the pitch and level of each; for steps {c["focus_step"]}–{c["focus_step"] + c["focus_steps"]}'
+              "\n  every scene is a drill;" if c.get("drill_frac") else "")
     if c.get("freeze_encoder", True):
         stage2 = f"""**Stage 2** (from step {c["stage2_step"]}): the audio encoder and projector are frozen, and every
 speech clip ({100 * c["stage2_speech_frac"]:g} % of clips) is also asked "{EMOTION_Q}" →
@@ -1062,10 +1065,7 @@ quiet within its clip (`EventInterval.pitch` / `.level`). A loss on the answer t
   about sounds in the clip; in {100 * c["phrase_frac"]:g} % of them the sound is named by a paraphrase
   of several words ("dog that barks", "machine that hums") and the question is worded
   another way ("Can you hear the {{label}}?", "Is the sound of the {{label}} high or low?");
-  no clip is asked the same question twice (a repeat could copy the first answer);
-- from step {c["property_step"]}, {100 * c.get("drill_frac", 0):g} % of those scenes are drills instead: one or two
-  events, asked only the pitch and level of each; for steps {c.get("focus_step", 0)}–{c.get("focus_step", 0) + c.get("focus_steps", 0)}
-  every scene is a drill;
+  no clip is asked the same question twice (a repeat could copy the first answer);{drills}
 - generic speech questions ({100 * c["speech_frac"]:g} % of clips): "{SPEAKER_Q}" → m1 … f4, and, with the
   utterance set to a loud or a quiet level, "{SPEECH_LEVEL_Q}"{syllables}. **Emotion is never asked.**
 
