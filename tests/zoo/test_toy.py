@@ -118,6 +118,24 @@ def test_the_curriculum_asks_presence_first_then_properties_and_paraphrases_and_
         assert bool(mask[after][:, audio].all()), "before the ramp no question loses the audio"
 
 
+def test_training_windows_count_presence_pitch_and_level_answers_apart():
+    """A "questions" window mixes kinds (pitch at chance hides presence rising); each answer is also counted by kind."""
+    cfg = tt.Config.micro(durations=(4.0,), stage2_step=10**6)
+    processor = tt.build_processor(cfg)
+    batches = tt.Batches(cfg, processor, 0, 1)
+    counted, expected = {}, {}
+    for step in range(5, 9):
+        batch = batches.batch(step)
+        perfect = torch.nn.functional.one_hot(batch["targets"].clamp(min=0), len(processor.tokenizer)).float()
+        _, stats = tt.answer_stats(perfect, batch)
+        for kind in ("presence", "pitch", "level"):
+            counted[kind] = counted.get(kind, 0) + (stats[kind][2:] if kind in stats else 0)
+            expected[kind] = expected.get(kind, 0) + sum(k == kind for row in batch["kinds"] for k in row)
+        assert sum(stats[t][3] for t in tt.TASKS if t in stats) == sum(len(row) for row in batch["kinds"])
+    assert all(expected[k] > 0 for k in expected), expected
+    assert {k: tuple(v) for k, v in counted.items()} == {k: (n, n) for k, n in expected.items()}
+
+
 def test_pitch_answers_in_training_are_as_balanced_as_the_generator_draws_them():
     """The questions' random choices come from another stream than the clip's: with one shared stream, 31 %
     of the pitch answers were "high" (a clip's labels followed from its task, length and layout)."""
