@@ -826,6 +826,8 @@ def evaluate(folder: str | Path = DEFAULT_OUT, n: int = 400, batch_size: int = 3
     results["retrieval"] = retrieval_diagnostic(
         model, heldout_scenes(max(4, n // 4), "equal", 400_000, properties=True), batch_size, properties=taught)
     results["mlp_ablation"], results["encoder_probe"] = emotion_diagnostics(model, utts, n, batch_size)
+    if taught:
+        results["pitch_probe"] = pitch_probe(model, n, batch_size)
     return results
 
 
@@ -885,6 +887,20 @@ def emotion_diagnostics(model, utts, n: int, batch_size: int) -> tuple[dict, dic
     probe = diagnostics.linear_probe(train_x, np.array([label[u.emotion] for u in identification]),
                                      test_x, np.array([label[u.emotion] for u in utts]))
     return ablation, {**probe, "n_train": len(identification)}
+
+
+def pitch_probe(model, n: int, batch_size: int) -> dict:
+    """Linear probes for a sound's pitch (high or low for its class) on the mean ``hook_audio_embeds`` of ``n``
+    held-out one-event 3 s clips, tested on ``n`` others: given the class (the features times the class's
+    one-hot) and without it. The decoder is asked the pitch of a named class; this says how much of it the
+    encoder hands over, and whether as one direction for all classes."""
+    scenes = [make_scene(heldout_seed(800_000 + i), n_events=1, duration_s=3.0, properties=True) for i in range(2 * n)]
+    x = diagnostics.pooled_audio_embeds(model, [s.wave for s in scenes], LIST_Q, batch_size)
+    y = np.array([PITCHES.index(s.events[0].pitch) for s in scenes])
+    classes = np.eye(len(EVENT_CLASSES))[[EVENT_CLASSES.index(s.events[0].label) for s in scenes]]
+    given = (classes[:, :, None] * x[:, None, :]).reshape(len(x), -1)
+    return {"n_train": n, "given_class": diagnostics.linear_probe(given[:n], y[:n], given[n:], y[n:]),
+            "without_class": diagnostics.linear_probe(x[:n], y[:n], x[n:], y[n:])}
 
 
 def attention_peaks(model, scenes, batch_size: int) -> dict:
@@ -978,6 +994,12 @@ def diagnostic_tables(r: dict) -> list[str]:
               "", f"Linear probe for emotion on the mean `hook_audio_embeds` of each clip (trained on {probe['n_train']} "
               f"other utterances): {100 * probe['accuracy']:.1f} % ({100 * probe['ci95'][0]:.1f}–{100 * probe['ci95'][1]:.1f} %) "
               f"on the same {probe['n']} held-out utterances (chance 25 %)."]
+    if "pitch_probe" in r:
+        given, without = r["pitch_probe"]["given_class"], r["pitch_probe"]["without_class"]
+        lines += ["", f"Linear probe for pitch (high or low for the class) on the mean `hook_audio_embeds` of one-event "
+                  f"3 s clips (trained on {r['pitch_probe']['n_train']}, tested on {given['n']} others): "
+                  f"{100 * given['accuracy']:.1f} % ({100 * given['ci95'][0]:.1f}–{100 * given['ci95'][1]:.1f} %) given "
+                  f"the class, {100 * without['accuracy']:.1f} % without it (chance 50 %)."]
     return lines
 
 

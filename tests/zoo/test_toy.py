@@ -215,7 +215,7 @@ def test_evaluation_leaves_the_evaluated_folder_alone(micro_toy, tmp_path, monke
     tt.main(["--evaluate", "--n", "4", "--threads", "1", "--out", str(micro_toy)])
     assert sorted(p.name for p in micro_toy.iterdir()) == before, "no eval_results.json or MODEL_CARD.md written there"
     results = json.loads((tmp_path / "out" / f"eval-{micro_toy.name}" / "eval_results.json").read_text())
-    assert results["n"] == 4 and results["emotion"]["n"] == 4
+    assert results["n"] == 4 and results["emotion"]["n"] == 4 and results["pitch_probe"]["given_class"]["n"] == 4
     tt.main(["--evaluate", "--n", "4", "--threads", "1", "--out", str(micro_toy), "--results", str(tmp_path / "mine")])
     assert json.loads((tmp_path / "mine" / "eval_results.json").read_text())["n"] == 4
 
@@ -224,7 +224,8 @@ def test_only_write_card_updates_the_models_own_card(micro_toy, tmp_path):
     folder = shutil.copytree(micro_toy, tmp_path / "toy")
     tt.main(["--evaluate", "--n", "4", "--threads", "1", "--out", str(folder), "--write-card"])
     assert json.loads((folder / "eval_results.json").read_text())["n"] == 4
-    assert "## Held-out accuracy" in (folder / "MODEL_CARD.md").read_text()
+    card = (folder / "MODEL_CARD.md").read_text()
+    assert "## Held-out accuracy" in card and "Linear probe for pitch" in card
     with pytest.raises(SystemExit):
         tt.main(["--evaluate", "--out", str(folder), "--write-card", "--results", str(tmp_path / "r")])
 
