@@ -141,14 +141,17 @@ class Config:
     may not attend to the audio (the position that answers always may), so the
     answer is retrieved after the question is read.
 
-    Curriculum: presence and the list are learnt alone until ``property_step``;
-    then the drill focus; then the audio dropout ramps in linearly over
-    ``ramp_steps`` from ``dropout_step``, and paraphrases over ``ramp_steps``
-    from ``phrase_step``. Presence is first learnt the easy way, from the class
-    word, and it needs the first 2000 steps to itself: with paraphrases from
-    step 400 it was still at chance at step 2200, and with property questions
-    and the dropout from step 1000 (when presence was just leaving chance) it
-    stayed near chance on 3-4-event clips through step 4000.
+    Curriculum: presence and the list are learnt alone until ``dropout_step``,
+    the easy way, from the class word; then the audio dropout ramps in linearly
+    over ``ramp_steps`` with presence still alone, so that the answering
+    position learns to retrieve; then (``property_step``) the drill focus and
+    the property questions, and paraphrases ramp in over ``ramp_steps`` from
+    ``phrase_step``. Presence needs the first 2000 steps to itself: with
+    paraphrases from step 400 it was still at chance at step 2200, and with
+    property questions and the dropout from step 1000 (when presence was just
+    leaving chance) it stayed near chance on 3-4-event clips through step 4000.
+    Taught before the dropout, pitch was read by the question tokens and lost
+    when they went blind (docs/toy_recipe.md has every run).
     """
 
     out: str = str(TRAIN_OUT)
@@ -177,11 +180,11 @@ class Config:
     max_seconds: int = 10
     # data
     list_only_steps: int = 400
-    property_step: int = 2000
-    phrase_step: int = 3200
-    focus_step: int = 2000
+    property_step: int = 2800
+    phrase_step: int = 3600
+    focus_step: int = 2800
     focus_steps: int = 400
-    dropout_step: int = 2400
+    dropout_step: int = 2000
     ramp_steps: int = 800
     speech_frac: float = 0.2
     stage2_speech_frac: float = 0.45
