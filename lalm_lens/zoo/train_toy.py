@@ -150,8 +150,8 @@ class Config:
     paraphrases from step 400 it was still at chance at step 2200, and with
     property questions and the dropout from step 1000 (when presence was just
     leaving chance) it stayed near chance on 3-4-event clips through step 4000.
-    Taught before the dropout, pitch was read by the question tokens and lost
-    when they went blind (docs/toy_recipe.md has every run).
+    Taught before the dropout, pitch was lost as the question tokens went
+    blind (docs/toy_recipe.md has every run).
     """
 
     out: str = str(TRAIN_OUT)
@@ -1187,6 +1187,9 @@ How the curriculum was found, by teacher-forced accuracy on held-out clips
   a linear probe read it from the projector output of one-event clips (89 %,
   given the class). From that run's step-2000 checkpoint, 100 steps of drills
   alone started it: hence the focus.
+- Taught in a focus before the dropout, while the question tokens could still
+  see the audio, pitch fell back to chance as the dropout ramped in; so the
+  dropout now comes first (from step {c["dropout_step"]}), with presence still alone.
 """
     path = folder / "MODEL_CARD.md"
     path.write_text(text)
