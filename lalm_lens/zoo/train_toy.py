@@ -742,6 +742,22 @@ def asked_about(scene: Scene, rng: np.random.Generator) -> tuple[EventInterval, 
 QUICK_LOOK = ("presence, yes", "presence, no", "pitch", "loudness")
 
 
+def load_run(folder: str | Path) -> tuple[Qwen2AudioForConditionalGeneration, Qwen2AudioProcessor, int | None]:
+    """The model and processor of a run in progress (its ``folder/checkpoint``, or a checkpoint folder itself), with
+    its step; or of a saved model (step None). Call ``eval()`` or ``train()`` on the model as needed."""
+    folder = Path(folder)
+    checkpoint = folder / "checkpoint" if (folder / "checkpoint" / "state.json").exists() else folder
+    if not (checkpoint / "state.json").exists():
+        model = Qwen2AudioForConditionalGeneration.from_pretrained(folder, dtype=torch.float32)
+        return model, Qwen2AudioProcessor.from_pretrained(folder), None
+    meta = json.loads((checkpoint / "state.json").read_text())
+    cfg = Config(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta.get("config", {}).items()})
+    processor = build_processor(cfg)
+    model = build_model(cfg, processor.tokenizer)
+    model.load_state_dict(model_weights(load_file(checkpoint / "state.safetensors")))
+    return model, processor, meta["step"]
+
+
 def quick_look(folder: str | Path, n: int = 160, batch_size: int = 32, threads: int = 0) -> dict:
     """Teacher-forced accuracy of the presence, pitch and loudness questions (class word, audio visible to
     every token) on ``n`` held-out clips of 1-4 events, by question and number of events: a minute's look
@@ -750,17 +766,7 @@ def quick_look(folder: str | Path, n: int = 160, batch_size: int = 32, threads: 
     if n < 4 or n % 4:
         raise ValueError(f"n must be a positive multiple of 4 (clips of 1-4 events alike), got {n}")
     torch.set_num_threads(threads or os.cpu_count() or 1)
-    folder, step = Path(folder), None
-    checkpoint = folder / "checkpoint" if (folder / "checkpoint" / "state.json").exists() else folder
-    if (checkpoint / "state.json").exists():
-        meta = json.loads((checkpoint / "state.json").read_text())
-        cfg = Config(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta.get("config", {}).items()})
-        processor, step = build_processor(cfg), meta["step"]
-        model = build_model(cfg, processor.tokenizer)
-        model.load_state_dict(model_weights(load_file(checkpoint / "state.safetensors")))
-    else:
-        model = Qwen2AudioForConditionalGeneration.from_pretrained(folder, dtype=torch.float32)
-        processor = Qwen2AudioProcessor.from_pretrained(folder)
+    model, processor, step = load_run(folder)
     model.eval()
     rng = np.random.default_rng(EVAL_SEED + 3)
     examples = []

@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -283,3 +284,25 @@ def test_a_quick_look_reads_a_run_in_progress_and_a_saved_model(micro_toy, tmp_p
     assert look["pitch"] == look["loudness"] == [1.0] * 4
     with pytest.raises(ValueError, match="multiple of 4"):
         tt.quick_look(micro_toy, n=6)
+
+
+@torch.enable_grad()
+def test_the_recipe_pages_scripts_run_on_a_trained_toy(micro_toy, monkeypatch, capsys):
+    """docs/toy_recipe/*.py, which measured figures on the recipe page, still run (here briefly, on the micro toy)."""
+    import importlib.util
+
+    def script(name):
+        path = Path(__file__).parents[2] / "docs" / "toy_recipe" / f"{name}.py"
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    probe = script("pitch_at_the_answer")
+    monkeypatch.setattr(probe, "N_TRAIN", 8)
+    monkeypatch.setattr(probe, "N_TEST", 8)
+    probe.main(str(micro_toy))
+    for fmt in ("one-class", "drills"):
+        script("pitch_finetune").main(str(micro_toy), fmt, steps=25)
+    out = capsys.readouterr().out
+    assert out.count("pitch given the class") == 1 and "embeddings" in out and out.count("pitch answers right") == 2

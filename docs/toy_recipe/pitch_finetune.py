@@ -1,0 +1,63 @@
+"""How fast can pitch be learnt at the answering position? (docs/toy_recipe.md, run J)
+
+Fine-tunes a run's checkpoint for 150 steps (fresh AdamW, lr 3e-4, batch 16) on pitch
+questions with the question tokens blind to the audio (the training's audio dropout at
+1), on fresh training clips, and prints the share of pitch answers right (teacher
+forced) per 25 steps. Formats:
+
+- one-event: "Is the {label} sound high or low?" about a one-event 3 s clip
+- one-class: the same, dogs only (no reading of pitch relative to the class needed)
+- one-or-two: the same question about one event of a 1-2-event 4-6 s clip
+- drills: the recipe's drills (1-2 events, 4-6 s, pitch and loudness, up to 4 turns)
+
+    python docs/toy_recipe/pitch_finetune.py RUN one-event   # a run, its checkpoint, or a saved model
+"""
+
+import sys
+
+import numpy as np
+import torch
+
+from lalm_lens.data import make_scene
+from lalm_lens.zoo import train_toy as tt
+
+FORMATS = ("one-event", "one-class", "one-or-two", "drills")
+
+
+def example(fmt: str, rng: np.random.Generator) -> tt.Example:
+    seed = 2 * int(rng.integers(2**30)) + 1  # odd: a training seed
+    if fmt in ("one-event", "one-class"):
+        scene = make_scene(seed, n_events=1, duration_s=3.0, properties=True, classes=("dog",) if fmt == "one-class" else None)
+    else:
+        scene = make_scene(seed, n_events=1 + int(rng.integers(2)), duration_s=float(rng.uniform(4, 6)),
+                           layout=str(rng.choice(["equal", "random"])), properties=True)
+    if fmt == "drills":
+        return tt.Example(scene.wave, tt.property_turns(scene.events, 4, rng), "drill")
+    event = scene.events[int(rng.integers(len(scene.events)))]
+    return tt.Example(scene.wave, [(tt.PITCH_Q.format(label=event.label), event.pitch)], "drill")
+
+
+def main(run: str, fmt: str, steps: int = 150) -> None:
+    if fmt not in FORMATS:
+        raise SystemExit(f"format must be one of {FORMATS}, got {fmt!r}")
+    torch.set_num_threads(1)
+    model, processor, step = tt.load_run(run)
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-4, weight_decay=0.01)
+    collate, rng, window = tt.Batches(tt.Config(), processor, 0, 0).collate, np.random.default_rng(1), np.zeros(2)
+    print(f"{run} at step {step}, {fmt}: pitch answers right per 25 steps")
+    for i in range(steps):
+        batch = collate([example(fmt, rng) for _ in range(16)], audio_dropout=1.0, rng=rng)
+        loss, stats = tt.answer_stats(tt.forward_logits(model, batch), batch)
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        window += stats["pitch"][2:]
+        if (i + 1) % 25 == 0:
+            print(f"{i + 1:4d} {window[0] / window[1]:.2f}", flush=True)
+            window[:] = 0
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])
