@@ -10,7 +10,10 @@ forced) per 25 steps. Formats:
 - one-or-two: the same question about one event of a 1-2-event 4-6 s clip
 - drills: the recipe's drills (1-2 events, 4-6 s, pitch and loudness, up to 4 turns)
 
+Several formats, comma-separated, run one after the other (a ladder), 150 steps each.
+
     python docs/toy_recipe/pitch_finetune.py RUN one-event   # a run, its checkpoint, or a saved model
+    python docs/toy_recipe/pitch_finetune.py RUN one-event,one-or-two,drills
 """
 
 import sys
@@ -37,15 +40,22 @@ def example(fmt: str, rng: np.random.Generator) -> tt.Example:
     return tt.Example(scene.wave, [(tt.PITCH_Q.format(label=event.label), event.pitch)], "drill")
 
 
-def main(run: str, fmt: str, steps: int = 150) -> None:
-    if fmt not in FORMATS:
-        raise SystemExit(f"format must be one of {FORMATS}, got {fmt!r}")
+def main(run: str, formats: str, steps: int = 150) -> None:
+    unknown = [f for f in formats.split(",") if f not in FORMATS]
+    if unknown:
+        raise SystemExit(f"formats must be among {FORMATS}, got {unknown}")
     torch.set_num_threads(1)
     model, processor, step = tt.load_run(run)
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-4, weight_decay=0.01)
-    collate, rng, window = tt.Batches(tt.Config(), processor, 0, 0).collate, np.random.default_rng(1), np.zeros(2)
-    print(f"{run} at step {step}, {fmt}: pitch answers right per 25 steps")
+    collate, rng = tt.Batches(tt.Config(), processor, 0, 0).collate, np.random.default_rng(1)
+    for fmt in formats.split(","):
+        print(f"{run} at step {step}, {fmt}: pitch answers right per 25 steps")
+        train(model, optimizer, collate, fmt, rng, steps)
+
+
+def train(model, optimizer, collate, fmt: str, rng: np.random.Generator, steps: int) -> None:
+    window = np.zeros(2)
     for i in range(steps):
         batch = collate([example(fmt, rng) for _ in range(16)], audio_dropout=1.0, rng=rng)
         loss, stats = tt.answer_stats(tt.forward_logits(model, batch), batch)
