@@ -137,7 +137,11 @@ class Config:
     ``focus_steps`` from ``focus_step`` every scene is a drill. Pitch stayed at
     chance through 1000 steps with drills as a sixth of the clips, and began to
     rise within 100 steps of drills alone (from that run's step-2000
-    checkpoint). ``audio_dropout``: the share of question turns whose question tokens
+    checkpoint). With ``ladder_steps``, the focus begins with two rungs of that
+    many steps each, one pitch question per clip: about a one-event clip, then
+    about one event of a one- or two-event clip (under the dropout, fine-tunes
+    learnt pitch that way and not from the drills; off by default until a run
+    has tried it). ``audio_dropout``: the share of question turns whose question tokens
     may not attend to the audio (the position that answers always may), so the
     answer is retrieved after the question is read.
 
@@ -184,6 +188,7 @@ class Config:
     phrase_step: int = 3600
     focus_step: int = 2800
     focus_steps: int = 400
+    ladder_steps: int = 0
     dropout_step: int = 2000
     ramp_steps: int = 800
     speech_frac: float = 0.2
@@ -342,6 +347,12 @@ def speech_example(cfg: Config, stage2: bool, seed: int, rng: np.random.Generato
     return Example(wave, [turns[i] for i in order], "emotion" if asked else "speech")
 
 
+def ladder_rung(cfg: Config, step: int) -> int:
+    """1 or 2 while ``step`` is on the focus's first or second rung (see :class:`Config`), else 0."""
+    into = step - cfg.focus_step
+    return 1 + into // cfg.ladder_steps if cfg.ladder_steps and 0 <= into < min(2 * cfg.ladder_steps, cfg.focus_steps) else 0
+
+
 def draw_example(cfg: Config, step: int, index: int, max_s: float) -> Example:
     """One training example, a pure function of the run seed and its place in the run."""
     seed = train_seed(cfg.seed, step * cfg.batch_size + index)
@@ -352,7 +363,10 @@ def draw_example(cfg: Config, step: int, index: int, max_s: float) -> Example:
     task = "list" if step < cfg.list_only_steps or rng.random() < cfg.list_frac else "questions"
     focus = cfg.focus_step <= step < cfg.focus_step + cfg.focus_steps
     drill = (task == "questions" and step >= cfg.property_step and rng.random() < cfg.drill_frac) or focus
-    if drill:
+    rung = ladder_rung(cfg, step)
+    if rung == 1:
+        n_events = 1
+    elif drill:
         n_events = 1 + int(rng.integers(2))
     else:
         n_events = 1 + int(rng.choice(len(cfg.event_counts), p=np.array(cfg.event_counts) / sum(cfg.event_counts)))
@@ -362,6 +376,9 @@ def draw_example(cfg: Config, step: int, index: int, max_s: float) -> Example:
         snr_db=float(rng.uniform(10, 30)) if rng.random() < cfg.noise_frac else None, properties=True,
     )
     phrase_frac = cfg.phrase_frac * ramp(step, cfg.phrase_step, cfg.ramp_steps)
+    if rung:
+        event = scene.events[int(rng.integers(len(scene.events)))]
+        return Example(scene.wave, [(PITCH_Q.format(label=event.label), event.pitch)], "drill")
     if drill:
         return Example(scene.wave, property_turns(scene.events, cfg.questions, rng, phrase_frac), "drill")
     if task == "list":

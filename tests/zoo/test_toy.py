@@ -137,6 +137,27 @@ def test_training_windows_count_presence_pitch_and_level_answers_apart():
     assert {k: tuple(v) for k, v in counted.items()} == {k: (n, n) for k, n in expected.items()}
 
 
+def test_the_ladder_asks_one_pitch_question_of_one_event_then_of_one_or_two_then_drills(monkeypatch):
+    cfg = tt.Config(ladder_steps=50)
+    counts = []
+    make_scene = tt.make_scene
+    monkeypatch.setattr(tt, "make_scene", lambda *a, **k: counts.append(k["n_events"]) or make_scene(*a, **k))
+
+    def draw(step):
+        counts.clear()
+        examples = [tt.draw_example(cfg, step, i, 4.0) for i in range(24)]
+        scenes = [e for e in examples if e.task != "speech"]
+        return scenes, list(counts)
+
+    for step, events in ((cfg.focus_step, {1}), (cfg.focus_step + 99, {1, 2})):
+        scenes, n_events = draw(step)
+        assert {e.task for e in scenes} == {"drill"} and set(n_events) == events, (step, n_events)
+        assert all(len(e.turns) == 1 and e.turns[0][1] in tt.PITCHES for e in scenes)
+    scenes, _ = draw(cfg.focus_step + 100)
+    assert {e.task for e in scenes} == {"drill"} and max(len(e.turns) for e in scenes) > 1, "then the drills"
+    assert tt.ladder_rung(tt.Config(), cfg.focus_step) == 0, "off by default"
+
+
 def test_pitch_answers_in_training_are_as_balanced_as_the_generator_draws_them():
     """The questions' random choices come from another stream than the clip's: with one shared stream, 31 %
     of the pitch answers were "high" (a clip's labels followed from its task, length and layout)."""
