@@ -584,11 +584,13 @@ def model_weights(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def load_checkpoint(folder: Path, cfg: Config, model, optimizer) -> dict:
     """Restore what :func:`save_checkpoint` wrote into ``model`` and ``optimizer``; returns its step, seconds and
-    history. Refuses a checkpoint of another recipe (only ``RESUMABLE_CHANGES`` may differ)."""
+    history. Refuses a checkpoint of another recipe (only ``RESUMABLE_CHANGES`` may differ). A field the
+    checkpoint does not record was added since, with a default that keeps the old behaviour, and counts as that."""
     tensors, meta = load_file(folder / "state.safetensors"), json.loads((folder / "state.json").read_text())
     now = json.loads(json.dumps(dataclasses.asdict(cfg)))  # as saved: tuples become lists
     saved = meta.get("config", now)  # checkpoints written before the config was recorded are taken on trust
-    changed = sorted(k for k in now if k not in RESUMABLE_CHANGES and saved.get(k) != now[k])
+    defaults = json.loads(json.dumps(dataclasses.asdict(Config())))
+    changed = sorted(k for k in now if k not in RESUMABLE_CHANGES and saved.get(k, defaults[k]) != now[k])
     if changed:
         differences = ", ".join(f"{k}: {saved.get(k)!r} there, {now[k]!r} now" for k in changed)
         raise ValueError(f"the checkpoint in {folder} was made with other settings ({differences}); "
