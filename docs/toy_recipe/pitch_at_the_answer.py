@@ -29,15 +29,13 @@ def main(run: str) -> None:
               for i in range(N_TRAIN + N_TEST)]
     pitch = np.array([tt.PITCHES.index(s.events[0].pitch) for s in scenes])
     label = np.array([EVENT_CLASSES.index(s.events[0].label) for s in scenes])
-    examples = [tt.Example(s.wave, [(tt.PITCH_Q.format(label=s.events[0].label), s.events[0].pitch)], "drill") for s in scenes]
+    examples = [tt.pitch_drill(s, np.random.default_rng(0)) for s in scenes]  # one event: always it
     collate, states, right = tt.Batches(tt.Config(), processor, 0, 0).collate, [], 0
     with torch.no_grad():
         for i in range(0, len(examples), 32):
             batch = collate(examples[i : i + 32], audio_dropout=1.0, rng=np.random.default_rng(0))
-            ids, rows = batch["input_ids"], torch.arange(len(batch["input_ids"]))
-            embeds = model.model.get_input_embeddings()(ids).masked_scatter(
-                (ids == model.config.audio_token_index)[..., None], tt.audio_embeds(model, batch["input_features"], batch["n_frames"]))
-            out = model.model.language_model(inputs_embeds=embeds, attention_mask=batch["attention_mask"], output_hidden_states=True)
+            rows = torch.arange(len(batch["input_ids"]))
+            out = tt.decoder_output(model, batch, output_hidden_states=True)
             answer = (batch["targets"] != -100).int().argmax(-1)
             states.append(torch.stack(out.hidden_states)[:, rows, answer].double().numpy())
             right += int((model.lm_head(out.last_hidden_state[rows, answer]).argmax(-1) == batch["targets"][rows, answer]).sum())

@@ -36,8 +36,7 @@ def example(fmt: str, rng: np.random.Generator) -> tt.Example:
                            layout=str(rng.choice(["equal", "random"])), properties=True)
     if fmt == "drills":
         return tt.Example(scene.wave, tt.property_turns(scene.events, 4, rng), "drill")
-    event = scene.events[int(rng.integers(len(scene.events)))]
-    return tt.Example(scene.wave, [(tt.PITCH_Q.format(label=event.label), event.pitch)], "drill")
+    return tt.pitch_drill(scene, rng)
 
 
 def main(run: str, formats: str, steps: int = 150) -> None:

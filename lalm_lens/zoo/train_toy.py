@@ -350,7 +350,15 @@ def speech_example(cfg: Config, stage2: bool, seed: int, rng: np.random.Generato
 def ladder_rung(cfg: Config, step: int) -> int:
     """1 or 2 while ``step`` is on the focus's first or second rung (see :class:`Config`), else 0."""
     into = step - cfg.focus_step
-    return 1 + into // cfg.ladder_steps if cfg.ladder_steps and 0 <= into < min(2 * cfg.ladder_steps, cfg.focus_steps) else 0
+    if not cfg.ladder_steps or not 0 <= into < min(2 * cfg.ladder_steps, cfg.focus_steps):
+        return 0
+    return 1 + into // cfg.ladder_steps
+
+
+def pitch_drill(scene: Scene, rng: np.random.Generator) -> Example:
+    """One question, the pitch of an event of ``scene`` drawn from ``rng``: the ladder's rungs."""
+    event = scene.events[int(rng.integers(len(scene.events)))]
+    return Example(scene.wave, [(PITCH_Q.format(label=event.label), event.pitch)], "drill")
 
 
 def draw_example(cfg: Config, step: int, index: int, max_s: float) -> Example:
@@ -377,8 +385,7 @@ def draw_example(cfg: Config, step: int, index: int, max_s: float) -> Example:
     )
     phrase_frac = cfg.phrase_frac * ramp(step, cfg.phrase_step, cfg.ramp_steps)
     if rung:
-        event = scene.events[int(rng.integers(len(scene.events)))]
-        return Example(scene.wave, [(PITCH_Q.format(label=event.label), event.pitch)], "drill")
+        return pitch_drill(scene, rng)
     if drill:
         return Example(scene.wave, property_turns(scene.events, cfg.questions, rng, phrase_frac), "drill")
     if task == "list":
@@ -503,6 +510,12 @@ def forward_logits(model: Qwen2AudioForConditionalGeneration, batch: dict) -> to
     """Logits ``[batch, pos, vocab]`` of a right-padded training batch (``attention_mask``: 2D padding or 4D boolean).
 
     Clips whose ``encoder_learns`` is False reach the decoder detached: their loss does not train the encoder."""
+    return model.lm_head(decoder_output(model, batch).last_hidden_state)
+
+
+def decoder_output(model: Qwen2AudioForConditionalGeneration, batch: dict, **kwargs):
+    """The language model's output on a training batch (as :func:`forward_logits`, before the unembedding);
+    ``kwargs`` go to it (``output_hidden_states=True`` for the residual after every layer)."""
     ids = batch["input_ids"]
     embeds = model.model.get_input_embeddings()(ids)
     with torch.set_grad_enabled(torch.is_grad_enabled() and model.model.multi_modal_projector.linear.weight.requires_grad):
@@ -511,8 +524,7 @@ def forward_logits(model: Qwen2AudioForConditionalGeneration, batch: dict) -> to
         learns = batch["encoder_learns"].repeat_interleave(tokens_after_whisper(batch["n_frames"]))
         audio = torch.where(learns[:, None], audio, audio.detach())
     embeds = embeds.masked_scatter((ids == model.config.audio_token_index)[..., None], audio.to(embeds.dtype))
-    hidden = model.model.language_model(inputs_embeds=embeds, attention_mask=batch["attention_mask"]).last_hidden_state
-    return model.lm_head(hidden)
+    return model.model.language_model(inputs_embeds=embeds, attention_mask=batch["attention_mask"], **kwargs)
 
 
 def answer_stats(logits: torch.Tensor, batch: dict) -> tuple[torch.Tensor, dict[str, np.ndarray]]:
