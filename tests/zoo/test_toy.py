@@ -155,7 +155,45 @@ def test_the_ladder_asks_one_pitch_question_of_one_event_then_of_one_or_two_then
         assert all(len(e.turns) == 1 and e.turns[0][1] in tt.PITCHES for e in scenes)
     scenes, _ = draw(cfg.focus_step + 100)
     assert {e.task for e in scenes} == {"drill"} and max(len(e.turns) for e in scenes) > 1, "then the drills"
-    assert tt.ladder_rung(tt.Config(), cfg.focus_step) == 0, "off by default"
+    assert tt.ladder_rung(tt.Config(ladder_steps=0), cfg.focus_step) == 0, "off with 0"
+
+
+def test_pitch_frac_makes_that_share_of_the_scenes_one_pitch_question_about_one_event_after_the_focus(monkeypatch):
+    events = {}
+    make_scene = tt.make_scene
+    monkeypatch.setattr(tt, "make_scene", lambda seed, **k: events.update({seed: k["n_events"]}) or make_scene(seed, **k))
+
+    def draw(cfg, step, i):
+        return tt.draw_example(cfg, step, i, 4.0), events.get(tt.train_seed(cfg.seed, step * cfg.batch_size + i))
+
+    def easy(e):
+        return e.task == "drill" and len(e.turns) == 1 and e.turns[0][1] in tt.PITCHES
+
+    cfg, off = tt.Config(pitch_frac=0.5), tt.Config()
+    after = cfg.focus_step + cfg.focus_steps
+    scenes = [(e, n) for i in range(200) for e, n in [draw(cfg, after, i)] if e.task != "speech"]
+    share = sum(easy(e) for e, _ in scenes) / len(scenes)
+    assert abs(share - 0.5) < 3 * (0.25 / len(scenes)) ** 0.5, share
+    assert {n for e, n in scenes if easy(e)} == {1}
+    for i in range(50):
+        e, e_off = tt.draw_example(cfg, cfg.property_step - 1, i, 4.0), tt.draw_example(off, cfg.property_step - 1, i, 4.0)
+        assert e.turns == e_off.turns and (e.wave == e_off.wave).all(), "nothing changes before the properties"
+    assert not any(easy(tt.draw_example(off, after, i, 4.0)) for i in range(200)), "off by default"
+
+
+def test_plain_frac_draws_list_and_presence_scenes_as_the_library_does_and_asks_them_no_property(monkeypatch):
+    drawn = {}
+    make_scene = tt.make_scene
+    monkeypatch.setattr(tt, "make_scene", lambda seed, **k: drawn.update({seed: k["properties"]}) or make_scene(seed, **k))
+    cfg = tt.Config(plain_frac=1.0)
+    step = cfg.focus_step + cfg.focus_steps
+    examples = {tt.train_seed(cfg.seed, step * cfg.batch_size + i): tt.draw_example(cfg, step, i, 4.0) for i in range(64)}
+    scenes = {seed: e for seed, e in examples.items() if e.task != "speech"}
+    assert {e.task for e in scenes.values()} == {"list", "questions", "drill"}
+    for seed, e in scenes.items():
+        assert drawn[seed] == (e.task == "drill"), "drills need labelled pitch and level"
+        if e.task == "questions":
+            assert all(answer in ("yes", "no") for _, answer in e.turns)
 
 
 def test_pitch_answers_in_training_are_as_balanced_as_the_generator_draws_them():
@@ -268,16 +306,19 @@ def test_a_run_stopped_and_resumed_equals_a_run_in_one_go(tmp_path):
     from safetensors.torch import load_file
 
     micro = ["--micro", "--steps", "4", "--threads", "1", "--minutes", "1e9"]
-    tt.main([*micro, "--out", str(tmp_path / "whole")])
-    tt.main([*micro, "--out", str(tmp_path / "parts"), "--until", "2"])
+    before = ["--set", "ladder_steps=0", "plain_frac=0"]  # the recipe as it was before those fields existed
+    tt.main([*micro, "--out", str(tmp_path / "whole"), *before])
+    tt.main([*micro, "--out", str(tmp_path / "parts"), "--until", "2", *before])
     assert (tmp_path / "parts" / "checkpoint" / "state.json").exists() and not (tmp_path / "parts" / "config.json").exists()
     with pytest.raises(ValueError, match="other settings.*lr"):
         tt.main([*micro, "--out", str(tmp_path / "parts"), "--resume", "--set", "lr=0.01"])
     state = tmp_path / "parts" / "checkpoint" / "state.json"
     meta = json.loads(state.read_text())
-    del meta["config"]["ladder_steps"]  # as a checkpoint written before the field existed: it counts as its default
+    del meta["config"]["ladder_steps"], meta["config"]["plain_frac"]  # as a checkpoint written before these fields
     state.write_text(json.dumps(meta))
-    tt.main([*micro, "--out", str(tmp_path / "parts"), "--resume"])
+    with pytest.raises(ValueError, match="ladder_steps: 0 there, 150 now"):
+        tt.main([*micro, "--out", str(tmp_path / "parts"), "--resume"])  # ladder_steps counts as 0, as runs were then
+    tt.main([*micro, "--out", str(tmp_path / "parts"), "--resume", *before])
     whole, parts = load_file(tmp_path / "whole" / "model.safetensors"), load_file(tmp_path / "parts" / "model.safetensors")
     assert whole.keys() == parts.keys()
     assert all(torch.equal(whole[k], parts[k]) for k in whole), "same batches, same kernels, restored AdamW moments"
@@ -327,7 +368,10 @@ def test_the_recipe_pages_scripts_run_on_a_trained_toy(micro_toy, monkeypatch, c
     monkeypatch.setattr(probe, "N_TRAIN", 8)
     monkeypatch.setattr(probe, "N_TEST", 8)
     probe.main(str(micro_toy))
-    for fmt in ("one-class", "drills"):
-        script("pitch_finetune").main(str(micro_toy), fmt, steps=25)
+    for fmt in ("one-class", "drills", "emotion"):
+        script("finetune").main(str(micro_toy), fmt, steps=25)
+    script("list_errors").main(str(micro_toy), 8)
     out = capsys.readouterr().out
-    assert out.count("pitch given the class") == 1 and "embeddings" in out and out.count("pitch answers right") == 2
+    assert out.count("pitch given the class") == 1 and "embeddings" in out
+    assert out.count("pitch answers right") == 2 and out.count("emotion answers right") == 1
+    assert "8 clips, as --evaluate" in out and "8 clips, pitch and level varied" in out

@@ -1,19 +1,21 @@
-"""How fast can pitch be learnt at the answering position? (docs/toy_recipe.md, run J)
+"""How fast can a question be learnt from a checkpoint? (docs/toy_recipe.md, runs J and K)
 
-Fine-tunes a run's checkpoint for 150 steps (fresh AdamW, lr 3e-4, batch 16) on pitch
-questions with the question tokens blind to the audio (the training's audio dropout at
-1), on fresh training clips, and prints the share of pitch answers right (teacher
-forced) per 25 steps. Formats:
+Fine-tunes a run's checkpoint for 150 steps (fresh AdamW, lr 3e-4, batch 16) on one
+kind of question with the question tokens blind to the audio (the training's audio
+dropout at 1), on fresh training clips, and prints the share of answers right (teacher
+forced) per 25 steps: pitch answers, or emotion answers for ``emotion``. Formats:
 
 - one-event: "Is the {label} sound high or low?" about a one-event 3 s clip
 - one-class: the same, dogs only (no reading of pitch relative to the class needed)
 - one-or-two: the same question about one event of a 1-2-event 4-6 s clip
 - drills: the recipe's drills (1-2 events, 4-6 s, pitch and loudness, up to 4 turns)
+- emotion: "What emotion does the speaker express?" about an utterance, which reaches the
+  decoder detached from the encoder as in training (the decoder alone learns it)
 
 Several formats, comma-separated, run one after the other (a ladder), 150 steps each.
 
-    python docs/toy_recipe/pitch_finetune.py RUN one-event   # a run, its checkpoint, or a saved model
-    python docs/toy_recipe/pitch_finetune.py RUN one-event,one-or-two,drills
+    python docs/toy_recipe/finetune.py RUN one-event   # a run, its checkpoint, or a saved model
+    python docs/toy_recipe/finetune.py RUN one-event,one-or-two,drills
 """
 
 import sys
@@ -21,14 +23,18 @@ import sys
 import numpy as np
 import torch
 
-from lalm_lens.data import make_scene
+from lalm_lens.data import CONDITIONS, EMOTIONS, SPEAKERS, make_scene, make_utterance
 from lalm_lens.zoo import train_toy as tt
 
-FORMATS = ("one-event", "one-class", "one-or-two", "drills")
+FORMATS = ("one-event", "one-class", "one-or-two", "drills", "emotion")
 
 
 def example(fmt: str, rng: np.random.Generator) -> tt.Example:
     seed = 2 * int(rng.integers(2**30)) + 1  # odd: a training seed
+    if fmt == "emotion":
+        utt = make_utterance(str(rng.choice(EMOTIONS)), SPEAKERS[rng.integers(len(SPEAKERS))], seed,
+                             condition=str(rng.choice(CONDITIONS)))
+        return tt.Example(utt.wave[: 10 * tt.SAMPLING_RATE], [(tt.EMOTION_Q, utt.emotion)], "emotion")
     if fmt in ("one-event", "one-class"):
         scene = make_scene(seed, n_events=1, duration_s=3.0, properties=True, classes=("dog",) if fmt == "one-class" else None)
     else:
@@ -49,8 +55,12 @@ def main(run: str, formats: str, steps: int = 150) -> None:
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-4, weight_decay=0.01)
     collate, rng = tt.Batches(tt.Config(), processor, 0, 0).collate, np.random.default_rng(1)
     for fmt in formats.split(","):
-        print(f"{run} at step {step}, {fmt}: pitch answers right per 25 steps")
+        print(f"{run} at step {step}, {fmt}: {answered(fmt)} answers right per 25 steps")
         train(model, optimizer, collate, fmt, rng, steps)
+
+
+def answered(fmt: str) -> str:
+    return "emotion" if fmt == "emotion" else "pitch"
 
 
 def train(model, optimizer, collate, fmt: str, rng: np.random.Generator, steps: int) -> None:
@@ -62,7 +72,7 @@ def train(model, optimizer, collate, fmt: str, rng: np.random.Generator, steps: 
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
-        window += stats["pitch"][2:]
+        window += stats[answered(fmt)][2:]
         if (i + 1) % 25 == 0:
             print(f"{i + 1:4d} {window[0] / window[1]:.2f}", flush=True)
             window[:] = 0
