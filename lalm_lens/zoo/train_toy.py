@@ -589,6 +589,12 @@ RESUMABLE_CHANGES = ("out", "threads", "minutes", "workers")
 ADDED_FIELDS = {"ladder_steps": 0, "pitch_frac": 0.0, "plain_frac": 0.0}
 
 
+def recorded_config(meta: dict) -> dict:
+    """The config (as JSON) that a checkpoint's ``meta`` says its run was made with; a field the checkpoint does
+    not record was added since and counts as its ``ADDED_FIELDS`` value."""
+    return {**ADDED_FIELDS, **meta.get("config", {})}
+
+
 def save_checkpoint(folder: Path, cfg: Config, model, optimizer, step: int, seconds: float, history: list[dict]) -> None:
     """Everything a run needs to go on after ``step`` steps: weights and AdamW moments (safetensors), and the
     config, the step, the training seconds spent and the curves so far (JSON). Written to temporary names, then
@@ -613,14 +619,15 @@ def model_weights(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def load_checkpoint(folder: Path, cfg: Config, model, optimizer) -> dict:
     """Restore what :func:`save_checkpoint` wrote into ``model`` and ``optimizer``; returns its step, seconds and
-    history. Refuses a checkpoint of another recipe (only ``RESUMABLE_CHANGES`` may differ). A field the
-    checkpoint does not record was added since and counts as its ``ADDED_FIELDS`` value."""
+    history. Refuses a checkpoint of another recipe (only ``RESUMABLE_CHANGES`` may differ; see
+    :func:`recorded_config`)."""
     tensors, meta = load_file(folder / "state.safetensors"), json.loads((folder / "state.json").read_text())
     now = json.loads(json.dumps(dataclasses.asdict(cfg)))  # as saved: tuples become lists
-    saved = meta.get("config", now)  # checkpoints written before the config was recorded are taken on trust
-    changed = sorted(k for k in now if k not in RESUMABLE_CHANGES and saved.get(k, ADDED_FIELDS.get(k)) != now[k])
+    # checkpoints written before the config was recorded are taken on trust
+    saved = recorded_config(meta) if "config" in meta else now
+    changed = sorted(k for k in now if k not in RESUMABLE_CHANGES and saved.get(k) != now[k])
     if changed:
-        differences = ", ".join(f"{k}: {saved.get(k, ADDED_FIELDS.get(k))!r} there, {now[k]!r} now" for k in changed)
+        differences = ", ".join(f"{k}: {saved.get(k)!r} there, {now[k]!r} now" for k in changed)
         raise ValueError(f"the checkpoint in {folder} was made with other settings ({differences}); "
                          "resume with the same --set options or start afresh")
     model.load_state_dict(model_weights(tensors))
@@ -799,7 +806,7 @@ def load_run(folder: str | Path) -> tuple[Qwen2AudioForConditionalGeneration, Qw
         model = Qwen2AudioForConditionalGeneration.from_pretrained(folder, dtype=torch.float32)
         return model, Qwen2AudioProcessor.from_pretrained(folder), None
     meta = json.loads((checkpoint / "state.json").read_text())
-    cfg = Config(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta.get("config", {}).items()})
+    cfg = Config(**{k: tuple(v) if isinstance(v, list) else v for k, v in recorded_config(meta).items()})
     processor = build_processor(cfg)
     model = build_model(cfg, processor.tokenizer)
     model.load_state_dict(model_weights(load_file(checkpoint / "state.safetensors")))

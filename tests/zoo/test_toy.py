@@ -137,41 +137,43 @@ def test_training_windows_count_presence_pitch_and_level_answers_apart():
     assert {k: tuple(v) for k, v in counted.items()} == {k: (n, n) for k, n in expected.items()}
 
 
-def test_the_ladder_asks_one_pitch_question_of_one_event_then_of_one_or_two_then_drills(monkeypatch):
-    cfg = tt.Config(ladder_steps=50)
-    counts = []
+@pytest.fixture
+def draw_with_scene(monkeypatch):
+    """``draw(cfg, step, i)``: the training example and the keyword arguments of its ``make_scene`` call (None for speech)."""
+    called = {}
     make_scene = tt.make_scene
-    monkeypatch.setattr(tt, "make_scene", lambda *a, **k: counts.append(k["n_events"]) or make_scene(*a, **k))
+    monkeypatch.setattr(tt, "make_scene", lambda seed, **k: called.update(scene=k) or make_scene(seed, **k))
+
+    def draw(cfg, step, i):
+        called.clear()
+        return tt.draw_example(cfg, step, i, 4.0), called.get("scene")
+
+    return draw
+
+
+def test_the_ladder_asks_one_pitch_question_of_one_event_then_of_one_or_two_then_drills(draw_with_scene):
+    cfg = tt.Config(ladder_steps=50)
 
     def draw(step):
-        counts.clear()
-        examples = [tt.draw_example(cfg, step, i, 4.0) for i in range(24)]
-        scenes = [e for e in examples if e.task != "speech"]
-        return scenes, list(counts)
+        return [(e, k["n_events"]) for e, k in (draw_with_scene(cfg, step, i) for i in range(24)) if e.task != "speech"]
 
     for step, events in ((cfg.focus_step, {1}), (cfg.focus_step + 99, {1, 2})):
-        scenes, n_events = draw(step)
-        assert {e.task for e in scenes} == {"drill"} and set(n_events) == events, (step, n_events)
-        assert all(len(e.turns) == 1 and e.turns[0][1] in tt.PITCHES for e in scenes)
-    scenes, _ = draw(cfg.focus_step + 100)
-    assert {e.task for e in scenes} == {"drill"} and max(len(e.turns) for e in scenes) > 1, "then the drills"
+        scenes = draw(step)
+        n_events = {n for _, n in scenes}
+        assert {e.task for e, _ in scenes} == {"drill"} and n_events == events, (step, n_events)
+        assert all(len(e.turns) == 1 and e.turns[0][1] in tt.PITCHES for e, _ in scenes)
+    scenes = draw(cfg.focus_step + 100)
+    assert {e.task for e, _ in scenes} == {"drill"} and max(len(e.turns) for e, _ in scenes) > 1, "then the drills"
     assert tt.ladder_rung(tt.Config(ladder_steps=0), cfg.focus_step) == 0, "off with 0"
 
 
-def test_pitch_frac_makes_that_share_of_the_scenes_one_pitch_question_about_one_event_after_the_focus(monkeypatch):
-    events = {}
-    make_scene = tt.make_scene
-    monkeypatch.setattr(tt, "make_scene", lambda seed, **k: events.update({seed: k["n_events"]}) or make_scene(seed, **k))
-
-    def draw(cfg, step, i):
-        return tt.draw_example(cfg, step, i, 4.0), events.get(tt.train_seed(cfg.seed, step * cfg.batch_size + i))
-
+def test_pitch_frac_makes_that_share_of_the_scenes_one_pitch_question_about_one_event_after_the_focus(draw_with_scene):
     def easy(e):
         return e.task == "drill" and len(e.turns) == 1 and e.turns[0][1] in tt.PITCHES
 
     cfg, off = tt.Config(pitch_frac=0.5), tt.Config()
     after = cfg.focus_step + cfg.focus_steps
-    scenes = [(e, n) for i in range(200) for e, n in [draw(cfg, after, i)] if e.task != "speech"]
+    scenes = [(e, k["n_events"]) for e, k in (draw_with_scene(cfg, after, i) for i in range(200)) if e.task != "speech"]
     share = sum(easy(e) for e, _ in scenes) / len(scenes)
     assert abs(share - 0.5) < 3 * (0.25 / len(scenes)) ** 0.5, share
     assert {n for e, n in scenes if easy(e)} == {1}
@@ -181,17 +183,13 @@ def test_pitch_frac_makes_that_share_of_the_scenes_one_pitch_question_about_one_
     assert not any(easy(tt.draw_example(off, after, i, 4.0)) for i in range(200)), "off by default"
 
 
-def test_plain_frac_draws_list_and_presence_scenes_as_the_library_does_and_asks_them_no_property(monkeypatch):
-    drawn = {}
-    make_scene = tt.make_scene
-    monkeypatch.setattr(tt, "make_scene", lambda seed, **k: drawn.update({seed: k["properties"]}) or make_scene(seed, **k))
+def test_plain_frac_draws_list_and_presence_scenes_as_the_library_does_and_asks_them_no_property(draw_with_scene):
     cfg = tt.Config(plain_frac=1.0)
     step = cfg.focus_step + cfg.focus_steps
-    examples = {tt.train_seed(cfg.seed, step * cfg.batch_size + i): tt.draw_example(cfg, step, i, 4.0) for i in range(64)}
-    scenes = {seed: e for seed, e in examples.items() if e.task != "speech"}
-    assert {e.task for e in scenes.values()} == {"list", "questions", "drill"}
-    for seed, e in scenes.items():
-        assert drawn[seed] == (e.task == "drill"), "drills need labelled pitch and level"
+    scenes = [(e, k) for e, k in (draw_with_scene(cfg, step, i) for i in range(64)) if e.task != "speech"]
+    assert {e.task for e, _ in scenes} == {"list", "questions", "drill"}
+    for e, scene in scenes:
+        assert scene["properties"] == (e.task == "drill"), "drills need labelled pitch and level"
         if e.task == "questions":
             assert all(answer in ("yes", "no") for _, answer in e.turns)
 
