@@ -121,7 +121,10 @@ class Config:
     the audio encoder and projector are frozen (``freeze_encoder``), or they
     go on learning the other tasks while no gradient reaches them from a clip
     asked its emotion (a share ``emotion_frac`` of the speech clips; the rest
-    keep the speaker and loudness questions).
+    keep the speaker and loudness questions). Each token of an emotion answer
+    weighs ``emotion_weight`` in the loss: at weight 1, one short answer among
+    the scenes' many, emotion was 58-71 % right in run K's last 1000 steps,
+    and 80 % after 150 steps of fine-tuning its decoder on emotion alone.
 
     Data: each batch draws one clip-length bucket from ``durations`` (clips
     within 2 s below it); a clip is speech (``speech_frac``) or a scene of
@@ -207,6 +210,7 @@ class Config:
     stage2_speech_frac: float = 0.45
     freeze_encoder: bool = False
     emotion_frac: float = 0.7
+    emotion_weight: float = 4.0
     syllables_frac: float = 0.5
     list_frac: float = 0.35
     questions: int = 4
@@ -478,11 +482,15 @@ class Batches(torch.utils.data.IterableDataset):
         length = max(len(ids) for ids, _, _ in rows)
         input_ids = torch.full((len(rows), length), self.encode.pad_id)
         targets = torch.full((len(rows), length), -100)
+        weights = torch.ones((len(rows), length))
         mask = torch.zeros((len(rows), 1, length, length), dtype=torch.bool)
         causal = torch.tril(torch.ones(length, length, dtype=torch.bool))
         for b, (ids, tgt, questions) in enumerate(rows):
             n = len(ids)
             input_ids[b, :n], targets[b, :n] = torch.tensor(ids), torch.tensor(tgt)
+            for (question, _), (_, answer_at) in zip(examples[b].turns, questions):
+                if question == EMOTION_Q:
+                    weights[b, answer_at : answer_at + (targets[b, answer_at:] == -100).int().argmax()] = self.cfg.emotion_weight
             mask[b, 0, :n, :n] = causal[:n, :n]
             mask[b, 0, range(n, length), range(n, length)] = True
             audio = input_ids[b] == self.encode.audio_id
@@ -490,7 +498,7 @@ class Batches(torch.utils.data.IterableDataset):
                 if audio_dropout and rng.random() < audio_dropout:
                     mask[b, 0, start:stop] &= ~audio
         return dict(
-            input_ids=input_ids, attention_mask=mask, targets=targets, n_frames=n_frames,
+            input_ids=input_ids, attention_mask=mask, targets=targets, weights=weights, n_frames=n_frames,
             input_features=feats["input_features"][..., :keep], tasks=[e.task for e in examples],
             kinds=[[QUESTION_KINDS.get(answer) if e.task in ("questions", "drill") else None for _, answer in e.turns]
                    for e in examples],
@@ -543,14 +551,15 @@ def decoder_output(model: Qwen2AudioForConditionalGeneration, batch: dict, **kwa
 
 
 def answer_stats(logits: torch.Tensor, batch: dict) -> tuple[torch.Tensor, dict[str, np.ndarray]]:
-    """Mean loss over answer tokens, and per task ``[loss sum, examples, answers exactly right, answers]``
-    under teacher forcing; with ``batch["kinds"]`` (per example, the kind of each answer or None), the scene
-    questions' answers are also counted per kind (``presence``, ``pitch``, ``level``: one example per answer),
-    which a task's mixed window cannot show."""
+    """Loss over answer tokens (each weighted by ``batch["weights"]`` where given; divided by their number), and
+    per task ``[loss sum, examples, answers exactly right, answers]`` under teacher forcing; with
+    ``batch["kinds"]`` (per example, the kind of each answer or None), the scene questions' answers are also
+    counted per kind (``presence``, ``pitch``, ``level``: one example per answer), which a task's mixed window
+    cannot show."""
     targets = batch["targets"]
     token_loss = F.cross_entropy(logits.transpose(1, 2), targets, ignore_index=-100, reduction="none")
     mask = targets != -100
-    loss = token_loss.sum() / mask.sum()
+    loss = (token_loss * batch["weights"] if "weights" in batch else token_loss).sum() / mask.sum()
     right = (logits.argmax(-1) == targets) | ~mask
     stats: dict[str, np.ndarray] = {}
     with torch.no_grad():
@@ -586,7 +595,7 @@ def freeze_audio(model: Qwen2AudioForConditionalGeneration) -> None:
 
 RESUMABLE_CHANGES = ("out", "threads", "minutes", "workers")
 # Fields added after checkpoints were first written, with the value that means what runs did before them.
-ADDED_FIELDS = {"ladder_steps": 0, "pitch_frac": 0.0, "plain_frac": 0.0}
+ADDED_FIELDS = {"ladder_steps": 0, "pitch_frac": 0.0, "plain_frac": 0.0, "emotion_weight": 1.0}
 
 
 def recorded_config(meta: dict) -> dict:
@@ -1125,6 +1134,8 @@ and these clips reach the decoder detached from the encoder: no gradient from an
 emotion answer ever reaches the encoder or projector, which go on learning the
 other tasks. Emotion is learnt by the decoder alone, from an encoder that never
 saw an emotion label."""
+    if c.get("emotion_weight", 1.0) != 1.0:
+        stage2 += f" Each token of an emotion answer weighs {c['emotion_weight']:g} times another in the loss."
     encoder_then = ("frozen before emotion is taught" if c.get("freeze_encoder", True)
                     else "never sent a gradient by an emotion answer")
     events = ", ".join(EVENT_CLASSES)

@@ -238,6 +238,22 @@ def test_without_freezing_no_gradient_reaches_the_encoder_from_a_clip_asked_its_
         assert any(g is not None and g.abs().sum() > 0 for g in grads) == reaches
 
 
+def test_emotion_answers_weigh_emotion_weight_in_the_loss_and_no_other_token_does():
+    cfg = tt.Config.micro(durations=(4.0,), stage2_step=0, stage2_speech_frac=0.5, batch_size=8, emotion_weight=3.0)
+    processor = tt.build_processor(cfg)
+    batch = tt.Batches(cfg, processor, 0, 1).batch(3)
+    heavy = batch["weights"] == 3.0
+    tokens = processor.tokenizer.convert_ids_to_tokens(batch["targets"][heavy].tolist())
+    assert tokens.count("<|im_end|>") == sum(t == "emotion" for t in batch["tasks"]) > 0
+    assert set(tokens) - {"<|im_end|>"} <= set(tt.EMOTIONS)
+    assert bool((batch["weights"][~heavy] == 1.0).all())
+    logits = torch.randn(*batch["targets"].shape, len(processor.tokenizer), generator=torch.Generator().manual_seed(0))
+    loss, _ = tt.answer_stats(logits, batch)
+    token_loss = torch.nn.functional.cross_entropy(logits.transpose(1, 2), batch["targets"], ignore_index=-100, reduction="none")
+    answers = batch["targets"] != -100
+    assert torch.allclose(loss, (token_loss.sum() + 2 * token_loss[heavy].sum()) / answers.sum())
+
+
 def test_the_encoder_never_learns_emotion():
     cfg = tt.Config()
     stage1 = [tt.draw_example(cfg, step, i, 6.0) for step in (0, 500, cfg.stage2_step - 1) for i in range(16)]
