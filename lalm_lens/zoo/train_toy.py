@@ -153,7 +153,8 @@ class Config:
     the property questions need, and are asked no property question (trained
     on the extremes alone, run K listed 93 % of three-event clips like them
     right and 68.5 % of plain ones; its last 600 steps redone with half the
-    list and presence scenes plain, 96.5 % and 78.5 %). ``audio_dropout``: the
+    list and presence scenes plain, 96.5 % and 78.5 %; run L, with half plain
+    from the start, 94 % of each). ``audio_dropout``: the
     share of question turns whose question tokens may not attend to the audio
     (the position that answers always may), so the answer is retrieved after
     the question is read.
