@@ -418,10 +418,11 @@ def draw_example(cfg: Config, step: int, index: int, max_s: float) -> Example:
 
 
 class Encoder:
-    """Token ids of a conversation about one clip, which positions carry the loss, and where each question is."""
+    """Token ids of a conversation about one clip, which positions carry the loss and with what weight, and where
+    each question is; ``answer_weights[question]`` weighs that question's answer tokens (others weigh 1)."""
 
-    def __init__(self, processor: Qwen2AudioProcessor):
-        self.tokenizer = processor.tokenizer
+    def __init__(self, processor: Qwen2AudioProcessor, answer_weights: dict[str, float] | None = None):
+        self.tokenizer, self.answer_weights = processor.tokenizer, answer_weights or {}
         tok = self.tokenizer.convert_tokens_to_ids
         self.audio_id, self.end_id, self.pad_id = tok("<|AUDIO|>"), tok("<|im_end|>"), tok("<|endoftext|>")
 
@@ -432,11 +433,11 @@ class Encoder:
         messages = [{"role": "user", "content": [{"type": "audio"}, {"type": "text", "text": question}]}]
         return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
-    def __call__(self, turns: list[tuple[str, str]], n_audio: int) -> tuple[list[int], list[int], list[tuple[int, int]]]:
-        """``(ids, targets, questions)``: targets hold the next token at answer positions and -100 elsewhere;
-        ``questions[k]`` is the ``[start, stop)`` of turn ``k``'s text after the audio, up to (not including)
+    def __call__(self, turns: list[tuple[str, str]], n_audio: int) -> tuple[list[int], list[int], list[float], list[tuple[int, int]]]:
+        """``(ids, targets, weights, questions)``: targets hold the next token at answer positions and -100
+        elsewhere, weights each position's weight in the loss; ``questions[k]`` is the ``[start, stop)`` of turn ``k``'s text after the audio, up to (not including)
         the last prompt position, the one that predicts the answer."""
-        ids, targets, questions = [], [], []
+        ids, targets, weights, questions = [], [], [], []
         for k, (question, answer) in enumerate(turns):
             text = self.prompt(question) if k == 0 else f"<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n"
             prompt = self.ids(text)
@@ -449,7 +450,8 @@ class Encoder:
             questions.append((start, len(ids) + len(prompt) - 1))
             ids += prompt + reply
             targets += [-100] * (len(prompt) - 1) + reply + [-100]
-        return ids, targets, questions
+            weights += [1.0] * (len(prompt) - 1) + [self.answer_weights.get(question, 1.0)] * len(reply) + [1.0]
+        return ids, targets, weights, questions
 
 
 class Batches(torch.utils.data.IterableDataset):
@@ -457,7 +459,7 @@ class Batches(torch.utils.data.IterableDataset):
 
     def __init__(self, cfg: Config, processor: Qwen2AudioProcessor, start: int, stop: int):
         self.cfg, self.processor, self.start, self.stop = cfg, processor, start, stop
-        self.encode = Encoder(processor)
+        self.encode = Encoder(processor, {EMOTION_Q: cfg.emotion_weight})
 
     def __iter__(self):
         for step in range(self.start, self.stop):
@@ -480,18 +482,15 @@ class Batches(torch.utils.data.IterableDataset):
         n_frames = feats["attention_mask"].sum(-1)
         keep = min(feats["input_features"].shape[-1], 4 * math.ceil((int(n_frames.max()) + 2) / 4))
         rows = [self.encode(e.turns, int(tokens_after_whisper(n))) for e, n in zip(examples, n_frames)]
-        length = max(len(ids) for ids, _, _ in rows)
+        length = max(len(ids) for ids, *_ in rows)
         input_ids = torch.full((len(rows), length), self.encode.pad_id)
         targets = torch.full((len(rows), length), -100)
         weights = torch.ones((len(rows), length))
         mask = torch.zeros((len(rows), 1, length, length), dtype=torch.bool)
         causal = torch.tril(torch.ones(length, length, dtype=torch.bool))
-        for b, (ids, tgt, questions) in enumerate(rows):
+        for b, (ids, tgt, wts, questions) in enumerate(rows):
             n = len(ids)
-            input_ids[b, :n], targets[b, :n] = torch.tensor(ids), torch.tensor(tgt)
-            for (question, _), (_, answer_at) in zip(examples[b].turns, questions):
-                if question == EMOTION_Q:
-                    weights[b, answer_at : answer_at + (targets[b, answer_at:] == -100).int().argmax()] = self.cfg.emotion_weight
+            input_ids[b, :n], targets[b, :n], weights[b, :n] = torch.tensor(ids), torch.tensor(tgt), torch.tensor(wts)
             mask[b, 0, :n, :n] = causal[:n, :n]
             mask[b, 0, range(n, length), range(n, length)] = True
             audio = input_ids[b] == self.encode.audio_id
@@ -1115,7 +1114,7 @@ def write_model_card(folder: str | Path) -> Path:
     folder = Path(folder)
     log = json.loads((folder / "training_log.json").read_text())
     results = json.loads((folder / "eval_results.json").read_text())
-    c = log["config"]
+    c = recorded_config(log)
     size_mb = (folder / "model.safetensors").stat().st_size / 1e6
     phrase_step = c.get("phrase_step", c["list_only_steps"])  # runs before phrase_step ramped from list_only_steps
     syllables = (f'; in {100 * c["syllables_frac"]:g} % of them "{SYLLABLES_Q}" → 8 … 15'
@@ -1135,7 +1134,7 @@ and these clips reach the decoder detached from the encoder: no gradient from an
 emotion answer ever reaches the encoder or projector, which go on learning the
 other tasks. Emotion is learnt by the decoder alone, from an encoder that never
 saw an emotion label."""
-    if c.get("emotion_weight", 1.0) != 1.0:
+    if c["emotion_weight"] != 1.0:
         stage2 += f" Each token of an emotion answer weighs {c['emotion_weight']:g} times another in the loss."
     encoder_then = ("frozen before emotion is taught" if c.get("freeze_encoder", True)
                     else "never sent a gradient by an emotion answer")
