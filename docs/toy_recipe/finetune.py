@@ -9,6 +9,8 @@ forced) per 25 steps: pitch answers, or emotion answers for ``emotion``. Formats
 - one-class: the same, dogs only (no reading of pitch relative to the class needed)
 - one-or-two: the same question about one event of a 1-2-event 4-6 s clip
 - drills: the recipe's drills (1-2 events, 4-6 s, pitch and loudness, up to 4 turns)
+- level-mixed: "Is the {label} sound loud or quiet?" about either event of a 4-6 s clip of
+  two, one loud and one quiet (clips drawn until so), so "loud" is right half the time
 - emotion: "What emotion does the speaker express?" about an utterance, which reaches the
   decoder detached from the encoder as in training (the decoder alone learns it)
 
@@ -26,7 +28,7 @@ import torch
 from lalm_lens.data import CONDITIONS, EMOTIONS, SPEAKERS, make_scene, make_utterance
 from lalm_lens.zoo import train_toy as tt
 
-FORMATS = ("one-event", "one-class", "one-or-two", "drills", "emotion")
+FORMATS = ("one-event", "one-class", "one-or-two", "drills", "level-mixed", "emotion")
 
 
 def example(fmt: str, rng: np.random.Generator) -> tt.Example:
@@ -35,6 +37,14 @@ def example(fmt: str, rng: np.random.Generator) -> tt.Example:
         utt = make_utterance(str(rng.choice(EMOTIONS)), SPEAKERS[rng.integers(len(SPEAKERS))], seed,
                              condition=str(rng.choice(CONDITIONS)))
         return tt.Example(utt.wave[: 10 * tt.SAMPLING_RATE], [(tt.EMOTION_Q, utt.emotion)], "emotion")
+    if fmt == "level-mixed":
+        duration, layout = float(rng.uniform(4, 6)), str(rng.choice(["equal", "random"]))
+        scene = make_scene(seed, n_events=2, duration_s=duration, layout=layout, properties=True)
+        while len({e.level for e in scene.events}) < 2:
+            seed += 2
+            scene = make_scene(seed, n_events=2, duration_s=duration, layout=layout, properties=True)
+        event = scene.events[int(rng.integers(2))]
+        return tt.Example(scene.wave, [(tt.LEVEL_Q.format(label=event.label), event.level)], "drill")
     if fmt in ("one-event", "one-class"):
         scene = make_scene(seed, n_events=1, duration_s=3.0, properties=True, classes=("dog",) if fmt == "one-class" else None)
     else:
@@ -60,7 +70,7 @@ def main(run: str, formats: str, steps: int = 150) -> None:
 
 
 def answered(fmt: str) -> str:
-    return "emotion" if fmt == "emotion" else "pitch"
+    return {"emotion": "emotion", "level-mixed": "level"}.get(fmt, "pitch")
 
 
 def train(model, optimizer, collate, fmt: str, rng: np.random.Generator, steps: int) -> None:

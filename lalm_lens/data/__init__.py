@@ -11,7 +11,7 @@ from lalm_lens.data.datasets import (
     load_hf_dataset,
     load_ravdess,
 )
-from lalm_lens.data.events import EVENT_CLASSES, LEVELS, PITCHES, QUIET_DB, add_noise, derive_seed, make_event
+from lalm_lens.data.events import EVENT_CLASSES, LEVELS, LOUD_RANGE, PITCHES, QUIET_DB, add_noise, derive_seed, loudness, make_event
 from lalm_lens.data.scenes import EventInterval, Scene, iter_scenes, make_scene
 from lalm_lens.data.speech import (
     CONDITIONS,
@@ -27,7 +27,7 @@ from lalm_lens.data.speech import (
 
 __all__ = [
     "AudioError", "AudioLike", "AudioWarning", "load_waveform", "read_audio", "resample", "to_mono", "validate_waveform",
-    "EVENT_CLASSES", "LEVELS", "PITCHES", "QUIET_DB", "add_noise", "derive_seed", "make_event",
+    "EVENT_CLASSES", "LEVELS", "LOUD_RANGE", "PITCHES", "QUIET_DB", "add_noise", "derive_seed", "loudness", "make_event",
     "EventInterval", "Scene", "iter_scenes", "make_scene",
     "CONDITIONS", "EMOTIONS", "PROSODY", "SPEAKERS", "Prosody", "Speaker", "Utterance",
     "iter_utterances", "make_utterance",

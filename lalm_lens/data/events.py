@@ -9,7 +9,11 @@ Two graded properties can be set and are then known exactly: ``pitch``
 ("high" or "low", relative to the class: the class's main frequency drawn
 from the top or the bottom of a range around its usual one, 7-16 semitones
 apart) and ``level`` ("loud" or "quiet", relative to the clip: a quiet
-event peaks 14 dB below a loud one; see :func:`make_scene`).
+event is 14 dB below a loud one in :func:`loudness`, the energy of its loudest
+frame, which is what a listener and a log-mel spectrogram go by; see
+:func:`make_scene`). Peak amplitude would not do: a siren's peak is 4 dB above
+its loudest frame's RMS, a knock's 13 dB, so a quiet siren can outweigh a loud
+knock peaked 14 dB higher.
 """
 
 from __future__ import annotations
@@ -24,6 +28,9 @@ EVENT_CLASSES: tuple[str, ...] = ("siren", "dog", "bell", "knock", "engine", "bi
 PITCHES: tuple[str, ...] = ("high", "low")
 LEVELS: tuple[str, ...] = ("loud", "quiet")
 QUIET_DB = 14.0
+LOUD_RANGE = (0.1, 0.15)
+"""The :func:`loudness` a "loud" event is drawn in (a quiet one is ``QUIET_DB`` lower)."""
+LIMIT = 0.95
 
 SeedLike = Union[int, np.random.Generator]
 
@@ -228,8 +235,9 @@ def synth_event(
     """Exactly ``n_samples`` of event ``label`` (see :func:`make_event`).
 
     ``pitch``: None, "high" or "low" (see the module docstring). ``level``:
-    None (peak in [0.3, 0.9]), "loud" (peak in [0.6, 0.9]) or "quiet" (a loud
-    peak lowered by ``QUIET_DB``).
+    None (peak in [0.3, 0.9]), "loud" (:func:`loudness` in ``LOUD_RANGE``) or
+    "quiet" (a loud loudness lowered by ``QUIET_DB``). A labelled event whose
+    peak would pass ``LIMIT`` (a sharp knock) is soft-limited (``tanh``) there.
     """
     if label not in _SYNTHS:
         raise ValueError(f"unknown event class {label!r}; choose from {EVENT_CLASSES}")
@@ -240,9 +248,25 @@ def synth_event(
     if level not in (None, *LEVELS):
         raise ValueError(f"level must be None or one of {LEVELS}, got {level!r}")
     wave = _SYNTHS[label](n_samples, sampling_rate, rng, pitch) * _ramp(n_samples, sampling_rate, 0.005, 0.01)
-    peak = np.abs(wave).max()
-    target = rng.uniform(0.3, 0.9) if level is None else rng.uniform(0.6, 0.9) * (10 ** (-QUIET_DB / 20) if level == "quiet" else 1.0)
-    return (wave * (target / peak if peak > 0 else 0.0)).astype(np.float32)
+    if level is None:
+        peak = np.abs(wave).max()
+        return (wave * (rng.uniform(0.3, 0.9) / peak if peak > 0 else 0.0)).astype(np.float32)
+    current = loudness(wave, sampling_rate)
+    target = rng.uniform(*LOUD_RANGE) * (10 ** (-QUIET_DB / 20) if level == "quiet" else 1.0)
+    wave = wave * (target / current if current > 0 else 0.0)
+    if np.abs(wave).max() > LIMIT:
+        wave = LIMIT * np.tanh(wave / LIMIT)
+    return wave.astype(np.float32)
+
+
+def loudness(wave: Float[np.ndarray, "time"], sampling_rate: int = 16000) -> float:
+    """RMS of the loudest 25 ms frame (10 ms hop, as a log-mel spectrogram's frames): the level an event's
+    ``level`` label is set by. A wave shorter than one frame is one frame."""
+    size, hop = int(0.025 * sampling_rate), int(0.01 * sampling_rate)
+    power = np.asarray(wave, dtype=np.float64) ** 2
+    if len(power) <= size:
+        return float(np.sqrt(power.mean())) if len(power) else 0.0
+    return float(np.sqrt(np.lib.stride_tricks.sliding_window_view(power, size)[::hop].mean(1).max()))
 
 
 def make_event(

@@ -104,7 +104,7 @@ def make_scene(
     ``classes`` restricts the classes drawn from; ``snr_db`` adds pink background noise.
 
     With ``properties``, each event is "high" or "low" in pitch for its class
-    and "loud" or "quiet" (at least one loud; a quiet one peaks 14 dB lower),
+    and "loud" or "quiet" (at least one loud; a quiet one 14 dB lower in ``loudness``),
     at random, and the clip as a whole is scaled by a random gain (-9 to 0 dB),
     so loudness is a property relative to the clip; both are stored on the
     events. Without, pitch and level vary freely and are not labelled.

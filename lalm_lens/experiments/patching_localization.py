@@ -106,7 +106,9 @@ def main(argv: list[str] | None = None) -> int:
     r = sub.add_parser("run", help="patch clean -> corrupted per clip and write one JSON line per clip")
     r.add_argument("--start", type=int, default=0)
     r.add_argument("--n", type=int, default=20)
-    r.add_argument("--offset", type=int, default=400_000, help="held-out seed offset (the toy's own eval uses 0-300000)")
+    r.add_argument("--offset", type=int, default=400_000,
+                   help="held-out seed offset (the toy's --evaluate draws scenes from 400000 too, in equal layout "
+                        "with pitch and level: the same classes, other clips)")
     r.add_argument("--layout", default="random")
     r.add_argument("--bin-s", type=float, default=0.5)
     r.add_argument("--text", default="none", help="text groups besides the audio bins: none, after_audio, all")

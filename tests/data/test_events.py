@@ -99,12 +99,25 @@ def test_pitch_moves_the_harmonics_of_barks_and_engines(label):
     assert f0("high") > 1.2 * f0("low")
 
 
-def test_a_quiet_event_peaks_14_db_below_a_loud_one():
-    from lalm_lens.data import QUIET_DB
+def test_a_quiet_event_is_14_db_below_a_loud_one_in_loudness_the_energy_of_its_loudest_frame():
+    from lalm_lens.data import LOUD_RANGE, QUIET_DB, loudness
 
-    loud = np.abs(make_event("bell", 1.0, 3, level="loud")).max()
-    quiet = np.abs(make_event("bell", 1.0, 3, level="quiet")).max()
-    assert 0.6 - 1e-6 <= loud <= 0.9 + 1e-6
-    np.testing.assert_allclose(quiet, loud * 10 ** (-QUIET_DB / 20), rtol=1e-5)  # float32 peak of the same draw
+    loud = loudness(make_event("bell", 1.0, 3, level="loud"))
+    quiet = loudness(make_event("bell", 1.0, 3, level="quiet"))
+    assert LOUD_RANGE[0] - 1e-6 <= loud <= LOUD_RANGE[1] + 1e-6
+    np.testing.assert_allclose(quiet, loud * 10 ** (-QUIET_DB / 20), rtol=1e-5)  # float32 samples of the same draw
     with pytest.raises(ValueError, match="pitch must be"):
         make_event("bell", 1.0, 3, pitch="medium")
+
+
+def test_loud_labels_follow_loudness_not_peaks_and_a_sharp_loud_knock_is_limited_rather_than_clipped():
+    from lalm_lens.data import LOUD_RANGE, loudness
+    from lalm_lens.data.events import LIMIT
+
+    knocks = [make_event("knock", 1.0, seed, level="loud") for seed in range(40)]
+    sirens = [make_event("siren", 1.0, seed, level="loud") for seed in range(40)]
+    assert max(np.abs(k).max() for k in knocks) <= LIMIT
+    assert min(loudness(k) for k in knocks) > LOUD_RANGE[0] * 10 ** (-2 / 20), "the limiter costs under 2 dB"
+    assert np.median([np.abs(k).max() for k in knocks]) > 2 * np.median([np.abs(s).max() for s in sirens]), (
+        "equally loud, a knock peaks far higher than a siren"
+    )
