@@ -39,10 +39,10 @@ def example(fmt: str, rng: np.random.Generator) -> tt.Example:
         return tt.Example(utt.wave[: 10 * tt.SAMPLING_RATE], [(tt.EMOTION_Q, utt.emotion)], "emotion")
     if fmt == "level-mixed":
         duration, layout = float(rng.uniform(4, 6)), str(rng.choice(["equal", "random"]))
-        scene = make_scene(seed, n_events=2, duration_s=duration, layout=layout, properties=True)
-        while len({e.level for e in scene.events}) < 2:
-            seed += 2
+        for seed in range(seed, seed + 2**20, 2):  # odd seeds from this one, until a clip is mixed
             scene = make_scene(seed, n_events=2, duration_s=duration, layout=layout, properties=True)
+            if len({e.level for e in scene.events}) == 2:
+                break
         event = scene.events[int(rng.integers(2))]
         return tt.Example(scene.wave, [(tt.LEVEL_Q.format(label=event.label), event.level)], "drill")
     if fmt in ("one-event", "one-class"):

@@ -31,6 +31,7 @@ QUIET_DB = 14.0
 LOUD_RANGE = (0.1, 0.15)
 """The :func:`loudness` a "loud" event is drawn in (a quiet one is ``QUIET_DB`` lower)."""
 LIMIT = 0.95
+"""The peak above which a labelled event is soft-limited (``tanh``) rather than clipped."""
 
 SeedLike = Union[int, np.random.Generator]
 
