@@ -8,7 +8,7 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-from jaxtyping import Float
+from jaxtyping import Bool, Float
 
 from . import spans as span_utils
 from .spans import AudioSpan
@@ -212,6 +212,13 @@ class LALMBatch:
         if not span_utils.clip_spans(spans, clip):
             raise IndexError(f"example {example} has no clip {clip} (it has {self.n_clips(example)})")
         return span_utils.audio_positions(spans, clip, start_s, stop_s)
+
+    def audio_mask(
+        self, example: int, clip: int = 0, start_s: float | None = None, stop_s: float | None = None
+    ) -> Bool[np.ndarray, "audio_token"]:
+        """Which of the clip's audio positions (:meth:`audio_positions`, in time order) overlap ``[start_s, stop_s)``
+        seconds: lines up with :meth:`time_axis` and with :meth:`audio_slice`'s rows."""
+        return np.isin(self.audio_positions(example, clip), self.audio_positions(example, clip, start_s, stop_s))
 
     def time_axis(self, example: int, clip: int = 0, centre: bool = True) -> Float[np.ndarray, "audio_token"]:
         """Seconds (token centres, or starts) of each position :meth:`audio_positions` returns."""

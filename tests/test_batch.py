@@ -26,6 +26,7 @@ def test_positions_and_seconds_of_a_clip_across_two_windows(af3):
     around_the_cut = batch.audio_positions(0, start_s=29.96, stop_s=30.08)
     assert around_the_cut == positions[749:752], "one token before the window boundary, two after"
     assert batch.audio_positions(1, start_s=1.0) == batch.audio_positions(1)[25:]
+    assert np.flatnonzero(batch.audio_mask(0, start_s=29.96, stop_s=30.08)).tolist() == [749, 750, 751]
     with pytest.raises(IndexError, match="no clip 1"):
         batch.audio_positions(0, clip=1)
 

@@ -2,7 +2,7 @@
 
 Fine-tunes a run's checkpoint for 150 steps (fresh AdamW, lr 3e-4, batch 16) on one
 kind of question with the question tokens blind to the audio (the training's audio
-dropout at 1), on fresh training clips, and prints the share of answers right (teacher
+dropout at 1; ``sighted``: not blind), on fresh training clips, and prints the share of answers right (teacher
 forced) per 25 steps: pitch answers, or emotion answers for ``emotion``. Formats:
 
 - one-event: "Is the {label} sound high or low?" about a one-event 3 s clip
@@ -11,13 +11,17 @@ forced) per 25 steps: pitch answers, or emotion answers for ``emotion``. Formats
 - drills: the recipe's drills (1-2 events, 4-6 s, pitch and loudness, up to 4 turns)
 - level-mixed: "Is the {label} sound loud or quiet?" about either event of a 4-6 s clip of
   two, one loud and one quiet (clips drawn until so), so "loud" is right half the time
+- speech-level: "Is the speaker loud or quiet?" about an utterance set loud or quiet as in
+  training: the loudness of the whole clip, with no sound to find
 - emotion: "What emotion does the speaker express?" about an utterance, which reaches the
   decoder detached from the encoder as in training (the decoder alone learns it)
 
 Several formats, comma-separated, run one after the other (a ladder), 150 steps each.
+A third argument ``sighted`` lets the question tokens see the audio (no dropout).
 
     python docs/toy_recipe/finetune.py RUN one-event   # a run, its checkpoint, or a saved model
     python docs/toy_recipe/finetune.py RUN one-event,one-or-two,drills
+    python docs/toy_recipe/finetune.py RUN level-mixed sighted
 """
 
 import sys
@@ -28,15 +32,19 @@ import torch
 from lalm_lens.data import CONDITIONS, EMOTIONS, SPEAKERS, make_scene, make_utterance
 from lalm_lens.zoo import train_toy as tt
 
-FORMATS = ("one-event", "one-class", "one-or-two", "drills", "level-mixed", "emotion")
+FORMATS = ("one-event", "one-class", "one-or-two", "drills", "level-mixed", "speech-level", "emotion")
 
 
 def example(fmt: str, rng: np.random.Generator) -> tt.Example:
     seed = 2 * int(rng.integers(2**30)) + 1  # odd: a training seed
-    if fmt == "emotion":
+    if fmt in ("emotion", "speech-level"):
         utt = make_utterance(str(rng.choice(EMOTIONS)), SPEAKERS[rng.integers(len(SPEAKERS))], seed,
                              condition=str(rng.choice(CONDITIONS)))
-        return tt.Example(utt.wave[: 10 * tt.SAMPLING_RATE], [(tt.EMOTION_Q, utt.emotion)], "emotion")
+        wave = utt.wave[: 10 * tt.SAMPLING_RATE]
+        if fmt == "emotion":
+            return tt.Example(wave, [(tt.EMOTION_Q, utt.emotion)], "emotion")
+        level = str(rng.choice(tt.LEVELS))
+        return tt.Example(tt.speech_at_level(wave, level, rng), [(tt.SPEECH_LEVEL_Q, level)], "speech")
     if fmt == "level-mixed":
         duration, layout = float(rng.uniform(4, 6)), str(rng.choice(["equal", "random"]))
         for seed in range(seed, seed + 2**20, 2):  # odd seeds from this one, until a clip is mixed
@@ -55,7 +63,7 @@ def example(fmt: str, rng: np.random.Generator) -> tt.Example:
     return tt.pitch_drill(scene, rng)
 
 
-def main(run: str, formats: str, steps: int = 150) -> None:
+def main(run: str, formats: str, sighted: bool = False, steps: int = 150) -> None:
     unknown = [f for f in formats.split(",") if f not in FORMATS]
     if unknown:
         raise SystemExit(f"formats must be among {FORMATS}, got {unknown}")
@@ -65,18 +73,18 @@ def main(run: str, formats: str, steps: int = 150) -> None:
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-4, weight_decay=0.01)
     collate, rng = tt.Batches(tt.Config(), processor, 0, 0).collate, np.random.default_rng(1)
     for fmt in formats.split(","):
-        print(f"{run} at step {step}, {fmt}: {answered(fmt)} answers right per 25 steps")
-        train(model, optimizer, collate, fmt, rng, steps)
+        print(f"{run} at step {step}, {fmt}{', sighted' if sighted else ''}: {answered(fmt)} answers right per 25 steps")
+        train(model, optimizer, collate, fmt, rng, steps, 0.0 if sighted else 1.0)
 
 
 def answered(fmt: str) -> str:
-    return {"emotion": "emotion", "level-mixed": "level"}.get(fmt, "pitch")
+    return {"emotion": "emotion", "level-mixed": "level", "speech-level": "speech"}.get(fmt, "pitch")
 
 
-def train(model, optimizer, collate, fmt: str, rng: np.random.Generator, steps: int) -> None:
+def train(model, optimizer, collate, fmt: str, rng: np.random.Generator, steps: int, audio_dropout: float) -> None:
     window = np.zeros(2)
     for i in range(steps):
-        batch = collate([example(fmt, rng) for _ in range(16)], audio_dropout=1.0, rng=rng)
+        batch = collate([example(fmt, rng) for _ in range(16)], audio_dropout=audio_dropout, rng=rng)
         loss, stats = tt.answer_stats(tt.forward_logits(model, batch), batch)
         optimizer.zero_grad()
         loss.backward()
@@ -89,4 +97,6 @@ def train(model, optimizer, collate, fmt: str, rng: np.random.Generator, steps: 
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    if len(sys.argv) not in (3, 4) or sys.argv[3:] not in ([], ["sighted"]):
+        raise SystemExit("usage: finetune.py RUN FORMAT[,FORMAT...] [sighted]")
+    main(sys.argv[1], sys.argv[2], sighted=sys.argv[3:] == ["sighted"])

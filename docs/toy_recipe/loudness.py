@@ -66,13 +66,13 @@ def probes(run: str) -> None:
                 positions = batch.audio_positions(j)
                 embeds = cache["hook_audio_embeds"][j, : len(positions)]
                 for e in scene.events:
-                    inside = torch.tensor(np.isin(positions, batch.audio_positions(j, start_s=e.start_s, stop_s=e.stop_s)))
+                    inside = torch.tensor(batch.audio_mask(j, start_s=e.start_s, stop_s=e.stop_s))
                     rows.append((n_events, embeds[inside].mean(0).double().numpy(), EVENT_CLASSES.index(e.label),
                                  PITCHES.index(e.pitch), LEVELS.index(e.level)))
     for n_events in (1, 2, 3):
         chosen = [r for r in rows if r[0] == n_events]
         x = np.stack([r[1] for r in chosen])
-        given = (np.eye(len(EVENT_CLASSES))[[r[2] for r in chosen]][:, :, None] * x[:, None, :]).reshape(len(x), -1)
+        given = diagnostics.given_class(x, [r[2] for r in chosen], len(EVENT_CLASSES))
         half = len(chosen) // 2
         for name, column in (("pitch", 3), ("level", 4)):
             y = np.array([r[column] for r in chosen])

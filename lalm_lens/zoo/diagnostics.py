@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from typing import Callable, Sequence
 
+import einops
 import numpy as np
 import torch
 from jaxtyping import Float
@@ -152,6 +153,12 @@ def pooled_audio_embeds(model, waves: Sequence[np.ndarray], prompt: str, batch_s
             n = len(batch.audio_positions(b))
             rows.append(embeds[b, :n].mean(0).double().numpy())
     return np.stack(rows)
+
+
+def given_class(x: Float[np.ndarray, "n d"], classes: Sequence[int], n_classes: int) -> Float[np.ndarray, "n cd"]:
+    """Each row of ``x`` moved into its class's block of ``n_classes`` (zeros elsewhere): a linear probe on the result
+    fits one direction per class, for a property (pitch, level) that is high or low relative to its class."""
+    return einops.rearrange(np.eye(n_classes)[list(classes)][:, :, None] * x[:, None, :], "n c d -> n (c d)")
 
 
 def linear_probe(

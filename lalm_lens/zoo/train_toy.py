@@ -33,6 +33,7 @@ a sound occurs, so localization stays a training-free probe.
 from __future__ import annotations
 
 import argparse
+from collections import Counter
 import dataclasses
 import json
 import math
@@ -133,7 +134,8 @@ class Config:
     ``list_only_steps`` scenes only get the list question, then a
     ``list_frac`` share do, the rest get ``questions`` turns: balanced yes/no
     presence questions and, from ``property_step``, high/low, loud/quiet
-    questions about present sounds, each asked in one of several phrasings
+    questions about present sounds (with ``balanced_level``, loud/quiet only of
+    clips with both, as often one as the other: see :func:`property_turns`), each asked in one of several phrasings
     (``phrase_frac``: the sound named by a paraphrase rather than its class
     word). From ``property_step``, a share ``drill_frac`` of the question scenes
     are drills instead: 1-2 events, asked only property questions; and for
@@ -217,6 +219,7 @@ class Config:
     questions: int = 4
     phrase_frac: float = 0.5
     drill_frac: float = 0.3
+    balanced_level: bool = False
     audio_dropout: float = 0.8
     durations: tuple[float, ...] = (4.0, 6.0)
     event_counts: tuple[float, ...] = (0.2, 0.2, 0.4, 0.2)
@@ -319,12 +322,25 @@ def presence_turns(labels: list[str], n: int, rng: np.random.Generator, phrase_f
     return turns
 
 
-def property_turns(events, n: int, rng: np.random.Generator, phrase_frac: float = 0.0) -> list[tuple[str, str]]:
+def property_turns(
+    events, n: int, rng: np.random.Generator, phrase_frac: float = 0.0, balanced_level: bool = False
+) -> list[tuple[str, str]]:
     """Up to ``n`` questions on the pitch (high / low) or level (loud / quiet) of sounds present in the clip, never
-    the same property of the same sound twice (the second could copy the first answer)."""
+    the same property of the same sound twice (the second could copy the first answer).
+
+    A clip's loudest sound is always loud, so asked evenly of every sound "loud" is the answer 62-75 % of the
+    time. With ``balanced_level``, level is asked only of a clip with loud and quiet sounds, as often of its quiet
+    sounds together as of its loud ones (run O, docs/toy_recipe.md: held out, "loud" all the same)."""
     pairs = [(event, pitch) for event in events for pitch in (True, False)]
+    if balanced_level:
+        n_levels = Counter(event.level for event in events)
+        mixed = len(n_levels) == 2
+        weight = np.array([1.0 if pitch else mixed * len(events) / (2 * n_levels[event.level]) for event, pitch in pairs])
+        chosen = rng.choice(len(pairs), size=min(n, np.count_nonzero(weight)), replace=False, p=weight / weight.sum())
+    else:
+        chosen = rng.permutation(len(pairs))[:n]
     turns = []
-    for k in rng.permutation(len(pairs))[:n]:
+    for k in chosen:
         event, pitch = pairs[k]
         phrased = rng.random() < phrase_frac
         templates = PITCH_QS if pitch else LEVEL_QS
@@ -351,9 +367,7 @@ def speech_example(cfg: Config, stage2: bool, seed: int, rng: np.random.Generato
     turns = [(SPEAKER_Q, speaker.name)]
     if rng.random() < 0.5:
         level = str(rng.choice(LEVELS))
-        rms = 10 ** ((rng.uniform(-20, -16) if level == "loud" else rng.uniform(-36, -32)) / 20)
-        wave = wave * (rms / max(float(np.sqrt(np.mean(wave**2))), 1e-9))
-        wave = (wave * min(1.0, 0.99 / float(np.abs(wave).max()))).astype(np.float32)
+        wave = speech_at_level(wave, level, rng)
         turns.append((SPEECH_LEVEL_Q, level))
     if cfg.syllables_frac and rng.random() < cfg.syllables_frac:
         turns.append((SYLLABLES_Q, str(utt.syllables)))
@@ -362,6 +376,13 @@ def speech_example(cfg: Config, stage2: bool, seed: int, rng: np.random.Generato
         turns.append((EMOTION_Q, emotion))
     order = rng.permutation(len(turns))
     return Example(wave, [turns[i] for i in order], "emotion" if asked else "speech")
+
+
+def speech_at_level(wave: np.ndarray, level: str, rng: np.random.Generator) -> np.ndarray:
+    """``wave`` rescaled to an RMS of -20 to -16 dBFS ("loud") or 16 dB lower ("quiet"), peaks kept below 0.99."""
+    rms = 10 ** ((rng.uniform(-20, -16) if level == "loud" else rng.uniform(-36, -32)) / 20)
+    wave = wave * (rms / max(float(np.sqrt(np.mean(wave**2))), 1e-9))
+    return (wave * min(1.0, 0.99 / float(np.abs(wave).max()))).astype(np.float32)
 
 
 def ladder_rung(cfg: Config, step: int) -> int:
@@ -407,12 +428,12 @@ def draw_example(cfg: Config, step: int, index: int, max_s: float) -> Example:
     if rung:
         return pitch_drill(scene, rng)
     if drill:
-        return Example(scene.wave, property_turns(scene.events, cfg.questions, rng, phrase_frac), "drill")
+        return Example(scene.wave, property_turns(scene.events, cfg.questions, rng, phrase_frac, cfg.balanced_level), "drill")
     if task == "list":
         return Example(scene.wave, [(LIST_Q, list_answer(scene.labels))], "list")
     n_property = int(rng.integers(1, cfg.questions)) if step >= cfg.property_step and not plain else 0
     turns = presence_turns(scene.labels, cfg.questions - n_property, rng, phrase_frac)
-    turns += property_turns(scene.events, n_property, rng, phrase_frac)
+    turns += property_turns(scene.events, n_property, rng, phrase_frac, cfg.balanced_level)
     order = rng.permutation(len(turns))
     return Example(scene.wave, [turns[i] for i in order], "questions")
 
@@ -905,7 +926,8 @@ def evaluate(folder: str | Path = DEFAULT_OUT, n: int = 400, batch_size: int = 3
 
 
 def property_rows(model, n: int, batch_size: int, utts, score) -> None:
-    """Speaker, pitch and level questions (class word and paraphrased) by generation, scored into the results."""
+    """Speaker, pitch and level questions (class word and paraphrased) by generation, scored into the results, the
+    class-word questions also by their true answer (a clip's loudest sound is loud: "loud" alone scores 2/3)."""
     answers = greedy_answers(model, [u.wave for u in utts], [SPEAKER_Q] * n, batch_size)
     score("speaker", [a == u.speaker for a, u in zip(answers, utts)])
     rng = np.random.default_rng(EVAL_SEED + 2)
@@ -928,6 +950,9 @@ def property_rows(model, n: int, batch_size: int, utts, score) -> None:
     answers = greedy_answers(model, waves, prompts, batch_size)
     for kind in dict.fromkeys(kinds):
         score(kind, [a == t for a, t, k in zip(answers, truth, kinds) if k == kind])
+    for kind, options in (("pitch", PITCHES), ("level", LEVELS)):
+        for option in options:
+            score(f"{kind}_{option}", [a == t for a, t, k in zip(answers, truth, kinds) if k == kind and t == option])
 
 
 def retrieval_diagnostic(model, scenes, batch_size: int, properties: bool = True) -> dict:
@@ -970,8 +995,7 @@ def pitch_probe(model, n: int, batch_size: int) -> dict:
     scenes = [make_scene(heldout_seed(800_000 + i), n_events=1, duration_s=3.0, properties=True) for i in range(2 * n)]
     x = diagnostics.pooled_audio_embeds(model, [s.wave for s in scenes], LIST_Q, batch_size)
     y = np.array([PITCHES.index(s.events[0].pitch) for s in scenes])
-    classes = np.eye(len(EVENT_CLASSES))[[EVENT_CLASSES.index(s.events[0].label) for s in scenes]]
-    given = (classes[:, :, None] * x[:, None, :]).reshape(len(x), -1)
+    given = diagnostics.given_class(x, [EVENT_CLASSES.index(s.events[0].label) for s in scenes], len(EVENT_CLASSES))
     return {"n_train": n, "given_class": diagnostics.linear_probe(given[:n], y[:n], given[n:], y[n:]),
             "without_class": diagnostics.linear_probe(x[:n], y[:n], x[n:], y[n:])}
 
@@ -998,7 +1022,7 @@ def attention_peaks(model, scenes, batch_size: int) -> dict:
             model.run_with_hooks(batch, fwd_hooks=reader.fwd_hooks())
         for j, (scene, k) in enumerate(chunk):
             event = scene.events[k]
-            inside = np.isin(batch.audio_positions(j), batch.audio_positions(j, start_s=event.start_s, stop_s=event.stop_s))
+            inside = batch.audio_mask(j, start_s=event.start_s, stop_s=event.stop_s)
             for r in range(len(rows)):
                 for layer in range(n_layers):
                     weights = reader.over_time(batch, layer, example=j, row=r)[1].reshape(-1)
@@ -1019,7 +1043,7 @@ def attention_peaks(model, scenes, batch_size: int) -> dict:
 def format_results(r: dict) -> str:
     lines = ["| task | held-out accuracy | n | 95 % Wilson interval |", "|---|---|---|---|"]
     keys = ("list_3_events", "presence", "presence_yes", "presence_no", "emotion", *(f"emotion_{c}" for c in CONDITIONS),
-            "pitch", "level", "presence_phrased", "pitch_phrased", "level_phrased", "speaker")
+            "pitch", *(f"pitch_{p}" for p in PITCHES), "level", *(f"level_{v}" for v in LEVELS), "presence_phrased", "pitch_phrased", "level_phrased", "speaker")
     for key in keys:
         if key not in r:
             continue

@@ -39,3 +39,15 @@ def test_the_linear_probe_separates_separable_classes_and_reports_chance_on_nois
     assert diagnostics.linear_probe(x[:100], y[:100], x[100:], y[100:])["accuracy"] == 1.0
     noise = rng.normal(size=(200, 16))
     assert diagnostics.linear_probe(noise[:100], y[:100], noise[100:], y[100:])["accuracy"] < 0.5  # 4 classes: 0.25 expected
+
+
+def test_given_the_class_a_linear_probe_reads_a_property_whose_direction_differs_by_class():
+    """High is +x for one class and -x for the other: no single direction reads it, one per class does."""
+    rng = np.random.default_rng(0)
+    classes, high = np.arange(400) % 2, (np.arange(400) // 2) % 2
+    x = rng.normal(size=(400, 8)) * 0.3
+    x[:, 0] += np.where(classes == high, 1.0, -1.0)
+    given = diagnostics.given_class(x, classes, 2)
+    assert given.shape == (400, 16)
+    assert diagnostics.linear_probe(given[:200], high[:200], given[200:], high[200:])["accuracy"] > 0.95
+    assert diagnostics.linear_probe(x[:200], high[:200], x[200:], high[200:])["accuracy"] < 0.65

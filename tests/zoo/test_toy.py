@@ -194,14 +194,17 @@ def test_plain_frac_draws_list_and_presence_scenes_as_the_library_does_and_asks_
             assert all(answer in ("yes", "no") for _, answer in e.turns)
 
 
-def test_pitch_answers_in_training_are_as_balanced_as_the_generator_draws_them():
+@pytest.mark.parametrize("answers, first, balanced_level", [(tt.PITCHES, "high", False), (tt.LEVELS, "loud", True)])
+def test_property_answers_in_training_are_balanced(answers, first, balanced_level):
     """The questions' random choices come from another stream than the clip's: with one shared stream, 31 %
-    of the pitch answers were "high" (a clip's labels followed from its task, length and layout)."""
-    cfg = tt.Config()
-    answers = [a for i in range(400) for _, a in tt.draw_example(cfg, 5000, i, 6.0).turns if a in tt.PITCHES]
-    high = answers.count("high")
-    assert len(answers) > 100
-    assert abs(high - len(answers) / 2) < 3 * (len(answers) / 4) ** 0.5, f"{high} of {len(answers)} pitch answers are 'high'"
+    of the pitch answers were "high" (a clip's labels followed from its task, length and layout). A clip's
+    loudest sound is always loud; with ``balanced_level``, level is asked only of clips with a quiet sound too,
+    half the time of those."""
+    cfg = tt.Config(balanced_level=balanced_level)
+    given = [a for i in range(400) for _, a in tt.draw_example(cfg, 5000, i, 6.0).turns if a in answers]
+    n = given.count(first)
+    assert len(given) > 100
+    assert abs(n - len(given) / 2) < 3 * (len(given) / 4) ** 0.5, f"{n} of {len(given)} answers are {first!r}"
 
 
 def test_no_clip_is_asked_the_same_question_twice_and_drills_ask_properties_of_one_or_two_sounds():
@@ -384,8 +387,10 @@ def test_the_recipe_pages_scripts_run_on_a_trained_toy(micro_toy, monkeypatch, c
     probe.main(str(micro_toy))
     for fmt in ("one-class", "drills", "emotion"):
         script("finetune").main(str(micro_toy), fmt, steps=25)
+    script("finetune").main(str(micro_toy), "speech-level,level-mixed", sighted=True, steps=25)
     script("list_errors").main(str(micro_toy), 8)
     out = capsys.readouterr().out
     assert out.count("pitch given the class") == 1 and "embeddings" in out
     assert out.count("pitch answers right") == 2 and out.count("emotion answers right") == 1
+    assert "speech-level, sighted: speech answers right" in out and "level-mixed, sighted: level answers right" in out
     assert "8 clips, as --evaluate" in out and "8 clips, pitch and level varied" in out
