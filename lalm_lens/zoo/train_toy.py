@@ -1,6 +1,6 @@
 """Train ``lalm-toy``: a small Qwen2-Audio taught, on CPU, to list, detect and judge synthetic audio.
 
-    python -m lalm_lens.zoo.train_toy --threads 1              # the recipe's run, into out/lalm-toy (not the shipped folder)
+    python -m lalm_lens.zoo.train_toy --threads 2              # the recipe's run, into out/lalm-toy (not the shipped folder)
     python -m lalm_lens.zoo.train_toy --out /tmp/toy --steps 300 --threads 1
     python -m lalm_lens.zoo.train_toy --evaluate [--out MODEL] [--results DIR]  # held-out accuracies, attention peaks
     python -m lalm_lens.zoo.train_toy --evaluate --write-card   # update the shipped eval_results.json and card
@@ -67,6 +67,7 @@ from lalm_lens.data import (
     make_utterance,
 )
 from lalm_lens.zoo import diagnostics
+from lalm_lens.zoo.frame_objective import KINDS as FRAME_KINDS, FrameHeads, frame_loss, frame_targets
 from lalm_lens.zoo.tiny import QWEN2_AUDIO_SPECIALS, QWEN2_AUDIO_TEMPLATE, word_tokenizer
 
 DEFAULT_OUT = Path(__file__).parent / "lalm-toy"
@@ -88,7 +89,7 @@ SPEECH_LEVEL_Q = "Is the speech loud or quiet?"
 SYLLABLES_Q = "How many syllables are spoken?"
 TASKS = ("list", "questions", "drill", "speech", "emotion")
 QUESTION_KINDS = {"yes": "presence", "no": "presence", **{w: "pitch" for w in PITCHES}, **{w: "level" for w in LEVELS}}
-WINDOWS = (*TASKS, *dict.fromkeys(QUESTION_KINDS.values()))
+WINDOWS = (*TASKS, *dict.fromkeys(QUESTION_KINDS.values()), *FRAME_KINDS)
 
 # Other ways to ask, and other ways to name each sound (several words, some
 # shared between classes), so that the query is a phrase, not one token.
@@ -159,7 +160,11 @@ class Config:
     from the start, 94 % of each). ``audio_dropout``: the
     share of question turns whose question tokens may not attend to the audio
     (the position that answers always may), so the answer is retrieved after
-    the question is read.
+    the question is read. ``frame_weight``: the weight of the encoder's frame
+    objective (:mod:`lalm_lens.zoo.frame_objective`: at every audio token of a
+    scene, which class sounds there and, where labelled, its pitch and level), a
+    generic objective whose heads are discarded after training (0: none, as
+    before run Q; with it, presence 93.8 -> 99.5 %, emotion 76 -> 89.5 %).
 
     Curriculum: presence and the list are learnt alone until ``dropout_step``,
     the easy way, from the class word; then the audio dropout ramps in linearly
@@ -177,7 +182,7 @@ class Config:
     out: str = str(TRAIN_OUT)
     init_from: str = ""
     seed: int = 0
-    steps: int = 7000
+    steps: int = 9500
     stage2_step: int = 4000
     minutes: float = 120.0
     threads: int = 0
@@ -220,6 +225,7 @@ class Config:
     phrase_frac: float = 0.5
     drill_frac: float = 0.3
     balanced_level: bool = False
+    frame_weight: float = 1.0
     audio_dropout: float = 0.8
     durations: tuple[float, ...] = (4.0, 6.0)
     event_counts: tuple[float, ...] = (0.2, 0.2, 0.4, 0.2)
@@ -351,11 +357,12 @@ def property_turns(
 
 
 class Example(NamedTuple):
-    """A clip and a conversation about it."""
+    """A clip, a conversation about it, and the clip's events (a scene's; none for speech)."""
 
     wave: np.ndarray
     turns: list[tuple[str, str]]
     task: str
+    events: tuple = ()
 
 
 def speech_example(cfg: Config, stage2: bool, seed: int, rng: np.random.Generator) -> Example:
@@ -396,7 +403,7 @@ def ladder_rung(cfg: Config, step: int) -> int:
 def pitch_drill(scene: Scene, rng: np.random.Generator) -> Example:
     """One question, the pitch of an event of ``scene`` drawn from ``rng``: the ladder's rungs."""
     event = scene.events[int(rng.integers(len(scene.events)))]
-    return Example(scene.wave, [(PITCH_Q.format(label=event.label), event.pitch)], "drill")
+    return Example(scene.wave, [(PITCH_Q.format(label=event.label), event.pitch)], "drill", tuple(scene.events))
 
 
 def draw_example(cfg: Config, step: int, index: int, max_s: float) -> Example:
@@ -428,14 +435,15 @@ def draw_example(cfg: Config, step: int, index: int, max_s: float) -> Example:
     if rung:
         return pitch_drill(scene, rng)
     if drill:
-        return Example(scene.wave, property_turns(scene.events, cfg.questions, rng, phrase_frac, cfg.balanced_level), "drill")
+        turns = property_turns(scene.events, cfg.questions, rng, phrase_frac, cfg.balanced_level)
+        return Example(scene.wave, turns, "drill", tuple(scene.events))
     if task == "list":
-        return Example(scene.wave, [(LIST_Q, list_answer(scene.labels))], "list")
+        return Example(scene.wave, [(LIST_Q, list_answer(scene.labels))], "list", tuple(scene.events))
     n_property = int(rng.integers(1, cfg.questions)) if step >= cfg.property_step and not plain else 0
     turns = presence_turns(scene.labels, cfg.questions - n_property, rng, phrase_frac)
     turns += property_turns(scene.events, n_property, rng, phrase_frac, cfg.balanced_level)
     order = rng.permutation(len(turns))
-    return Example(scene.wave, [turns[i] for i in order], "questions")
+    return Example(scene.wave, [turns[i] for i in order], "questions", tuple(scene.events))
 
 
 class Encoder:
@@ -518,8 +526,11 @@ class Batches(torch.utils.data.IterableDataset):
             for start, stop in questions:
                 if audio_dropout and rng.random() < audio_dropout:
                     mask[b, 0, start:stop] &= ~audio
+        hop_s = self.processor.feature_extractor.hop_length / SAMPLING_RATE
+        frames = frame_targets([e.events for e in examples], tokens_after_whisper(n_frames).tolist(), 4 * hop_s)
         return dict(
             input_ids=input_ids, attention_mask=mask, targets=targets, weights=weights, n_frames=n_frames,
+            frame_targets=frames,
             input_features=feats["input_features"][..., :keep], tasks=[e.task for e in examples],
             kinds=[[QUESTION_KINDS.get(answer) if e.task in ("questions", "drill") else None for _, answer in e.turns]
                    for e in examples],
@@ -550,6 +561,12 @@ def audio_embeds(model: Qwen2AudioForConditionalGeneration, features: torch.Tens
     return x[keep]
 
 
+def batch_audio_embeds(model: Qwen2AudioForConditionalGeneration, batch: dict) -> torch.Tensor:
+    """:func:`audio_embeds` of a training batch, with autograd only while the encoder learns."""
+    with torch.set_grad_enabled(torch.is_grad_enabled() and model.model.multi_modal_projector.linear.weight.requires_grad):
+        return audio_embeds(model, batch["input_features"], batch["n_frames"])
+
+
 def forward_logits(model: Qwen2AudioForConditionalGeneration, batch: dict) -> torch.Tensor:
     """Logits ``[batch, pos, vocab]`` of a right-padded training batch (``attention_mask``: 2D padding or 4D boolean).
 
@@ -557,13 +574,14 @@ def forward_logits(model: Qwen2AudioForConditionalGeneration, batch: dict) -> to
     return model.lm_head(decoder_output(model, batch).last_hidden_state)
 
 
-def decoder_output(model: Qwen2AudioForConditionalGeneration, batch: dict, **kwargs):
-    """The language model's output on a training batch (as :func:`forward_logits`, before the unembedding);
-    ``kwargs`` go to it (``output_hidden_states=True`` for the residual after every layer)."""
+def decoder_output(model: Qwen2AudioForConditionalGeneration, batch: dict, audio: torch.Tensor | None = None, **kwargs):
+    """The language model's output on a training batch (as :func:`forward_logits`, before the unembedding), from
+    the batch's :func:`audio_embeds` (``audio``, if computed already); ``kwargs`` go to it
+    (``output_hidden_states=True`` for the residual after every layer)."""
     ids = batch["input_ids"]
     embeds = model.model.get_input_embeddings()(ids)
-    with torch.set_grad_enabled(torch.is_grad_enabled() and model.model.multi_modal_projector.linear.weight.requires_grad):
-        audio = audio_embeds(model, batch["input_features"], batch["n_frames"])
+    if audio is None:
+        audio = batch_audio_embeds(model, batch)
     if audio.requires_grad and "encoder_learns" in batch and not batch["encoder_learns"].all():
         learns = batch["encoder_learns"].repeat_interleave(tokens_after_whisper(batch["n_frames"]))
         audio = torch.where(learns[:, None], audio, audio.detach())
@@ -616,7 +634,7 @@ def freeze_audio(model: Qwen2AudioForConditionalGeneration) -> None:
 
 RESUMABLE_CHANGES = ("out", "threads", "minutes", "workers")
 # Fields added after checkpoints were first written, with the value that means what runs did before them.
-ADDED_FIELDS = {"ladder_steps": 0, "pitch_frac": 0.0, "plain_frac": 0.0, "emotion_weight": 1.0}
+ADDED_FIELDS = {"ladder_steps": 0, "pitch_frac": 0.0, "plain_frac": 0.0, "emotion_weight": 1.0, "frame_weight": 0.0}
 
 
 def recorded_config(meta: dict) -> dict:
@@ -625,11 +643,15 @@ def recorded_config(meta: dict) -> dict:
     return {**ADDED_FIELDS, **meta.get("config", {})}
 
 
-def save_checkpoint(folder: Path, cfg: Config, model, optimizer, step: int, seconds: float, history: list[dict]) -> None:
-    """Everything a run needs to go on after ``step`` steps: weights and AdamW moments (safetensors), and the
-    config, the step, the training seconds spent and the curves so far (JSON). Written to temporary names, then
-    renamed."""
+def save_checkpoint(
+    folder: Path, cfg: Config, model, optimizer, step: int, seconds: float, history: list[dict], heads=None
+) -> None:
+    """Everything a run needs to go on after ``step`` steps: weights (and the frame objective's ``heads``) and
+    AdamW moments (safetensors), and the config, the step, the training seconds spent and the curves so far
+    (JSON). Written to temporary names, then renamed."""
     tensors = {f"model.{k}": v.contiguous() for k, v in model.state_dict().items()}
+    if heads is not None:
+        tensors.update({f"frames.{k}": v.contiguous() for k, v in heads.state_dict().items()})
     optim = optimizer.state_dict()
     for index, state in optim["state"].items():
         tensors.update({f"optim.{index}.{k}": v.contiguous() for k, v in state.items()})
@@ -647,8 +669,8 @@ def model_weights(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}
 
 
-def load_checkpoint(folder: Path, cfg: Config, model, optimizer) -> dict:
-    """Restore what :func:`save_checkpoint` wrote into ``model`` and ``optimizer``; returns its step, seconds and
+def load_checkpoint(folder: Path, cfg: Config, model, optimizer, heads=None) -> dict:
+    """Restore what :func:`save_checkpoint` wrote into ``model``, ``optimizer`` (and ``heads``); returns its step, seconds and
     history. Refuses a checkpoint of another recipe (only ``RESUMABLE_CHANGES`` may differ; see
     :func:`recorded_config`)."""
     tensors, meta = load_file(folder / "state.safetensors"), json.loads((folder / "state.json").read_text())
@@ -661,6 +683,8 @@ def load_checkpoint(folder: Path, cfg: Config, model, optimizer) -> dict:
         raise ValueError(f"the checkpoint in {folder} was made with other settings ({differences}); "
                          "resume with the same --set options or start afresh")
     model.load_state_dict(model_weights(tensors))
+    if heads is not None:
+        heads.load_state_dict({k.removeprefix("frames."): v for k, v in tensors.items() if k.startswith("frames.")})
     state: dict[int, dict] = {}
     for key, value in tensors.items():
         if key.startswith("optim."):
@@ -697,15 +721,16 @@ def train(cfg: Config, resume: bool = False, until: int | None = None) -> Path:
     n_params = sum(p.numel() for p in model.parameters())
     decay = [p for n, p in model.named_parameters() if p.requires_grad and p.dim() >= 2 and "embed" not in n]
     no_decay = [p for n, p in model.named_parameters() if p.requires_grad and (p.dim() < 2 or "embed" in n)]
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=cfg.lr, betas=(0.9, 0.98),
-    )
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    heads = FrameHeads(cfg.d_model) if cfg.frame_weight else None
+    if heads is not None:
+        groups.append({"params": list(heads.parameters()), "weight_decay": 0.0})
+    optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.98))
     history: list[dict] = []
     first, spent = 0, 0.0
     checkpoint = out / "checkpoint"
     if resume and (checkpoint / "state.json").exists():
-        meta = load_checkpoint(checkpoint, cfg, model, optimizer)
+        meta = load_checkpoint(checkpoint, cfg, model, optimizer, heads)
         first, spent, history = meta["step"], meta["seconds"], meta["history"]
         print(f"resuming from step {first} ({spent / 60:.1f} min of training so far)")
     elif resume:
@@ -726,10 +751,14 @@ def train(cfg: Config, resume: bool = False, until: int | None = None) -> Path:
         lr = lr_at(step, cfg, time.time() - start)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        loss, stats = answer_stats(forward_logits(model, batch), batch)
+        audio = batch_audio_embeds(model, batch)
+        loss, stats = answer_stats(model.lm_head(decoder_output(model, batch, audio).last_hidden_state), batch)
+        if heads is not None and audio.requires_grad:
+            frames, frame_stats = frame_loss(heads, audio, batch["frame_targets"])
+            loss, stats = loss + cfg.frame_weight * frames, {**stats, **frame_stats}
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        torch.nn.utils.clip_grad_norm_([p for group in groups for p in group["params"]], cfg.grad_clip)
         optimizer.step()
         for task, s in stats.items():
             window[task] += s
@@ -743,7 +772,7 @@ def train(cfg: Config, resume: bool = False, until: int | None = None) -> Path:
             bar.set_postfix({k.removesuffix("_acc"): f"{v:.2f}" for k, v in row.items() if k.endswith("_acc")})
         done = step + 1
         if done == until or (done % cfg.checkpoint_every == 0 and done < cfg.steps):
-            save_checkpoint(checkpoint, cfg, model, optimizer, done, time.time() - start, history)
+            save_checkpoint(checkpoint, cfg, model, optimizer, done, time.time() - start, history, heads)
         if done == until:
             bar.close()
             print(f"stopped after step {done}; go on with --resume")

@@ -319,11 +319,13 @@ def test_model_card_is_what_the_measured_logs_give(toy, tmp_path):
     assert results["emotion"]["accuracy"] >= 0.85
 
 
-def test_a_run_stopped_and_resumed_equals_a_run_in_one_go(tmp_path):
+@pytest.mark.parametrize("frame_weight", [0, 1])
+def test_a_run_stopped_and_resumed_equals_a_run_in_one_go(tmp_path, frame_weight):
     from safetensors.torch import load_file
 
     micro = ["--micro", "--steps", "4", "--threads", "1", "--minutes", "1e9"]
-    before = ["--set", "ladder_steps=0", "plain_frac=0"]  # the recipe as it was before those fields existed
+    # the recipe as it was before those fields existed; with the frame objective its heads must resume too
+    before = ["--set", "ladder_steps=0", "plain_frac=0", f"frame_weight={frame_weight}"]
     tt.main([*micro, "--out", str(tmp_path / "whole"), *before])
     tt.main([*micro, "--out", str(tmp_path / "parts"), "--until", "2", *before])
     assert (tmp_path / "parts" / "checkpoint" / "state.json").exists() and not (tmp_path / "parts" / "config.json").exists()
