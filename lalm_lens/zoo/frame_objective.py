@@ -73,7 +73,6 @@ def frame_loss(
             continue
         ce = F.cross_entropy(logits[kept], target[kept])
         loss = loss + ce / len(KINDS)
-        with torch.no_grad():
-            right = (logits[kept].argmax(-1) == target[kept]).sum()
-        stats[kind] = np.array([float(ce), 1, float(right), float(kept.sum())])
+        right = (logits[kept].argmax(-1) == target[kept]).sum()
+        stats[kind] = np.array([float(ce.detach()), 1, float(right), float(kept.sum())])
     return loss, stats
