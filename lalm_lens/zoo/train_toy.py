@@ -567,11 +567,12 @@ def batch_audio_embeds(model: Qwen2AudioForConditionalGeneration, batch: dict) -
         return audio_embeds(model, batch["input_features"], batch["n_frames"])
 
 
-def forward_logits(model: Qwen2AudioForConditionalGeneration, batch: dict) -> torch.Tensor:
-    """Logits ``[batch, pos, vocab]`` of a right-padded training batch (``attention_mask``: 2D padding or 4D boolean).
+def forward_logits(model: Qwen2AudioForConditionalGeneration, batch: dict, audio: torch.Tensor | None = None) -> torch.Tensor:
+    """Logits ``[batch, pos, vocab]`` of a right-padded training batch (``attention_mask``: 2D padding or 4D boolean);
+    ``audio``: its :func:`batch_audio_embeds`, if computed already.
 
     Clips whose ``encoder_learns`` is False reach the decoder detached: their loss does not train the encoder."""
-    return model.lm_head(decoder_output(model, batch).last_hidden_state)
+    return model.lm_head(decoder_output(model, batch, audio).last_hidden_state)
 
 
 def decoder_output(model: Qwen2AudioForConditionalGeneration, batch: dict, audio: torch.Tensor | None = None, **kwargs):
@@ -752,7 +753,7 @@ def train(cfg: Config, resume: bool = False, until: int | None = None) -> Path:
         for group in optimizer.param_groups:
             group["lr"] = lr
         audio = batch_audio_embeds(model, batch)
-        loss, stats = answer_stats(model.lm_head(decoder_output(model, batch, audio).last_hidden_state), batch)
+        loss, stats = answer_stats(forward_logits(model, batch, audio), batch)
         if heads is not None and audio.requires_grad:
             frames, frame_stats = frame_loss(heads, audio, batch["frame_targets"])
             loss, stats = loss + cfg.frame_weight * frames, {**stats, **frame_stats}

@@ -4,7 +4,7 @@ import numpy as np
 import torch
 
 from lalm_lens.adapters.base import tokens_after_whisper
-from lalm_lens.data import EVENT_CLASSES, LEVELS, PITCHES, make_scene
+from lalm_lens.data import EVENT_CLASSES, LEVELS, PITCHES
 from lalm_lens.data.scenes import EventInterval
 from lalm_lens.zoo import train_toy as tt
 from lalm_lens.zoo.frame_objective import KINDS, NONE, FrameHeads, frame_loss, frame_targets
