@@ -92,6 +92,32 @@ def test_audio_dropout_hides_the_audio_from_question_tokens_only():
         assert blind.any() and not (blind & predicts).any(), "answers always see the audio; questions do not"
 
 
+def test_late_audio_hides_the_audio_from_a_scenes_answering_positions_in_the_decoders_first_half_only():
+    cfg = tt.Config.micro(durations=(4.0,), n_layers=4, audio_dropout=0.0, late_audio=1.0, stage2_step=10**6)
+    processor = tt.build_processor(cfg)
+    torch.manual_seed(0)
+    model = tt.build_model(cfg, processor.tokenizer).eval()
+    batch = tt.Batches(cfg, processor, 0, 1).batch(5)
+    audio = batch["input_ids"] == processor.tokenizer.convert_tokens_to_ids("<|AUDIO|>")
+    hidden = batch["attention_mask"][:, 0] & ~batch["early_mask"][:, 0]
+    assert (hidden == (hidden & audio[:, None, :])).all(), "only audio keys are hidden"
+    scenes = [b for b, task in enumerate(batch["tasks"]) if task in ("questions", "drill")]
+    assert scenes and len(scenes) < len(audio), "the batch mixes scenes and other clips"
+    for b in range(len(audio)):
+        rows = hidden[b].any(-1).nonzero().flatten().tolist()
+        answers_follow = [int(batch["targets"][b, r] != -100) for r in rows]
+        assert (rows and all(answers_follow)) if b in scenes else not rows, "a scene's answering positions only"
+
+    with torch.no_grad():
+        late = tt.forward_logits(model, batch)
+        seen = tt.forward_logits(model, {**batch, "early_mask": batch["attention_mask"]})
+        unhooked = tt.forward_logits(model, {**batch, "early_mask": None})
+    assert torch.equal(seen, unhooked), "the first half's mask is swapped in exactly, and nothing else changes"
+    changed = (late - seen).abs().amax((1, 2)) > 0
+    assert changed.tolist() == [b in scenes for b in range(len(audio))]
+    assert not model.model.language_model.layers[0]._forward_pre_hooks, "the swap is undone"
+
+
 def test_the_curriculum_asks_presence_first_then_properties_and_paraphrases_and_hides_the_audio_gradually():
     cfg = tt.Config()
     properties = {q for q in (*tt.PITCH_QS, *tt.LEVEL_QS)}
@@ -293,6 +319,7 @@ def test_evaluation_leaves_the_evaluated_folder_alone(micro_toy, tmp_path, monke
     assert sorted(p.name for p in micro_toy.iterdir()) == before, "no eval_results.json or MODEL_CARD.md written there"
     results = json.loads((tmp_path / "out" / f"eval-{micro_toy.name}" / "eval_results.json").read_text())
     assert results["n"] == 4 and results["emotion"]["n"] == 4 and results["pitch_probe"]["given_class"]["n"] == 4
+    assert results["attention"]["n"] == results["attention_pitch"]["n"] == 3, "one equal-layout clip, each event asked"
     tt.main(["--evaluate", "--n", "4", "--threads", "1", "--out", str(micro_toy), "--results", str(tmp_path / "mine")])
     assert json.loads((tmp_path / "mine" / "eval_results.json").read_text())["n"] == 4
 
@@ -391,8 +418,12 @@ def test_the_recipe_pages_scripts_run_on_a_trained_toy(micro_toy, monkeypatch, c
         script("finetune").main(str(micro_toy), fmt, steps=25)
     script("finetune").main(str(micro_toy), "speech-level,level-mixed", sighted=True, steps=25)
     script("list_errors").main(str(micro_toy), 8)
+    looks = script("answer_attention")
+    monkeypatch.setattr(looks, "N_CLIPS", 4)
+    looks.main(str(micro_toy))
     out = capsys.readouterr().out
     assert out.count("pitch given the class") == 1 and "embeddings" in out
-    assert out.count("pitch answers right") == 2 and out.count("emotion answers right") == 1
+    assert out.count("pitch answers right") == 3 and out.count("emotion answers right") == 1
     assert "speech-level, sighted: speech answers right" in out and "level-mixed, sighted: level answers right" in out
     assert "8 clips, as --evaluate" in out and "8 clips, pitch and level varied" in out
+    assert "4 clips; rows: layers, columns: heads" in out
