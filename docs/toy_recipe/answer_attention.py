@@ -3,7 +3,8 @@
 Held-out equal-layout three-event clips are asked "Is the {label} sound high or low?"
 about one of their events (every token sees the audio, as at evaluation). Per decoder
 layer and head, the share of the answering position's attention that falls on the named
-sound, on the other sounds, and on each text token of the question; beside them, how often
+sound, on the other sounds, and on each token of the question and of the chat template after it
+(the last being the answering position itself); beside them, how often
 the model's first answer token is right.
 
     python docs/toy_recipe/answer_attention.py RUN   # a run, its checkpoint, or a saved model
@@ -26,13 +27,13 @@ def main(run: str) -> None:
     model = HookedLALM.from_hf(hf.eval(), processor)
     scenes = tt.heldout_scenes(N_CLIPS, "equal", 400_000, properties=True)
     rng = np.random.default_rng(1)
+    question = list(range(-(tt.n_tokens(tt.PITCH_Q.format(label="dog")) + tt.CHAT_TOKENS_AFTER_QUESTION), 0))
     named, others, text, right = [], [], [], []
     for i in range(0, len(scenes), BATCH):
         chunk = scenes[i : i + BATCH]
         asked = [s.events[int(rng.integers(len(s.events)))] for s in chunk]
         batch = model.prepare([s.wave for s in chunk], [tt.PITCH_Q.format(label=e.label) for e in asked],
                               sampling_rate=tt.SAMPLING_RATE)
-        question = list(range(-(len(tt.PITCH_Q.split()) + 1 + tt.CHAT_TOKENS_AFTER_QUESTION), 0))
         options = [model.to_single_token(p) for p in tt.PITCHES]
         with torch.no_grad():
             logits, cache = model.run_with_cache(batch, names_filter=lambda name: name.endswith("attn.hook_pattern"))

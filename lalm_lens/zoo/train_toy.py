@@ -160,14 +160,16 @@ class Config:
     list and presence scenes plain, 96.5 % and 78.5 %; run L, with half plain
     from the start, 94 % of each). ``audio_dropout``: the
     share of question turns whose question tokens may not attend to the audio
-    (the position that answers always may), so the answer is retrieved after
-    the question is read. ``late_audio``: the share of a scene's question turns
-    whose answering position may not attend to the audio in the decoder's first
-    half of layers either (ramped in with the dropout), so that it reads the
-    audio only once the question can have reached it: in run Q that position
-    attended evenly over the audio in layers 1-3 and read the question's words
-    only at layer 4, the property answers decoded from a class-blind average
-    (pitch 97 % right on one-event clips, 70 % on three). With it (run R),
+    (the position that answers may, at least in the decoder's second half), so
+    the answer is retrieved after the question is read. ``late_audio``: the
+    share of a scene's question turns whose answering position may not attend
+    to the audio in the decoder's first half of layers (ramped in with the
+    dropout), so that it attends to the audio directly only once the question
+    can have reached it: in run Q that position attended evenly over the audio
+    in layers 1-3 and read a word of the question after its class word only
+    at layer 4 ("high"; at layer 0, "is" and "or"), the property answers
+    decoded from a class-blind average (pitch 97 % right on one-event clips,
+    70 % on three). With it (run R),
     cutting that position's audio from layer 3 on costs pitch 26 points (Q:
     none) and the other targets held, but the position still averages the
     clip, and the property answers stayed where they were. ``frame_weight``: the weight of the encoder's frame
@@ -255,6 +257,11 @@ class Config:
 
 
 # -- tokenizer, processor, model ---------------------------------------------------------------
+
+def n_tokens(text: str) -> int:
+    """How many tokens the toy's word-level tokenizer makes of ``text`` (words, and each punctuation mark)."""
+    return len(re.findall(r"\w+|[^\w\s]", text))
+
 
 def prompt_words() -> list[str]:
     phrases = [p for ps in PHRASES.values() for p in ps]
@@ -1080,8 +1087,8 @@ def attention_peaks(model, scenes, batch_size: int, question: str = PRESENCE_Q) 
     from lalm_lens.hooks import AudioAttention
 
     items = [(s, k) for s in scenes for k in range(len(s.events))]
-    words_after = len(question.split("{label}")[1].split()) + 1  # the question's tokens after the class word, and "?"
-    rows = {"last": -1, "label": -(words_after + CHAT_TOKENS_AFTER_QUESTION + 1)}
+    after_label = n_tokens(question.split("{label}")[1]) + CHAT_TOKENS_AFTER_QUESTION
+    rows = {"last": -1, "label": -(after_label + 1)}
     n_layers = model.cfg.n_layers
     hits = np.zeros((len(rows), n_layers, len(items)), dtype=bool)
     share = np.zeros((len(rows), n_layers, len(items)))
@@ -1237,8 +1244,8 @@ saw an emotion label."""
     if c["emotion_weight"] != 1.0:
         stage2 += f" Each token of an emotion answer weighs {c['emotion_weight']:g} times another in the loss."
     late = (f" In {100 * c['late_audio']:g} % of a scene's question turns that position may not attend to the"
-            f" audio in the decoder's first {c['n_layers'] // 2} layers either, so that it reads the audio only"
-            " once the question can have reached it." if c.get("late_audio") else "")
+            f" audio in the decoder's first {c['n_layers'] // 2} layers, so that it attends to the audio directly"
+            " only once the question can have reached it." if c.get("late_audio") else "")
     frames = (f"""
 
 **Frame objective** (weight {c["frame_weight"]:g} beside the answers' loss): at every audio token of a scene,
@@ -1294,7 +1301,7 @@ quiet within its clip (`EventInterval.pitch` / `.level`). A loss on the answer t
 
 **Audio-attention dropout**: in {100 * c["audio_dropout"]:g} % of question turns the question's own
 tokens may not attend to the audio (a 4D attention mask); the position that
-predicts the answer always may. The answer must then be retrieved after the
+predicts the answer may{" (in the decoder's second half; see below)" if c.get("late_audio") else " always"}. The answer must then be retrieved after the
 question has been read, as instruction-tuned LALMs do, rather than by the
 class word at layer 0 (what the first version learnt).{late}{frames}
 

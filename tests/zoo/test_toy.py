@@ -64,6 +64,13 @@ def test_answers_each_task_on_fixed_held_out_examples(toy):
     assert toy.generate(batch, max_new_tokens=8) == [tt.list_answer(scene.labels), "yes", "no", "angry"]
 
 
+def test_n_tokens_counts_as_the_toys_tokenizer_splits_every_question():
+    tokenizer = tt.build_processor(tt.Config.micro()).tokenizer
+    for template in (*tt.PRESENCE_QS, *tt.PITCH_QS, *tt.LEVEL_QS, tt.LIST_Q, tt.EMOTION_Q):
+        for text in (template.format(label="dog that barks"), template.split("{label}")[-1]):
+            assert tt.n_tokens(text) == len(tokenizer(text, add_special_tokens=False)["input_ids"]), text
+
+
 def test_training_forward_equals_the_hf_forward():
     cfg = tt.Config.micro(durations=(4.0,), audio_dropout=0.0)
     processor = tt.build_processor(cfg)
