@@ -28,13 +28,13 @@ def main(run: str) -> None:
     scenes = tt.heldout_scenes(N_CLIPS, "equal", 400_000, properties=True)
     rng = np.random.default_rng(1)
     question = list(range(-(tt.n_tokens(tt.PITCH_Q.format(label="dog")) + tt.CHAT_TOKENS_AFTER_QUESTION), 0))
+    options = [model.to_single_token(p) for p in tt.PITCHES]
     named, others, text, right = [], [], [], []
     for i in range(0, len(scenes), BATCH):
         chunk = scenes[i : i + BATCH]
         asked = [s.events[int(rng.integers(len(s.events)))] for s in chunk]
         batch = model.prepare([s.wave for s in chunk], [tt.PITCH_Q.format(label=e.label) for e in asked],
                               sampling_rate=tt.SAMPLING_RATE)
-        options = [model.to_single_token(p) for p in tt.PITCHES]
         with torch.no_grad():
             logits, cache = model.run_with_cache(batch, names_filter=lambda name: name.endswith("attn.hook_pattern"))
         picked = logits[:, -1, options].argmax(-1).tolist()

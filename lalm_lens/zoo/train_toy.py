@@ -89,6 +89,7 @@ SPEECH_LEVEL_Q = "Is the speech loud or quiet?"
 SYLLABLES_Q = "How many syllables are spoken?"
 CHAT_TOKENS_AFTER_QUESTION = 3  # <|im_end|> <|im_start|> assistant: the last is the position that answers
 TASKS = ("list", "questions", "drill", "speech", "emotion")
+SCENE_QUESTIONS = ("questions", "drill")  # the tasks whose turns ask about a scene's sounds
 QUESTION_KINDS = {"yes": "presence", "no": "presence", **{w: "pitch" for w in PITCHES}, **{w: "level" for w in LEVELS}}
 WINDOWS = (*TASKS, *dict.fromkeys(QUESTION_KINDS.values()), *FRAME_KINDS)
 
@@ -551,7 +552,7 @@ class Batches(torch.utils.data.IterableDataset):
             for start, stop in questions:
                 if audio_dropout and rng.random() < audio_dropout:
                     mask[b, 0, start:stop] &= ~audio
-                if late_audio and examples[b].task in ("questions", "drill") and rng.random() < late_audio:
+                if late_audio and examples[b].task in SCENE_QUESTIONS and rng.random() < late_audio:
                     late.append((b, stop, audio))
         early_mask = mask.clone() if late else None
         for b, answering, audio in late:
@@ -562,7 +563,7 @@ class Batches(torch.utils.data.IterableDataset):
             input_ids=input_ids, attention_mask=mask, early_mask=early_mask, targets=targets, weights=weights, n_frames=n_frames,
             frame_targets=frames,
             input_features=feats["input_features"][..., :keep], tasks=[e.task for e in examples],
-            kinds=[[QUESTION_KINDS.get(answer) if e.task in ("questions", "drill") else None for _, answer in e.turns]
+            kinds=[[QUESTION_KINDS.get(answer) if e.task in SCENE_QUESTIONS else None for _, answer in e.turns]
                    for e in examples],
             encoder_learns=torch.tensor([e.task != "emotion" for e in examples]),
         )
@@ -618,15 +619,12 @@ def decoder_output(model: Qwen2AudioForConditionalGeneration, batch: dict, audio
         learns = batch["encoder_learns"].repeat_interleave(tokens_after_whisper(batch["n_frames"]))
         audio = torch.where(learns[:, None], audio, audio.detach())
     embeds = embeds.masked_scatter((ids == model.config.audio_token_index)[..., None], audio.to(embeds.dtype))
-    language_model = model.model.language_model
-    early_mask = batch.get("early_mask")
-    if early_mask is None:
-        return language_model(inputs_embeds=embeds, attention_mask=batch["attention_mask"], **kwargs)
+    language_model, early_mask = model.model.language_model, batch.get("early_mask")
 
     def swap_mask(module, args, layer_kwargs):
         return args, {**layer_kwargs, "attention_mask": early_mask}
 
-    first_half = language_model.layers[: len(language_model.layers) // 2]
+    first_half = language_model.layers[: len(language_model.layers) // 2] if early_mask is not None else []
     handles = [layer.register_forward_pre_hook(swap_mask, with_kwargs=True) for layer in first_half]
     try:
         return language_model(inputs_embeds=embeds, attention_mask=batch["attention_mask"], **kwargs)

@@ -108,7 +108,7 @@ def test_late_audio_hides_the_audio_from_a_scenes_answering_positions_in_the_dec
     audio = batch["input_ids"] == processor.tokenizer.convert_tokens_to_ids("<|AUDIO|>")
     hidden = batch["attention_mask"][:, 0] & ~batch["early_mask"][:, 0]
     assert (hidden == (hidden & audio[:, None, :])).all(), "only audio keys are hidden"
-    scenes = [b for b, task in enumerate(batch["tasks"]) if task in ("questions", "drill")]
+    scenes = [b for b, task in enumerate(batch["tasks"]) if task in tt.SCENE_QUESTIONS]
     assert scenes and len(scenes) < len(audio), "the batch mixes scenes and other clips"
     for b in range(len(audio)):
         rows = hidden[b].any(-1).nonzero().flatten().tolist()
