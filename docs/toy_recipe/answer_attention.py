@@ -15,7 +15,6 @@ import sys
 import numpy as np
 import torch
 
-from lalm_lens import HookedLALM
 from lalm_lens.zoo import train_toy as tt
 
 N_CLIPS, BATCH = 96, 32
@@ -23,18 +22,11 @@ N_CLIPS, BATCH = 96, 32
 
 def main(run: str) -> None:
     torch.set_num_threads(1)
-    hf, processor, _ = tt.load_run(run)
-    model = HookedLALM.from_hf(hf.eval(), processor)
-    scenes = tt.heldout_scenes(N_CLIPS, "equal", 400_000, properties=True)
-    rng = np.random.default_rng(1)
+    model = tt.load_hooked(run)
     question = list(range(-(tt.n_tokens(tt.PITCH_Q.format(label="dog")) + tt.CHAT_TOKENS_AFTER_QUESTION), 0))
     options = [model.to_single_token(p) for p in tt.PITCHES]
     named, others, text, right = [], [], [], []
-    for i in range(0, len(scenes), BATCH):
-        chunk = scenes[i : i + BATCH]
-        asked = [s.events[int(rng.integers(len(s.events)))] for s in chunk]
-        batch = model.prepare([s.wave for s in chunk], [tt.PITCH_Q.format(label=e.label) for e in asked],
-                              sampling_rate=tt.SAMPLING_RATE)
+    for batch, chunk, asked in tt.pitch_questions(model, N_CLIPS, BATCH):
         with torch.no_grad():
             logits, cache = model.run_with_cache(batch, names_filter=lambda name: name.endswith("attn.hook_pattern"))
         picked = logits[:, -1, options].argmax(-1).tolist()
@@ -53,7 +45,7 @@ def main(run: str) -> None:
             text.append([pattern[j][:, question].numpy() for pattern in patterns])
     tokens = model.to_str_tokens(batch.input_ids[0])[question[0] :]
     np.set_printoptions(precision=2, suppress=True)
-    print(f"{run}: {len(scenes)} clips; rows: layers, columns: heads")
+    print(f"{run}: {N_CLIPS} clips; rows: layers, columns: heads")
     print("share of the answering position's attention on the named sound\n", np.mean(named, 0))
     print("on the other sounds\n", np.mean(others, 0))
     for layer, shares in enumerate(np.mean(text, 0)):

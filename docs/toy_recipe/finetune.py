@@ -15,6 +15,15 @@ forced) per 25 steps: pitch answers, or emotion answers for ``emotion``. Formats
   training: the loudness of the whole clip, with no sound to find
 - emotion: "What emotion does the speaker express?" about an utterance, which reaches the
   decoder detached from the encoder as in training (the decoder alone learns it)
+- contrast: the recipe's contrast drills (2-3 events, pitch and loudness of the one that every
+  other differs from in both; a class-blind average of the clip answers them wrongly)
+- balanced: 2 or 4 events, half high and half low, half loud and half quiet, asked both properties
+  of one: neither the clip's average nor its opposite says anything about the answer
+- name: "What is the {paraphrase} sound?" -> its class word, about a clip where it sounds: a
+  question answered from the text alone, that needs the named class at the answering position
+
+Formats joined by "+" are mixed, each clip drawn from one of them at random (the share right is
+still that of the first format's answers, e.g. pitch for "contrast+name").
 
 Several formats, comma-separated, run one after the other (a ladder), 150 steps each.
 A third argument ``sighted`` lets the question tokens see the audio (no dropout).
@@ -22,9 +31,10 @@ A third argument ``sighted`` lets the question tokens see the audio (no dropout)
     python docs/toy_recipe/finetune.py RUN one-event   # a run, its checkpoint, or a saved model
     python docs/toy_recipe/finetune.py RUN one-event,one-or-two,drills
     python docs/toy_recipe/finetune.py RUN level-mixed sighted
+    python docs/toy_recipe/finetune.py RUN contrast,contrast --save FOLDER   # then --quick-look or --evaluate it
 """
 
-import sys
+import argparse
 
 import numpy as np
 import torch
@@ -32,10 +42,12 @@ import torch
 from lalm_lens.data import CONDITIONS, EMOTIONS, SPEAKERS, make_scene, make_utterance
 from lalm_lens.zoo import train_toy as tt
 
-FORMATS = ("one-event", "one-class", "one-or-two", "drills", "level-mixed", "speech-level", "emotion")
+FORMATS = ("one-event", "one-class", "one-or-two", "drills", "level-mixed", "speech-level", "emotion", "contrast", "balanced", "name")
 
 
 def example(fmt: str, rng: np.random.Generator) -> tt.Example:
+    if "+" in fmt:
+        fmt = str(rng.choice(fmt.split("+")))
     seed = 2 * int(rng.integers(2**30)) + 1  # odd: a training seed
     if fmt in ("emotion", "speech-level"):
         utt = make_utterance(str(rng.choice(EMOTIONS)), SPEAKERS[rng.integers(len(SPEAKERS))], seed,
@@ -53,6 +65,22 @@ def example(fmt: str, rng: np.random.Generator) -> tt.Example:
                 break
         event = scene.events[int(rng.integers(2))]
         return tt.Example(scene.wave, [(tt.LEVEL_Q.format(label=event.label), event.level)], "drill")
+    if fmt == "contrast":
+        scene, event = tt.contrast_scene(seed, 2 + int(rng.integers(2)), rng, duration_s=float(rng.uniform(4, 6)),
+                                         layout=str(rng.choice(["equal", "random"])))
+        return tt.Example(scene.wave, tt.property_turns([event], 2, rng), "drill", tuple(scene.events))
+    if fmt == "balanced":
+        n_events = 2 * (1 + int(rng.integers(2)))
+        pitches, levels = (list(rng.permutation(list(pair) * (n_events // 2))) for pair in (tt.PITCHES, tt.LEVELS))
+        scene = make_scene(seed, n_events=n_events, duration_s=float(rng.uniform(4, 6)), properties=True,
+                           layout=str(rng.choice(["equal", "random"])), pitches=pitches, levels=levels)
+        event = scene.events[int(rng.integers(n_events))]
+        return tt.Example(scene.wave, tt.property_turns([event], 2, rng), "drill", tuple(scene.events))
+    if fmt == "name":
+        scene = make_scene(seed, n_events=1 + int(rng.integers(3)), duration_s=float(rng.uniform(4, 6)),
+                           layout=str(rng.choice(["equal", "random"])), properties=True)
+        label = scene.events[int(rng.integers(len(scene.events)))].label
+        return tt.Example(scene.wave, [(f"What is the {tt.name(label, rng, 1.0)} sound?", label)], "list")
     if fmt in ("one-event", "one-class"):
         scene = make_scene(seed, n_events=1, duration_s=3.0, properties=True, classes=("dog",) if fmt == "one-class" else None)
     else:
@@ -63,8 +91,8 @@ def example(fmt: str, rng: np.random.Generator) -> tt.Example:
     return tt.pitch_drill(scene, rng)
 
 
-def main(run: str, formats: str, sighted: bool = False, steps: int = 150) -> None:
-    unknown = [f for f in formats.split(",") if f not in FORMATS]
+def main(run: str, formats: str, sighted: bool = False, steps: int = 150, save: str | None = None) -> None:
+    unknown = [f for f in formats.replace("+", ",").split(",") if f not in FORMATS]
     if unknown:
         raise SystemExit(f"formats must be among {FORMATS}, got {unknown}")
     torch.set_num_threads(1)
@@ -75,10 +103,15 @@ def main(run: str, formats: str, sighted: bool = False, steps: int = 150) -> Non
     for fmt in formats.split(","):
         print(f"{run} at step {step}, {fmt}{', sighted' if sighted else ''}: {answered(fmt)} answers right per 25 steps")
         train(model, optimizer, collate, fmt, rng, steps, 0.0 if sighted else 1.0)
+    if save:
+        model.eval().save_pretrained(save)
+        processor.save_pretrained(save)
+        print(f"saved the fine-tuned model to {save}")
 
 
 def answered(fmt: str) -> str:
-    return {"emotion": "emotion", "level-mixed": "level", "speech-level": "speech"}.get(fmt, "pitch")
+    fmt = fmt.split("+")[0]
+    return {"emotion": "emotion", "level-mixed": "level", "speech-level": "speech", "name": "list"}.get(fmt, "pitch")
 
 
 def train(model, optimizer, collate, fmt: str, rng: np.random.Generator, steps: int, audio_dropout: float) -> None:
@@ -97,6 +130,10 @@ def train(model, optimizer, collate, fmt: str, rng: np.random.Generator, steps: 
 
 
 if __name__ == "__main__":
-    if len(sys.argv) not in (3, 4) or sys.argv[3:] not in ([], ["sighted"]):
-        raise SystemExit("usage: finetune.py RUN FORMAT[,FORMAT...] [sighted]")
-    main(sys.argv[1], sys.argv[2], sighted=sys.argv[3:] == ["sighted"])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("run")
+    parser.add_argument("formats", help="FORMAT[,FORMAT...], each FORMAT one of the formats above or several joined by '+'")
+    parser.add_argument("sighted", nargs="?", choices=["sighted"], help="the question tokens see the audio")
+    parser.add_argument("--save", default=None, help="save the fine-tuned model and processor into this folder")
+    args = parser.parse_args()
+    main(args.run, args.formats, sighted=args.sighted == "sighted", save=args.save)

@@ -94,6 +94,8 @@ def make_scene(
     snr_db: Optional[float] = None,
     sampling_rate: int = 16000,
     properties: bool = False,
+    pitches: Optional[Sequence[str]] = None,
+    levels: Optional[Sequence[str]] = None,
 ) -> Scene:
     """Build a clip of ``n_events`` events of distinct classes, reproducible from ``seed``.
 
@@ -108,6 +110,9 @@ def make_scene(
     at random, and the clip as a whole is scaled by a random gain (-9 to 0 dB),
     so loudness is a property relative to the clip; both are stored on the
     events. Without, pitch and level vary freely and are not labelled.
+    ``pitches`` / ``levels`` (with ``properties``; one per event, in the order of
+    ``scene.events``) fix them instead of drawing them, e.g. to build a clip
+    whose other sounds all differ from one sound in both.
     """
     classes = tuple(EVENT_CLASSES if classes is None else classes)
     unknown = sorted(set(classes) - set(EVENT_CLASSES))
@@ -117,6 +122,15 @@ def make_scene(
         raise ValueError(f"classes has duplicates: {classes}")
     if not 1 <= n_events <= len(classes):
         raise ValueError(f"n_events must be between 1 and {len(classes)} (distinct classes per clip), got {n_events}")
+    for name, given, allowed in (("pitches", pitches, PITCHES), ("levels", levels, LEVELS)):
+        if given is None:
+            continue
+        if not properties:
+            raise ValueError(f"{name} labels the events' properties: pass properties=True with it")
+        if len(given) != n_events or not set(given) <= set(allowed):
+            raise ValueError(f"{name} must hold {n_events} values from {allowed}, got {list(given)}")
+    if levels is not None and "loud" not in levels:
+        raise ValueError(f"a clip's loudest sound is loud: levels needs at least one 'loud', got {list(levels)}")
     n_total = int(round(duration_s * sampling_rate))
     if n_total < n_events:
         raise ValueError(f"a {duration_s} s clip is too short for {n_events} events")
@@ -131,14 +145,16 @@ def make_scene(
     else:
         raise ValueError(f"layout must be 'equal' or 'random', got {layout!r}")
 
-    pitches: list = [None] * n_events
-    levels: list = [None] * n_events
     gain = 1.0
     if properties:
-        pitches = [str(p) for p in rng.choice(PITCHES, size=n_events)]
-        levels = [str(v) for v in rng.choice(LEVELS, size=n_events)]
-        levels[int(rng.integers(n_events))] = "loud"
+        if pitches is None:
+            pitches = [str(p) for p in rng.choice(PITCHES, size=n_events)]
+        if levels is None:
+            levels = [str(v) for v in rng.choice(LEVELS, size=n_events)]
+            levels[int(rng.integers(n_events))] = "loud"
         gain = rng.uniform(0.35, 1.0)
+    else:
+        pitches = levels = [None] * n_events
     wave = np.zeros(n_total, dtype=np.float32)
     for label, (start, stop), pitch, level in zip(labels, bounds, pitches, levels):
         wave[start:stop] = gain * synth_event(label, stop - start, rng, sampling_rate, pitch=pitch, level=level)

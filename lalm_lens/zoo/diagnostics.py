@@ -181,5 +181,5 @@ def linear_probe(
 
     optimizer.step(closure)
     with torch.no_grad():
-        predicted = (torch.tensor((test_x - mean) / std) @ w + b).argmax(-1).numpy()
+        predicted = (torch.tensor((test_x - mean) / std, dtype=torch.float64) @ w + b).argmax(-1).numpy()
     return _score(predicted == test_y)

@@ -96,11 +96,24 @@ def test_iter_scenes_is_lazy_and_each_scene_rebuilds_from_its_seed():
         ({"classes": ["dog", "cat", "bell"]}, "unknown event classes"),
         ({"classes": ["dog", "dog", "bell"]}, "duplicates"),
         ({"layout": "grid"}, "layout"),
+        ({"pitches": ["high"] * 3}, "properties=True"),
+        ({"properties": True, "pitches": ["high", "low"]}, "3 values"),
+        ({"properties": True, "levels": ["loud", "soft", "loud"]}, "3 values"),
+        ({"properties": True, "levels": ["quiet"] * 3}, "at least one 'loud'"),
     ],
 )
 def test_bad_scene_requests_fail(kwargs, message):
     with pytest.raises(ValueError, match=message):
         make_scene(0, **kwargs)
+
+
+def test_pitches_and_levels_can_be_fixed_event_by_event():
+    pitches, levels = ["low", "high", "high"], ["quiet", "loud", "loud"]
+    scene = make_scene(3, n_events=3, properties=True, pitches=pitches, levels=levels)
+    assert [e.pitch for e in scene.events] == pitches and [e.level for e in scene.events] == levels
+    energy = [loudness(scene.wave[int(e.start_s * 16000) : int(e.stop_s * 16000)]) for e in scene.events]
+    assert energy[0] < min(energy[1:]) / 3, "the quiet sound is quieter than both loud ones"
+    assert make_scene(3, n_events=3, properties=True).wave.shape == scene.wave.shape
 
 
 def test_with_properties_every_event_knows_its_pitch_and_level():

@@ -386,7 +386,8 @@ def test_a_quick_look_reads_a_run_in_progress_and_a_saved_model(micro_toy, tmp_p
     assert running["step"] == 2 and saved["step"] is None
     for look in (running, saved):
         assert set(look) == {"step", *tt.QUICK_LOOK}
-        assert all(len(look[q]) == 4 and all(0 <= a <= 1 for a in look[q]) for q in tt.QUICK_LOOK)
+        assert all(len(look[q]) == 4 and all(0 <= a <= 1 for a in look[q] if a is not None) for q in tt.QUICK_LOOK)
+        assert look["pitch, contrast"][0] is None and None not in look["pitch, contrast"][1:], "no contrast in one event"
     tt.main(["--quick-look", "--out", str(tmp_path), "--threads", "1"])
     assert "at step 2" in capsys.readouterr().out
 
@@ -401,6 +402,7 @@ def test_a_quick_look_reads_a_run_in_progress_and_a_saved_model(micro_toy, tmp_p
     look = tt.quick_look(micro_toy, n=8, threads=1)
     assert look["presence, yes"] == [1.0] * 4 and look["presence, no"] == [0.0] * 4
     assert look["pitch"] == look["loudness"] == [1.0] * 4
+    assert look["pitch, contrast"] == look["loudness, contrast"] == [None, 1.0, 1.0, 1.0]
     with pytest.raises(ValueError, match="multiple of 4"):
         tt.quick_look(micro_toy, n=6)
 
@@ -424,13 +426,36 @@ def test_the_recipe_pages_scripts_run_on_a_trained_toy(micro_toy, monkeypatch, c
     for fmt in ("one-class", "drills", "emotion"):
         script("finetune").main(str(micro_toy), fmt, steps=25)
     script("finetune").main(str(micro_toy), "speech-level,level-mixed", sighted=True, steps=25)
+    script("finetune").main(str(micro_toy), "contrast+name,balanced", steps=25)
     script("list_errors").main(str(micro_toy), 8)
     looks = script("answer_attention")
     monkeypatch.setattr(looks, "N_CLIPS", 4)
     looks.main(str(micro_toy))
+    asked = script("asked_class")
+    monkeypatch.setattr(asked, "N_CLIPS", 8)
+    asked.main(str(micro_toy))
     out = capsys.readouterr().out
+    assert out.count("class asked about") == 3 and "embedding" in out
     assert out.count("pitch given the class") == 1 and "embeddings" in out
-    assert out.count("pitch answers right") == 3 and out.count("emotion answers right") == 1
+    assert out.count("pitch answers right") == 5 and out.count("emotion answers right") == 1
+    assert "contrast+name: pitch answers right" in out and ", balanced: pitch answers right" in out
     assert "speech-level, sighted: speech answers right" in out and "level-mixed, sighted: level answers right" in out
     assert "8 clips, as --evaluate" in out and "8 clips, pitch and level varied" in out
     assert "4 clips; rows: layers, columns: heads" in out
+
+
+def test_contrast_drills_ask_of_one_sound_that_every_other_sound_of_the_clip_differs_from():
+    """A class-blind average of the clip answers these wrongly or at chance, so only picking out the named sound pays."""
+    cfg = tt.Config(contrast=0.6, drill_frac=0.5)  # run S's
+    drills = [e for e in (tt.draw_example(cfg, 5000, i, 6.0) for i in range(300)) if e.task == "drill"]
+    contrasts = [e for e in drills if len(e.events) > 1 and len(e.turns) == 2]  # other drills ask of every sound
+    share = len(contrasts) / len(drills)
+    assert abs(share - cfg.contrast) < 3 * (cfg.contrast * (1 - cfg.contrast) / len(drills)) ** 0.5, share
+    assert {len(e.events) for e in contrasts} == {2, 3}
+    for e in contrasts:
+        odd = [ev for ev in e.events if all(o.pitch != ev.pitch and o.level != ev.level for o in e.events if o is not ev)]
+        assert sorted(a for _, a in e.turns) in [sorted([ev.pitch, ev.level]) for ev in odd], e
+    assert tt.recorded_config({"config": {}})["contrast"] == 0.0, "older checkpoints had none"
+    off = tt.Config()
+    assert off.contrast == 0.0, "off by default"
+    assert not any(len(e.events) == 3 for e in (tt.draw_example(off, 5000, i, 6.0) for i in range(300)) if e.task == "drill")
