@@ -23,7 +23,7 @@ forced) per 25 steps: pitch answers, or emotion answers for ``emotion``. Formats
   question answered from the text alone, that needs the named class at the answering position
 
 Formats joined by "+" are mixed, each clip drawn from one of them at random (the share right is
-still that of the first format's answers, e.g. pitch for "contrast+name").
+that of the answers of the first format's kind, over every clip of the mix: pitch for "contrast+name").
 
 Several formats, comma-separated, run one after the other (a ladder), 150 steps each.
 A third argument ``sighted`` lets the question tokens see the audio (no dropout).
@@ -123,7 +123,7 @@ def train(model, optimizer, collate, fmt: str, rng: np.random.Generator, steps: 
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
-        window += stats[answered(fmt)][2:]
+        window += stats.get(answered(fmt), np.zeros(4))[2:]
         if (i + 1) % 25 == 0:
             print(f"{i + 1:4d} {window[0] / window[1]:.2f}", flush=True)
             window[:] = 0

@@ -122,6 +122,7 @@ def make_scene(
         raise ValueError(f"classes has duplicates: {classes}")
     if not 1 <= n_events <= len(classes):
         raise ValueError(f"n_events must be between 1 and {len(classes)} (distinct classes per clip), got {n_events}")
+    pitches, levels = (None if given is None else [str(v) for v in given] for given in (pitches, levels))
     for name, given, allowed in (("pitches", pitches, PITCHES), ("levels", levels, LEVELS)):
         if given is None:
             continue

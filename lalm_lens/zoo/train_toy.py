@@ -43,7 +43,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, Iterator, NamedTuple
 
 import numpy as np
 import torch
@@ -69,6 +69,10 @@ from lalm_lens.data import (
 from lalm_lens.zoo import diagnostics
 from lalm_lens.zoo.frame_objective import KINDS as FRAME_KINDS, FrameHeads, frame_loss, frame_targets
 from lalm_lens.zoo.tiny import QWEN2_AUDIO_SPECIALS, QWEN2_AUDIO_TEMPLATE, word_tokenizer
+
+if TYPE_CHECKING:
+    from lalm_lens import HookedLALM
+    from lalm_lens.batch import LALMBatch
 
 DEFAULT_OUT = Path(__file__).parent / "lalm-toy"
 TRAIN_OUT = Path("out", "lalm-toy")
@@ -177,8 +181,8 @@ class Config:
     the other two differ from in pitch and level, R answered pitch 14.5 % and loudness 16.5 % right (200 held-out
     clips, ``--evaluate``'s contrast rows), the majority's answer. ``contrast`` (off by default): that share of the drills are contrast
     drills instead, two or three sounds, asked the pitch and level of the one that every other differs from in
-    both (:func:`contrast_properties`), so that a class-blind average answers wrongly and only picking out the
-    named sound pays. Run S (0.6 of the drills, ``drill_frac`` 0.5, from run R's step 2800) unlearnt the average
+    both (:func:`contrast_properties`), so that a class-blind average answers wrongly (three sounds) or at chance
+    (two) and only picking out the named sound pays. Run S (0.6 of the drills, ``drill_frac`` 0.5; run R until step 2800) unlearnt the average
     (contrast rows near chance rather than near 0) without learning to pick the sound out: pitch 63 %, level 65 %,
     emotion 86 %, all MLPs ablated 49 %, each worse than R. ``frame_weight``: the weight of the encoder's frame
     objective (:mod:`lalm_lens.zoo.frame_objective`: at every audio token of a
@@ -431,12 +435,12 @@ def contrast_properties(n_events: int, rng: np.random.Generator) -> tuple[int, l
     """An event index and each event's pitch and level such that every other event differs from that one in
     both: a contrast drill asks about that event, and a class-blind average of the clip answers it wrongly."""
     asked, pitch, level = int(rng.integers(n_events)), str(rng.choice(PITCHES)), str(rng.choice(LEVELS))
-    pitches, levels = [opposite(pitch, PITCHES)] * n_events, [opposite(level, LEVELS)] * n_events
+    pitches, levels = [_opposite(pitch, PITCHES)] * n_events, [_opposite(level, LEVELS)] * n_events
     pitches[asked], levels[asked] = pitch, level
     return asked, pitches, levels
 
 
-def opposite(word: str, pair: tuple[str, str]) -> str:
+def _opposite(word: str, pair: tuple[str, ...]) -> str:
     return pair[1 - pair.index(word)]
 
 
@@ -456,10 +460,10 @@ def draw_example(cfg: Config, step: int, index: int, max_s: float) -> Example:
     task = "list" if step < cfg.list_only_steps or rng.random() < cfg.list_frac else "questions"
     focus = cfg.focus_step <= step < cfg.focus_step + cfg.focus_steps
     drill = (task == "questions" and step >= cfg.property_step and rng.random() < cfg.drill_frac) or focus
-    contrast = drill and bool(cfg.contrast) and not ladder_rung(cfg, step) and rng.random() < cfg.contrast
     rung = ladder_rung(cfg, step)
     if cfg.pitch_frac and not focus and step >= cfg.property_step and rng.random() < cfg.pitch_frac:
         rung = 1
+    contrast = drill and bool(cfg.contrast) and not rung and rng.random() < cfg.contrast
     if rung == 1:
         n_events = 1
     elif contrast:
@@ -911,7 +915,7 @@ def heldout_scenes(n: int, layout: str, offset: int, duration_s: float = 6.0, pr
             for i in range(n)]
 
 
-def pitch_questions(model, n: int, batch_size: int = 32):
+def pitch_questions(model, n: int, batch_size: int = 32) -> Iterator[tuple[LALMBatch, list[Scene], list[EventInterval]]]:
     """Held-out equal-layout three-event clips (``heldout_scenes(n, "equal", 400_000)``), each asked "Is the
     {label} sound high or low?" about one of its events (drawn with a fixed seed), as the recipe page's scripts
     ask them: yields ``(batch, scenes, asked events)`` of up to ``batch_size`` clips for a hooked ``model``."""
@@ -975,7 +979,7 @@ def load_run(folder: str | Path) -> tuple[Qwen2AudioForConditionalGeneration, Qw
     return model, processor, meta["step"]
 
 
-def load_hooked(folder: str | Path):
+def load_hooked(folder: str | Path) -> HookedLALM:
     """:func:`load_run`'s model in eval mode as a ``HookedLALM`` (a run in progress, its checkpoint, or a saved model)."""
     from lalm_lens import HookedLALM
 
@@ -989,7 +993,7 @@ def quick_look(folder: str | Path, n: int = 160, batch_size: int = 32, threads: 
     at a run in progress (``folder/checkpoint``) or a saved model, where ``--evaluate`` takes a quarter of an
     hour. The contrast rows ask about the one sound that every other sound of its clip differs from in pitch
     and level (:func:`contrast_properties`; none with one event): a class-blind average of the clip scores
-    near 0 there. Returns ``{"step": step or None, question: [accuracy with 1, 2, 3, 4 events]}`` (None where
+    near 0 there with 3-4 events, chance with 2. Returns ``{"step": step or None, question: [accuracy with 1, 2, 3, 4 events]}`` (None where
     nothing was asked)."""
     if n < 4 or n % 4:
         raise ValueError(f"n must be a positive multiple of 4 (clips of 1-4 events alike), got {n}")
@@ -1309,6 +1313,9 @@ def write_model_card(folder: str | Path) -> Path:
     drills = (f'\n- from step {c["property_step"]}, {100 * c["drill_frac"]:g} % of those scenes are drills instead: one or two'
               f'\n  events, asked only the pitch and level of each; for steps {c["focus_step"]}–{c["focus_step"] + c["focus_steps"]}'
               "\n  every scene is a drill;" if c.get("drill_frac") else "")
+    if c.get("contrast"):
+        drills += (f'\n- {100 * c["contrast"]:g} % of the drills after the focus are contrast drills: two or three events, asked the'
+                   "\n  pitch and level of the one that every other event differs from in both;")
     if c.get("freeze_encoder", True):
         stage2 = f"""**Stage 2** (from step {c["stage2_step"]}): the audio encoder and projector are frozen, and every
 speech clip ({100 * c["stage2_speech_frac"]:g} % of clips) is also asked "{EMOTION_Q}" →

@@ -113,7 +113,9 @@ def test_pitches_and_levels_can_be_fixed_event_by_event():
     assert [e.pitch for e in scene.events] == pitches and [e.level for e in scene.events] == levels
     energy = [loudness(scene.wave[int(e.start_s * 16000) : int(e.stop_s * 16000)]) for e in scene.events]
     assert energy[0] < min(energy[1:]) / 3, "the quiet sound is quieter than both loud ones"
-    assert make_scene(3, n_events=3, properties=True).wave.shape == scene.wave.shape
+    drawn = make_scene(3, n_events=3, properties=True)
+    assert [(e.label, e.start_s, e.stop_s) for e in drawn.events] == [(e.label, e.start_s, e.stop_s) for e in scene.events]
+    assert make_scene(3, n_events=3, properties=True, pitches=iter(pitches)).events[0].pitch == "low", "any iterable"
 
 
 def test_with_properties_every_event_knows_its_pitch_and_level():

@@ -458,4 +458,8 @@ def test_contrast_drills_ask_of_one_sound_that_every_other_sound_of_the_clip_dif
     assert tt.recorded_config({"config": {}})["contrast"] == 0.0, "older checkpoints had none"
     off = tt.Config()
     assert off.contrast == 0.0, "off by default"
+    same = [(tt.draw_example(off, 5000, i, 6.0), tt.draw_example(cfg, 5000, i, 6.0)) for i in range(60)]
+    assert all(a.turns == b.turns and (a.wave == b.wave).all() for a, b in same if b.task != "drill"), "only drills change"
+    with_ladder = tt.Config(contrast=0.6, drill_frac=0.5, pitch_frac=0.3)
+    assert all(tt.draw_example(with_ladder, 5000, i, 6.0) for i in range(200)), "one-event rungs are never contrast drills"
     assert not any(len(e.events) == 3 for e in (tt.draw_example(off, 5000, i, 6.0) for i in range(300)) if e.task == "drill")
