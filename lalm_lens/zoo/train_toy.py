@@ -1314,7 +1314,7 @@ def write_model_card(folder: str | Path) -> Path:
               f'\n  events, asked only the pitch and level of each; for steps {c["focus_step"]}–{c["focus_step"] + c["focus_steps"]}'
               "\n  every scene is a drill;" if c.get("drill_frac") else "")
     if c.get("contrast"):
-        drills += (f'\n- {100 * c["contrast"]:g} % of the drills after the focus are contrast drills: two or three events, asked the'
+        drills += (f'\n- {100 * c["contrast"]:g} % of the drills (not the ladder rungs) are contrast drills: two or three events, asked the'
                    "\n  pitch and level of the one that every other event differs from in both;")
     if c.get("freeze_encoder", True):
         stage2 = f"""**Stage 2** (from step {c["stage2_step"]}): the audio encoder and projector are frozen, and every
