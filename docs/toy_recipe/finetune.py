@@ -68,14 +68,13 @@ def example(fmt: str, rng: np.random.Generator) -> tt.Example:
     if fmt == "contrast":
         scene, event = tt.contrast_scene(seed, 2 + int(rng.integers(2)), rng, duration_s=float(rng.uniform(4, 6)),
                                          layout=str(rng.choice(["equal", "random"])))
-        return tt.Example(scene.wave, tt.property_turns([event], 2, rng), "drill", tuple(scene.events))
+        return tt.drill_about(scene, event, rng)
     if fmt == "balanced":
         n_events = 2 * (1 + int(rng.integers(2)))
         pitches, levels = (list(rng.permutation(list(pair) * (n_events // 2))) for pair in (tt.PITCHES, tt.LEVELS))
         scene = make_scene(seed, n_events=n_events, duration_s=float(rng.uniform(4, 6)), properties=True,
                            layout=str(rng.choice(["equal", "random"])), pitches=pitches, levels=levels)
-        event = scene.events[int(rng.integers(n_events))]
-        return tt.Example(scene.wave, tt.property_turns([event], 2, rng), "drill", tuple(scene.events))
+        return tt.drill_about(scene, scene.events[int(rng.integers(n_events))], rng)
     if fmt == "name":
         scene = make_scene(seed, n_events=1 + int(rng.integers(3)), duration_s=float(rng.uniform(4, 6)),
                            layout=str(rng.choice(["equal", "random"])), properties=True)

@@ -8,7 +8,7 @@ model's encoder frames, attention or probes put each event in the right place.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator, Optional, Sequence
+from typing import Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 from jaxtyping import Float
@@ -94,8 +94,8 @@ def make_scene(
     snr_db: Optional[float] = None,
     sampling_rate: int = 16000,
     properties: bool = False,
-    pitches: Optional[Sequence[str]] = None,
-    levels: Optional[Sequence[str]] = None,
+    pitches: Optional[Iterable[str]] = None,
+    levels: Optional[Iterable[str]] = None,
 ) -> Scene:
     """Build a clip of ``n_events`` events of distinct classes, reproducible from ``seed``.
 
@@ -129,9 +129,9 @@ def make_scene(
         if not properties:
             raise ValueError(f"{name} labels the events' properties: pass properties=True with it")
         if len(given) != n_events or not set(given) <= set(allowed):
-            raise ValueError(f"{name} must hold {n_events} values from {allowed}, got {list(given)}")
+            raise ValueError(f"{name} must hold {n_events} values from {allowed}, got {given}")
     if levels is not None and "loud" not in levels:
-        raise ValueError(f"a clip's loudest sound is loud: levels needs at least one 'loud', got {list(levels)}")
+        raise ValueError(f"a clip's loudest sound is loud: levels needs at least one 'loud', got {levels}")
     n_total = int(round(duration_s * sampling_rate))
     if n_total < n_events:
         raise ValueError(f"a {duration_s} s clip is too short for {n_events} events")

@@ -444,6 +444,16 @@ def _opposite(word: str, pair: tuple[str, ...]) -> str:
     return pair[1 - pair.index(word)]
 
 
+def property_questions(event: EventInterval) -> list[tuple[str, str]]:
+    """The class-word pitch and level questions about ``event``, each with its answer."""
+    return [(PITCH_Q.format(label=event.label), event.pitch), (LEVEL_Q.format(label=event.label), event.level)]
+
+
+def drill_about(scene: Scene, event: EventInterval, rng: np.random.Generator, phrase_frac: float = 0.0) -> Example:
+    """A drill asking both properties of one ``event`` of ``scene`` (in either order; phrased as :func:`property_turns`)."""
+    return Example(scene.wave, property_turns([event], 2, rng, phrase_frac), "drill", tuple(scene.events))
+
+
 def pitch_drill(scene: Scene, rng: np.random.Generator) -> Example:
     """One question, the pitch of an event of ``scene`` drawn from ``rng``: the ladder's rungs."""
     event = scene.events[int(rng.integers(len(scene.events)))]
@@ -484,8 +494,7 @@ def draw_example(cfg: Config, step: int, index: int, max_s: float) -> Example:
     if rung:
         return pitch_drill(scene, rng)
     if contrast:
-        turns = property_turns([scene.events[asked]], 2, rng, phrase_frac)
-        return Example(scene.wave, turns, "drill", tuple(scene.events))
+        return drill_about(scene, scene.events[asked], rng, phrase_frac)
     if drill:
         turns = property_turns(scene.events, cfg.questions, rng, phrase_frac, cfg.balanced_level)
         return Example(scene.wave, turns, "drill", tuple(scene.events))
@@ -1007,18 +1016,14 @@ def quick_look(folder: str | Path, n: int = 160, batch_size: int = 32, threads: 
         scene = make_scene(heldout_seed(700_000 + i), n_events=k, duration_s=6.0,
                            layout=str(rng.choice(["equal", "random"])), properties=True)
         event, absent = asked_about(scene, rng)
-        for question, (prompt, answer) in zip(QUICK_LOOK, (
-            (PRESENCE_Q.format(label=event.label), "yes"), (PRESENCE_Q.format(label=absent), "no"),
-            (PITCH_Q.format(label=event.label), event.pitch), (LEVEL_Q.format(label=event.label), event.level),
-        )):
-            examples.append(Example(scene.wave, [(prompt, answer)], f"{question}|{k}"))
+        asked = [(PRESENCE_Q.format(label=event.label), "yes"), (PRESENCE_Q.format(label=absent), "no"),
+                 *property_questions(event)]
+        examples += [Example(scene.wave, [turn], f"{question}|{k}") for question, turn in zip(QUICK_LOOK, asked)]
         if k > 1:
             scene, event = contrast_scene(heldout_seed(1_000_000 + i), k, contrast_rng, duration_s=6.0,
                                           layout=str(contrast_rng.choice(["equal", "random"])))
-            for question, (prompt, answer) in zip(QUICK_LOOK[4:], (
-                (PITCH_Q.format(label=event.label), event.pitch), (LEVEL_Q.format(label=event.label), event.level),
-            )):
-                examples.append(Example(scene.wave, [(prompt, answer)], f"{question}|{k}"))
+            examples += [Example(scene.wave, [turn], f"{question}|{k}")
+                         for question, turn in zip(QUICK_LOOK[4:], property_questions(event))]
     collate, totals = Batches(Config(), processor, 0, 0).collate, {}
     with torch.no_grad():
         for i in tqdm(range(0, len(examples), batch_size), desc="quick look", leave=False):
@@ -1108,8 +1113,8 @@ def property_rows(model, n: int, batch_size: int, utts, score) -> None:
         ):
             waves.append(s.wave), prompts.append(question), truth.append(answer), kinds.append(kind)
     for s, event in contrast_scenes(n // 2, 900_000):
-        for kind, template, answer in (("pitch_contrast", PITCH_Q, event.pitch), ("level_contrast", LEVEL_Q, event.level)):
-            waves.append(s.wave), prompts.append(template.format(label=event.label)), truth.append(answer), kinds.append(kind)
+        for kind, (question, answer) in zip(("pitch_contrast", "level_contrast"), property_questions(event)):
+            waves.append(s.wave), prompts.append(question), truth.append(answer), kinds.append(kind)
     answers = greedy_answers(model, waves, prompts, batch_size)
     for kind in dict.fromkeys(kinds):
         score(kind, [a == t for a, t, k in zip(answers, truth, kinds) if k == kind])

@@ -4,6 +4,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -455,6 +456,11 @@ def test_contrast_drills_ask_of_one_sound_that_every_other_sound_of_the_clip_dif
     for e in contrasts:
         odd = [ev for ev in e.events if all(o.pitch != ev.pitch and o.level != ev.level for o in e.events if o is not ev)]
         assert sorted(a for _, a in e.turns) in [sorted([ev.pitch, ev.level]) for ev in odd], e
+    scene, event = tt.contrast_scene(1, 3, np.random.default_rng(0))
+    assert tt.property_questions(event) == [(f"Is the {event.label} sound high or low?", event.pitch),
+                                            (f"Is the {event.label} sound loud or quiet?", event.level)]
+    drill = tt.drill_about(scene, event, np.random.default_rng(0))
+    assert drill.task == "drill" and sorted(drill.turns) == sorted(tt.property_questions(event))
     assert tt.recorded_config({"config": {}})["contrast"] == 0.0, "older checkpoints had none"
     off = tt.Config()
     assert off.contrast == 0.0, "off by default"
