@@ -184,8 +184,12 @@ class Config:
     both (:func:`contrast_properties`), so that a class-blind average answers wrongly (three sounds) or at chance
     (two) and only picking out the named sound pays. Run S (0.6 of the drills, ``drill_frac`` 0.5; run R until step 2800) unlearnt the average
     (contrast rows near chance rather than near 0) without learning to pick the sound out: pitch 63 %, level 65 %,
-    emotion 86 %, all MLPs ablated 49 %, each worse than R. ``frame_weight``: the weight of the encoder's frame
-    objective (:mod:`lalm_lens.zoo.frame_objective`: at every audio token of a
+    emotion 86 %, all MLPs ablated 49 %, each worse than R. ``balanced`` (off by default): every scene of several
+    sounds that is not plain holds both answers of each property (:func:`balanced_properties`), drills have two to
+    four sounds, and each property question is asked so that the clip's majority answer is right half the time,
+    at most one per property and clip (:func:`balanced_turns`): neither the average nor its opposite pays, only
+    picking out the named sound (fine-tuned on such clips alone, run S began to after 300 steps).
+    ``frame_weight``: the weight of the encoder's frame objective (:mod:`lalm_lens.zoo.frame_objective`: at every audio token of a
     scene, which class sounds there and, where labelled, its pitch and level), a
     generic objective whose heads are discarded after training (0: none, as
     before run Q; with it, presence 93.8 -> 99.5 %, emotion 76 -> 89.5 %).
@@ -249,6 +253,7 @@ class Config:
     phrase_frac: float = 0.5
     drill_frac: float = 0.3
     contrast: float = 0.0
+    balanced: bool = False
     balanced_level: bool = False
     frame_weight: float = 1.0
     audio_dropout: float = 0.8
@@ -376,14 +381,44 @@ def property_turns(
         chosen = rng.choice(len(pairs), size=min(n, np.count_nonzero(weight)), replace=False, p=weight / weight.sum())
     else:
         chosen = rng.permutation(len(pairs))[:n]
+    return [property_turn(*pairs[k], rng, phrase_frac) for k in chosen]
+
+
+def property_turn(event: EventInterval, pitch: bool, rng: np.random.Generator, phrase_frac: float) -> tuple[str, str]:
+    """The pitch (else level) question about ``event`` and its answer; with probability ``phrase_frac`` the sound is
+    named by a paraphrase, and then half the time the question is phrased the other way."""
+    phrased = rng.random() < phrase_frac
+    templates = PITCH_QS if pitch else LEVEL_QS
+    template = str(rng.choice(templates[1:])) if phrased and rng.random() < 0.5 else templates[0]
+    label = name(event.label, rng, 1.0) if phrased else event.label
+    return template.format(label=label), event.pitch if pitch else event.level
+
+
+def balanced_properties(n_events: int, rng: np.random.Generator) -> tuple[list[str], list[str]]:
+    """Each of ``n_events`` (at least 2) events' pitch and level: half of each label, one more of one of them when
+    ``n_events`` is odd, so a clip always holds both (and a loud sound), each property shuffled on its own."""
+    if n_events < 2:
+        raise ValueError(f"a balanced clip has at least two events, got {n_events}")
+
+    def split(pair: tuple[str, ...]) -> list[str]:
+        odd_one = str(rng.choice(pair))  # drawn with any number of events (as run T drew its data)
+        return [str(w) for w in rng.permutation(list(pair) * (n_events // 2) + [odd_one] * (n_events % 2))]
+
+    return split(PITCHES), split(LEVELS)
+
+
+def balanced_turns(events, n: int, rng: np.random.Generator, phrase_frac: float = 0.0) -> list[tuple[str, str]]:
+    """Up to ``n`` questions, at most one on pitch and one on level (in either order), each about an event drawn so
+    that the events with one answer share half the draws and those with the other the other half: on a clip with
+    both answers, the clip's majority answer and its opposite are each right half the time, and only picking out
+    the named sound does better (a second question of the same property could be answered by opposing the
+    first)."""
     turns = []
-    for k in chosen:
-        event, pitch = pairs[k]
-        phrased = rng.random() < phrase_frac
-        templates = PITCH_QS if pitch else LEVEL_QS
-        template = str(rng.choice(templates[1:])) if phrased and rng.random() < 0.5 else templates[0]
-        label = name(event.label, rng, 1.0) if phrased else event.label
-        turns.append((template.format(label=label), event.pitch if pitch else event.level))
+    for pitch in rng.permutation([True, False])[:n]:
+        answers = [event.pitch if pitch else event.level for event in events]
+        weight = np.array([1 / answers.count(a) for a in answers])
+        event = events[int(rng.choice(len(events), p=weight / weight.sum()))]
+        turns.append(property_turn(event, bool(pitch), rng, phrase_frac))
     return turns
 
 
@@ -478,6 +513,8 @@ def draw_example(cfg: Config, step: int, index: int, max_s: float) -> Example:
         n_events = 1
     elif contrast:
         n_events = 2 + int(rng.integers(2))
+    elif drill and cfg.balanced and not rung:
+        n_events = 2 + int(rng.integers(3))
     elif drill:
         n_events = 1 + int(rng.integers(2))
     else:
@@ -485,6 +522,8 @@ def draw_example(cfg: Config, step: int, index: int, max_s: float) -> Example:
     plain = bool(cfg.plain_frac) and not (drill or rung) and rng.random() < cfg.plain_frac
     duration = float(rng.uniform(max(2.0, max_s - 2.0), max_s))
     asked, pitches, levels = contrast_properties(n_events, rng) if contrast else (None, None, None)
+    if cfg.balanced and not (contrast or plain) and n_events > 1:
+        pitches, levels = balanced_properties(n_events, rng)
     scene = make_scene(
         seed, n_events=n_events, duration_s=duration, layout=str(rng.choice(["equal", "random"])),
         snr_db=float(rng.uniform(10, 30)) if rng.random() < cfg.noise_frac else None, properties=not plain,
@@ -495,6 +534,8 @@ def draw_example(cfg: Config, step: int, index: int, max_s: float) -> Example:
         return pitch_drill(scene, rng)
     if contrast:
         return drill_about(scene, scene.events[asked], rng, phrase_frac)
+    if drill and cfg.balanced:
+        return Example(scene.wave, balanced_turns(scene.events, 2, rng, phrase_frac), "drill", tuple(scene.events))
     if drill:
         turns = property_turns(scene.events, cfg.questions, rng, phrase_frac, cfg.balanced_level)
         return Example(scene.wave, turns, "drill", tuple(scene.events))
@@ -502,7 +543,10 @@ def draw_example(cfg: Config, step: int, index: int, max_s: float) -> Example:
         return Example(scene.wave, [(LIST_Q, list_answer(scene.labels))], "list", tuple(scene.events))
     n_property = int(rng.integers(1, cfg.questions)) if step >= cfg.property_step and not plain else 0
     turns = presence_turns(scene.labels, cfg.questions - n_property, rng, phrase_frac)
-    turns += property_turns(scene.events, n_property, rng, phrase_frac, cfg.balanced_level)
+    if cfg.balanced:
+        turns += balanced_turns(scene.events, n_property, rng, phrase_frac)
+    else:
+        turns += property_turns(scene.events, n_property, rng, phrase_frac, cfg.balanced_level)
     order = rng.permutation(len(turns))
     return Example(scene.wave, [turns[i] for i in order], "questions", tuple(scene.events))
 
@@ -722,7 +766,7 @@ RESUMABLE_CHANGES = ("out", "threads", "minutes", "workers")
 # Fields added after checkpoints were first written, with the value that means what runs did before them.
 ADDED_FIELDS = {
     "ladder_steps": 0, "pitch_frac": 0.0, "plain_frac": 0.0, "emotion_weight": 1.0, "frame_weight": 0.0, "late_audio": 0.0,
-    "contrast": 0.0,
+    "contrast": 0.0, "balanced": False,
 }
 
 

@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -469,3 +470,33 @@ def test_contrast_drills_ask_of_one_sound_that_every_other_sound_of_the_clip_dif
     with_ladder = tt.Config(contrast=0.6, drill_frac=0.5, pitch_frac=0.3)
     assert all(tt.draw_example(with_ladder, 5000, i, 6.0) for i in range(200)), "one-event rungs are never contrast drills"
     assert not any(len(e.events) == 3 for e in (tt.draw_example(off, 5000, i, 6.0) for i in range(300)) if e.task == "drill")
+
+
+def test_balanced_clips_leave_picking_out_the_named_sound_as_the_only_way_to_score():
+    """With ``balanced``, a clip of several sounds holds both answers of each property, and each question is asked
+    so that the clip's majority answer is right half the time: neither the average nor its opposite pays."""
+    cfg = tt.Config(balanced=True)
+    examples = [tt.draw_example(cfg, 5000 + i // 16, i % 16, 6.0) for i in range(800)]
+    majority_right, asked = 0.0, 0
+    for e in examples:
+        properties = [a for _, a in e.turns if a in (*tt.PITCHES, *tt.LEVELS)]
+        if e.task == "drill":
+            assert 2 <= len(e.events) <= 4 and len(properties) == 2, e.turns
+        if len(set(properties) & set(tt.PITCHES)) > 1 or len(set(properties) & set(tt.LEVELS)) > 1:
+            raise AssertionError(f"a second question of a property could oppose the first: {e.turns}")
+        if len(e.events) < 2 or not properties:
+            continue
+        for answer in properties:
+            labels = [ev.pitch if answer in tt.PITCHES else ev.level for ev in e.events]
+            assert len(set(labels)) == 2, "a clip of several sounds holds both answers"
+            (top, n_top), (_, n_other) = Counter(labels).most_common()
+            majority_right += 0.5 if n_top == n_other else float(answer == top)
+            asked += 1
+    share = majority_right / asked
+    assert abs(share - 0.5) < 3 * (0.25 / asked) ** 0.5, (share, asked)
+    pitches, levels = tt.balanced_properties(3, np.random.default_rng(0))
+    assert sorted(Counter(pitches).values()) == sorted(Counter(levels).values()) == [1, 2]
+    with pytest.raises(ValueError, match="at least two"):
+        tt.balanced_properties(1, np.random.default_rng(0))
+    assert tt.recorded_config({"config": {}})["balanced"] is False, "older checkpoints had none"
+    assert tt.Config().balanced is False, "off by default"
