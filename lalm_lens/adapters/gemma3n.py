@@ -141,11 +141,12 @@ class SharedKVAttention(DecoderAttention):
 
 
 class GemmaFinalNorm(FinalNorm):
-    """``model.ln_final`` on Gemma-3n's RMSNorm (its epsilon is ``eps``)."""
+    """``model.ln_final`` on Gemma-3n's RMSNorm (its epsilon is ``variance_epsilon`` from transformers 5.25 on,
+    ``eps`` before)."""
 
     @property
     def eps(self) -> float:
-        return self.norm.eps
+        return self.norm.variance_epsilon if hasattr(self.norm, "variance_epsilon") else self.norm.eps
 
 
 @dataclass
