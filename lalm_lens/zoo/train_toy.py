@@ -190,10 +190,9 @@ class Config:
     at most one per property and clip (:func:`balanced_turns`): neither the average nor its opposite pays, only
     picking out the named sound (fine-tuned on such clips alone, run S began to after 300 steps; run T, cut by
     the clock after 1500 steps of property questions, had not begun: contrast pitch 0.47 / 0.33 / 0.23 by 2 / 3
-    / 4 events).
-    ``frame_weight``: the weight of the encoder's frame objective (:mod:`lalm_lens.zoo.frame_objective`: at every audio token of a
-    scene, which class sounds there and, where labelled, its pitch and level), a
-    generic objective whose heads are discarded after training (0: none, as
+    / 4 events). ``frame_weight``: the weight of the encoder's frame objective
+    (:mod:`lalm_lens.zoo.frame_objective`: at every audio token of a scene, which class sounds there and, where
+    labelled, its pitch and level), a generic objective whose heads are discarded after training (0: none, as
     before run Q; with it, presence 93.8 -> 99.5 %, emotion 76 -> 89.5 %).
 
     Curriculum: presence and the list are learnt alone until ``dropout_step``,
