@@ -21,17 +21,24 @@ forced) per 25 steps: pitch answers, or emotion answers for ``emotion``. Formats
   of one: neither the clip's average nor its opposite says anything about the answer
 - name: "What is the {paraphrase} sound?" -> its class word, about a clip where it sounds: a
   question answered from the text alone, that needs the named class at the answering position
+- presence: the recipe's presence questions (up to 4, "yes" as often as "no") about a 1-4-event clip;
+  with the question tokens blind, only the answering position can look the named sound up
 
 Formats joined by "+" are mixed, each clip drawn from one of them at random (the share right is
-that of the answers of the first format's kind, over every clip of the mix: pitch for "contrast+name").
+that of the answers of the first format's kind, over every clip of the mix: pitch for "contrast+name";
+the other formats' kinds follow it, named: "list" for the name answers).
 
 Several formats, comma-separated, run one after the other (a ladder), 150 steps each.
-A third argument ``sighted`` lets the question tokens see the audio (no dropout).
+A third argument ``sighted`` lets the question tokens see the audio (no dropout). With ``--slide``, the
+question tokens go blind from the front, rung by rung: on rung r of R, the last (R - 1 - r) / R of each
+question's tokens still see the audio (``Batches.collate``'s ``sighted_tail``), so the lookup of the named
+sound must move from the name towards the answering position a few tokens per rung.
 
     python docs/toy_recipe/finetune.py RUN one-event   # a run, its checkpoint, or a saved model
     python docs/toy_recipe/finetune.py RUN one-event,one-or-two,drills
     python docs/toy_recipe/finetune.py RUN level-mixed sighted
     python docs/toy_recipe/finetune.py RUN contrast,contrast --save FOLDER   # then --quick-look or --evaluate it
+    python docs/toy_recipe/finetune.py RUN presence,presence,presence,presence,presence --slide
 """
 
 import argparse
@@ -42,7 +49,7 @@ import torch
 from lalm_lens.data import CONDITIONS, EMOTIONS, SPEAKERS, make_scene, make_utterance
 from lalm_lens.zoo import train_toy as tt
 
-FORMATS = ("one-event", "one-class", "one-or-two", "drills", "level-mixed", "speech-level", "emotion", "contrast", "balanced", "name")
+FORMATS = ("one-event", "one-class", "one-or-two", "drills", "level-mixed", "speech-level", "emotion", "contrast", "balanced", "name", "presence")
 
 
 def example(fmt: str, rng: np.random.Generator) -> tt.Example:
@@ -80,6 +87,10 @@ def example(fmt: str, rng: np.random.Generator) -> tt.Example:
                            layout=str(rng.choice(["equal", "random"])), properties=True)
         label = scene.events[int(rng.integers(len(scene.events)))].label
         return tt.Example(scene.wave, [(f"What is the {tt.name(label, rng, 1.0)} sound?", label)], "list")
+    if fmt == "presence":
+        scene = make_scene(seed, n_events=1 + int(rng.integers(4)), duration_s=float(rng.uniform(4, 6)),
+                           layout=str(rng.choice(["equal", "random"])))
+        return tt.Example(scene.wave, tt.presence_turns(scene.labels, 4, rng), "questions")
     if fmt in ("one-event", "one-class"):
         scene = make_scene(seed, n_events=1, duration_s=3.0, properties=True, classes=("dog",) if fmt == "one-class" else None)
     else:
@@ -90,7 +101,8 @@ def example(fmt: str, rng: np.random.Generator) -> tt.Example:
     return tt.pitch_drill(scene, rng)
 
 
-def main(run: str, formats: str, sighted: bool = False, steps: int = 150, save: str | None = None) -> None:
+def main(run: str, formats: str, sighted: bool = False, steps: int = 150, save: str | None = None,
+         slide: bool = False) -> None:
     unknown = [f for f in formats.replace("+", ",").split(",") if f not in FORMATS]
     if unknown:
         raise SystemExit(f"formats must be among {FORMATS}, got {unknown}")
@@ -99,33 +111,42 @@ def main(run: str, formats: str, sighted: bool = False, steps: int = 150, save: 
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-4, weight_decay=0.01)
     collate, rng = tt.Batches(tt.Config(), processor, 0, 0).collate, np.random.default_rng(1)
-    for fmt in formats.split(","):
-        print(f"{run} at step {step}, {fmt}{', sighted' if sighted else ''}: {answered(fmt)} answers right per 25 steps")
-        train(model, optimizer, collate, fmt, rng, steps, 0.0 if sighted else 1.0)
+    rungs = formats.split(",")
+    for r, fmt in enumerate(rungs):
+        tail = (len(rungs) - 1 - r) / len(rungs) if slide else 0.0
+        seeing = ", sighted" if sighted else f", the last {tail:.0%} of the question sighted" if slide else ""
+        print(f"{run} at step {step}, {fmt}{seeing}: {answered(fmt)[0]} answers right per 25 steps")
+        train(model, optimizer, collate, fmt, rng, steps, 0.0 if sighted else 1.0, tail)
     if save:
         model.eval().save_pretrained(save)
         processor.save_pretrained(save)
         print(f"saved the fine-tuned model to {save}")
 
 
-def answered(fmt: str) -> str:
-    fmt = fmt.split("+")[0]
-    return {"emotion": "emotion", "level-mixed": "level", "speech-level": "speech", "name": "list"}.get(fmt, "pitch")
+def answered(fmt: str) -> list[str]:
+    """The kinds of answer counted for ``fmt``: one per format of a mix, the first format's first."""
+    kind = {"emotion": "emotion", "level-mixed": "level", "speech-level": "speech", "name": "list", "presence": "presence"}
+    return list(dict.fromkeys(kind.get(f, "pitch") for f in fmt.split("+")))
 
 
-def train(model, optimizer, collate, fmt: str, rng: np.random.Generator, steps: int, audio_dropout: float) -> None:
-    window = np.zeros(2)
+def train(
+    model, optimizer, collate, fmt: str, rng: np.random.Generator, steps: int, audio_dropout: float, sighted_tail: float = 0.0
+) -> None:
+    kinds = answered(fmt)
+    window = {kind: np.zeros(2) for kind in kinds}
     for i in range(steps):
-        batch = collate([example(fmt, rng) for _ in range(16)], audio_dropout=audio_dropout, rng=rng)
+        batch = collate([example(fmt, rng) for _ in range(16)], audio_dropout=audio_dropout, rng=rng, sighted_tail=sighted_tail)
         loss, stats = tt.answer_stats(tt.forward_logits(model, batch), batch)
         optimizer.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
-        window += stats.get(answered(fmt), np.zeros(4))[2:]
-        if (i + 1) % 25 == 0:
-            print(f"{i + 1:4d} {window[0] / window[1]:.2f}", flush=True)
-            window[:] = 0
+        for kind in kinds:
+            window[kind] += stats.get(kind, np.zeros(4))[2:]
+        if (i + 1) % 25 == 0 or i + 1 == steps:
+            shares = [f"{right / max(n, 1):.2f}" for right, n in window.values()]
+            print(f"{i + 1:4d} {shares[0]}" + "".join(f"  {k} {v}" for k, v in zip(kinds[1:], shares[1:])), flush=True)
+            window = {kind: np.zeros(2) for kind in kinds}
 
 
 if __name__ == "__main__":
@@ -134,5 +155,8 @@ if __name__ == "__main__":
     parser.add_argument("formats", help="FORMAT[,FORMAT...], each FORMAT one of the formats above or several joined by '+'")
     parser.add_argument("sighted", nargs="?", choices=["sighted"], help="the question tokens see the audio")
     parser.add_argument("--save", default=None, help="save the fine-tuned model and processor into this folder")
+    parser.add_argument("--slide", action="store_true", help="the question tokens go blind from the front, rung by rung")
     args = parser.parse_args()
-    main(args.run, args.formats, sighted=args.sighted == "sighted", save=args.save)
+    if args.slide and args.sighted:
+        parser.error("--slide makes the question tokens blind rung by rung; it cannot go with 'sighted'")
+    main(args.run, args.formats, sighted=args.sighted == "sighted", save=args.save, slide=args.slide)

@@ -101,6 +101,32 @@ def test_audio_dropout_hides_the_audio_from_question_tokens_only():
         assert blind.any() and not (blind & predicts).any(), "answers always see the audio; questions do not"
 
 
+def test_a_sighted_tail_keeps_the_audio_for_the_last_tokens_of_each_blind_question():
+    """finetune.py --slide lowers the tail rung by rung, so the lookup moves towards the answering position."""
+    cfg = tt.Config.micro(durations=(4.0,), stage2_step=10**6)
+    processor = tt.build_processor(cfg)
+    rng = np.random.default_rng(0)
+    scene = make_scene(2, n_events=2, duration_s=4.0)
+    examples = [tt.Example(scene.wave, [(tt.PRESENCE_Q.format(label=scene.labels[0]), "yes")] * 2, "questions")]
+    audio_id = processor.tokenizer.convert_tokens_to_ids("<|AUDIO|>")
+    collate = tt.Batches(cfg, processor, 0, 0).collate
+    sighted = {}
+    for tail in (0.0, 0.5, 1.0):
+        batch = collate(examples, audio_dropout=1.0, rng=rng, sighted_tail=tail)
+        audio = batch["input_ids"][0] == audio_id
+        sees = batch["attention_mask"][0, 0][:, audio].any(-1)
+        sees[: int(audio.nonzero().max()) + 1] = False
+        sighted[tail] = sees.nonzero().flatten().tolist()
+    always = set(sighted[0.0])  # with no tail only the answering positions and the answers see the audio
+    assert {int(p) for p in (batch["targets"][0] != -100).nonzero().flatten()} <= always
+    questions = sorted(set(sighted[1.0]) - always)
+    turns = np.split(questions, np.flatnonzero(np.diff(questions) > 1) + 1)
+    assert len(turns) == 2 and all(len(own) > 4 for own in turns)
+    half = set(sighted[0.5]) - always
+    for own in turns:
+        assert sorted(half & set(own.tolist())) == own[len(own) - round(len(own) / 2):].tolist(), "each question's last half"
+
+
 def test_late_audio_hides_the_audio_from_a_scenes_answering_positions_in_the_decoders_first_half_only():
     cfg = tt.Config.micro(durations=(4.0,), n_layers=4, audio_dropout=0.0, late_audio=1.0, stage2_step=10**6)
     processor = tt.build_processor(cfg)
@@ -425,21 +451,23 @@ def test_the_recipe_pages_scripts_run_on_a_trained_toy(micro_toy, monkeypatch, c
     monkeypatch.setattr(probe, "N_TRAIN", 8)
     monkeypatch.setattr(probe, "N_TEST", 8)
     probe.main(str(micro_toy))
-    for fmt in ("one-class", "drills", "emotion"):
-        script("finetune").main(str(micro_toy), fmt, steps=25)
-    script("finetune").main(str(micro_toy), "speech-level,level-mixed", sighted=True, steps=25)
-    script("finetune").main(str(micro_toy), "contrast+name,balanced", steps=25)
+    for fmt in ("one-class", "drills", "emotion", "presence"):
+        script("finetune").main(str(micro_toy), fmt, steps=4)
+    script("finetune").main(str(micro_toy), "speech-level,level-mixed", sighted=True, steps=4)
+    script("finetune").main(str(micro_toy), "contrast+name,balanced", steps=4)
     script("list_errors").main(str(micro_toy), 8)
-    looks = script("answer_attention")
-    monkeypatch.setattr(looks, "N_CLIPS", 4)
-    looks.main(str(micro_toy))
-    asked = script("asked_class")
-    monkeypatch.setattr(asked, "N_CLIPS", 8)
-    asked.main(str(micro_toy))
+    for name, n_clips in (("answer_attention", 4), ("asked_class", 8), ("named_pitch", 8), ("blind_presence", 4)):
+        module = script(name)
+        monkeypatch.setattr(module, "N_CLIPS", n_clips)
+        module.main(str(micro_toy))
     out = capsys.readouterr().out
-    assert out.count("class asked about") == 3 and "embedding" in out
+    rows = out.splitlines()
+    assert sum(r.startswith("blind ") for r in rows) == sum(r.startswith("sighted ") for r in rows) == 4
+    assert out.count("class asked about") == out.count("at the class word") == 3 and "embedding" in out
+    assert "  list " in out  # a mixed format's second kind of answer ("contrast+name": the name answers)
     assert out.count("pitch given the class") == 1 and "embeddings" in out
-    assert out.count("pitch answers right") == 5 and out.count("emotion answers right") == 1
+    assert out.count("pitch answers right") == 5
+    assert out.count("emotion answers right") == out.count("presence answers right") == 1
     assert "contrast+name: pitch answers right" in out and ", balanced: pitch answers right" in out
     assert "speech-level, sighted: speech answers right" in out and "level-mixed, sighted: level answers right" in out
     assert "8 clips, as --evaluate" in out and "8 clips, pitch and level varied" in out

@@ -1,0 +1,59 @@
+"""Can the answering position look a named sound up by itself? (docs/toy_recipe.md, run T)
+
+Held-out equal-layout clips of 1-4 events are asked "Is there a {label} sound?" once, "yes" as
+often as "no", with the question tokens blind to the audio (the training's audio dropout: only
+the position that answers may attend to it) and, for comparison, sighted. Prints the share of
+first answer tokens right by answer and number of events (teacher forced, as in training).
+
+    python docs/toy_recipe/blind_presence.py RUN   # a run, its checkpoint, or a saved model
+"""
+
+import sys
+
+import numpy as np
+import torch
+
+from lalm_lens.data import make_scene
+from lalm_lens.zoo import train_toy as tt
+
+N_CLIPS = 64  # per number of events, half asked of a present sound
+
+
+def questions(n_events: int) -> list[tt.Example]:
+    examples = []
+    for i in range(N_CLIPS):
+        scene = make_scene(tt.heldout_seed(700_000 + 1000 * n_events + i), n_events=n_events, duration_s=5.0,
+                           layout="equal")
+        answer = ("yes", "no")[i % 2]
+        label = scene.labels[0] if answer == "yes" else next(c for c in tt.EVENT_CLASSES if c not in scene.labels)
+        examples.append(tt.Example(scene.wave, [(tt.PRESENCE_Q.format(label=label), answer)], "questions", tuple(scene.events)))
+    return examples
+
+
+def main(run: str) -> None:
+    torch.set_num_threads(1)
+    model, processor, step = tt.load_run(run)
+    model.eval()
+    collate = tt.Batches(tt.Config(), processor, 0, 0).collate
+    print(f"{run} at step {step}: the share of presence questions answered right, {N_CLIPS} clips per number of events")
+    print("question tokens  events   yes    no")
+    for blind in (True, False):
+        for n_events in range(1, 5):
+            right = {"yes": [], "no": []}
+            examples = questions(n_events)
+            for i in range(0, N_CLIPS, 16):
+                chunk = examples[i : i + 16]
+                batch = collate(chunk, audio_dropout=float(blind), rng=np.random.default_rng(0))
+                with torch.no_grad():
+                    logits = tt.forward_logits(model, batch)
+                first = (batch["targets"] != -100).int().argmax(-1)
+                hits = logits[torch.arange(len(chunk)), first].argmax(-1) == batch["targets"][torch.arange(len(chunk)), first]
+                for example, hit in zip(chunk, hits.tolist()):
+                    right[example.turns[0][1]].append(hit)
+            print(f"{'blind' if blind else 'sighted':16} {n_events:6d}  {np.mean(right['yes']):.2f}  {np.mean(right['no']):.2f}")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        raise SystemExit("usage: blind_presence.py RUN")
+    main(sys.argv[1])
