@@ -29,7 +29,9 @@ that of the answers of the first format's kind, over every clip of the mix: pitc
 the other formats' kinds follow it, named: "list" for the name answers).
 
 Several formats, comma-separated, run one after the other (a ladder), 150 steps each.
-A third argument ``sighted`` lets the question tokens see the audio (no dropout). With ``--slide``, the
+A third argument ``sighted`` lets the question tokens see the audio (no dropout); ``late`` lets them see it
+in the decoder's second half of layers only (the first half attends under ``early_mask``), so the name
+must look the sound up later but from its own position. With ``--slide``, the
 question tokens go blind from the front, rung by rung: on rung r of R, the last (R - 1 - r) / R of each
 question's tokens still see the audio (``Batches.collate``'s ``sighted_tail``), so the lookup of the named
 sound must move from the name towards the answering position a few tokens per rung.
@@ -102,7 +104,7 @@ def example(fmt: str, rng: np.random.Generator) -> tt.Example:
 
 
 def main(run: str, formats: str, sighted: bool = False, steps: int = 150, save: str | None = None,
-         slide: bool = False) -> None:
+         slide: bool = False, late: bool = False) -> None:
     unknown = [f for f in formats.replace("+", ",").split(",") if f not in FORMATS]
     if unknown:
         raise SystemExit(f"formats must be among {FORMATS}, got {unknown}")
@@ -114,9 +116,10 @@ def main(run: str, formats: str, sighted: bool = False, steps: int = 150, save: 
     rungs = formats.split(",")
     for r, fmt in enumerate(rungs):
         tail = (len(rungs) - 1 - r) / len(rungs) if slide else 0.0
-        seeing = ", sighted" if sighted else f", the last {tail:.0%} of the question sighted" if slide else ""
+        seeing = (", sighted" if sighted else ", sighted in the second half" if late
+                  else f", the last {tail:.0%} of the question sighted" if slide else "")
         print(f"{run} at step {step}, {fmt}{seeing}: {answered(fmt)[0]} answers right per 25 steps")
-        train(model, optimizer, collate, fmt, rng, steps, 0.0 if sighted else 1.0, tail)
+        train(model, optimizer, collate, fmt, rng, steps, 0.0 if sighted else 1.0, tail, late)
     if save:
         model.eval().save_pretrained(save)
         processor.save_pretrained(save)
@@ -130,12 +133,16 @@ def answered(fmt: str) -> list[str]:
 
 
 def train(
-    model, optimizer, collate, fmt: str, rng: np.random.Generator, steps: int, audio_dropout: float, sighted_tail: float = 0.0
+    model, optimizer, collate, fmt: str, rng: np.random.Generator, steps: int, audio_dropout: float,
+    sighted_tail: float = 0.0, late: bool = False,
 ) -> None:
     kinds = answered(fmt)
     window = {kind: np.zeros(2) for kind in kinds}
     for i in range(steps):
-        batch = collate([example(fmt, rng) for _ in range(16)], audio_dropout=audio_dropout, rng=rng, sighted_tail=sighted_tail)
+        examples = [example(fmt, rng) for _ in range(16)]
+        batch = collate(examples, audio_dropout=audio_dropout, rng=rng, sighted_tail=sighted_tail)
+        if late:
+            batch = {**collate(examples), "early_mask": batch["attention_mask"]}
         loss, stats = tt.answer_stats(tt.forward_logits(model, batch), batch)
         optimizer.zero_grad()
         loss.backward()
@@ -153,10 +160,12 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("run")
     parser.add_argument("formats", help="FORMAT[,FORMAT...], each FORMAT one of the formats above or several joined by '+'")
-    parser.add_argument("sighted", nargs="?", choices=["sighted"], help="the question tokens see the audio")
+    parser.add_argument("sighted", nargs="?", choices=["sighted", "late"],
+                        help="the question tokens see the audio (late: in the decoder's second half only)")
     parser.add_argument("--save", default=None, help="save the fine-tuned model and processor into this folder")
     parser.add_argument("--slide", action="store_true", help="the question tokens go blind from the front, rung by rung")
     args = parser.parse_args()
     if args.slide and args.sighted:
-        parser.error("--slide makes the question tokens blind rung by rung; it cannot go with 'sighted'")
-    main(args.run, args.formats, sighted=args.sighted == "sighted", save=args.save, slide=args.slide)
+        parser.error(f"--slide makes the question tokens blind rung by rung; it cannot go with '{args.sighted}'")
+    main(args.run, args.formats, sighted=args.sighted == "sighted", save=args.save, slide=args.slide,
+         late=args.sighted == "late")

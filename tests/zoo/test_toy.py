@@ -455,6 +455,8 @@ def test_the_recipe_pages_scripts_run_on_a_trained_toy(micro_toy, monkeypatch, c
         script("finetune").main(str(micro_toy), fmt, steps=4)
     script("finetune").main(str(micro_toy), "speech-level,level-mixed", sighted=True, steps=4)
     script("finetune").main(str(micro_toy), "contrast+name,balanced", steps=4)
+    script("finetune").main(str(micro_toy), "presence,presence", slide=True, steps=4)
+    script("finetune").main(str(micro_toy), "presence", late=True, steps=4)
     script("list_errors").main(str(micro_toy), 8)
     for name, n_clips in (("answer_attention", 4), ("asked_class", 8), ("named_pitch", 8), ("blind_presence", 4)):
         module = script(name)
@@ -467,7 +469,9 @@ def test_the_recipe_pages_scripts_run_on_a_trained_toy(micro_toy, monkeypatch, c
     assert "  list " in out  # a mixed format's second kind of answer ("contrast+name": the name answers)
     assert out.count("pitch given the class") == 1 and "embeddings" in out
     assert out.count("pitch answers right") == 5
-    assert out.count("emotion answers right") == out.count("presence answers right") == 1
+    assert out.count("emotion answers right") == 1 and out.count("presence answers right") == 4
+    assert "the last 50% of the question sighted" in out and "the last 0% of the question sighted" in out
+    assert "presence, sighted in the second half: presence" in out
     assert "contrast+name: pitch answers right" in out and ", balanced: pitch answers right" in out
     assert "speech-level, sighted: speech answers right" in out and "level-mixed, sighted: level answers right" in out
     assert "8 clips, as --evaluate" in out and "8 clips, pitch and level varied" in out
