@@ -26,7 +26,8 @@ def questions(n_events: int) -> list[tt.Example]:
                            layout="equal")
         answer = ("yes", "no")[i % 2]
         label = scene.labels[0] if answer == "yes" else next(c for c in tt.EVENT_CLASSES if c not in scene.labels)
-        examples.append(tt.Example(scene.wave, [(tt.PRESENCE_Q.format(label=label), answer)], "questions", tuple(scene.events)))
+        turns = [(tt.PRESENCE_Q.format(label=label), answer)]
+        examples.append(tt.Example(scene.wave, turns, "questions", tuple(scene.events)))
     return examples
 
 
@@ -46,8 +47,8 @@ def main(run: str) -> None:
                 batch = collate(chunk, audio_dropout=float(blind), rng=np.random.default_rng(0))
                 with torch.no_grad():
                     logits = tt.forward_logits(model, batch)
-                first = (batch["targets"] != -100).int().argmax(-1)
-                hits = logits[torch.arange(len(chunk)), first].argmax(-1) == batch["targets"][torch.arange(len(chunk)), first]
+                rows, first = torch.arange(len(chunk)), (batch["targets"] != -100).int().argmax(-1)
+                hits = logits[rows, first].argmax(-1) == batch["targets"][rows, first]
                 for example, hit in zip(chunk, hits.tolist()):
                     right[example.turns[0][1]].append(hit)
             print(f"{'blind' if blind else 'sighted':16} {n_events:6d}  {np.mean(right['yes']):.2f}  {np.mean(right['no']):.2f}")
