@@ -38,10 +38,10 @@ def main(run: str) -> None:
     collate = tt.Batches(tt.Config(), processor, 0, 0).collate
     print(f"{run} at step {step}: the share of presence questions answered right, {N_CLIPS} clips per number of events")
     print("question tokens  events   yes    no")
+    clips = {n_events: questions(n_events) for n_events in range(1, 5)}
     for blind in (True, False):
-        for n_events in range(1, 5):
+        for n_events, examples in clips.items():
             right = {"yes": [], "no": []}
-            examples = questions(n_events)
             for i in range(0, N_CLIPS, 16):
                 chunk = examples[i : i + 16]
                 batch = collate(chunk, audio_dropout=float(blind), rng=np.random.default_rng(0))

@@ -30,7 +30,7 @@ the other formats' kinds follow it, named: "list" for the name answers).
 
 Several formats, comma-separated, run one after the other (a ladder), 150 steps each.
 A third argument ``sighted`` lets the question tokens see the audio (no dropout); ``late`` lets them see it
-in the decoder's second half of layers only (the first half attends under ``early_mask``), so the name
+in the decoder's second half of layers only (``Batches.collate``'s ``blind_early_only``), so the name
 must look the sound up later but from its own position. With ``--slide``, the
 question tokens go blind from the front, rung by rung: on rung r of R, the last (R - 1 - r) / R of each
 question's tokens still see the audio (``Batches.collate``'s ``sighted_tail``), so the lookup of the named
@@ -140,9 +140,7 @@ def train(
     window = {kind: np.zeros(2) for kind in kinds}
     for i in range(steps):
         examples = [example(fmt, rng) for _ in range(16)]
-        batch = collate(examples, audio_dropout=audio_dropout, rng=rng, sighted_tail=sighted_tail)
-        if late:
-            batch = {**collate(examples), "early_mask": batch["attention_mask"]}
+        batch = collate(examples, audio_dropout=audio_dropout, rng=rng, sighted_tail=sighted_tail, blind_early_only=late)
         loss, stats = tt.answer_stats(tt.forward_logits(model, batch), batch)
         optimizer.zero_grad()
         loss.backward()

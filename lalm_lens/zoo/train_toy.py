@@ -613,14 +613,16 @@ class Batches(torch.utils.data.IterableDataset):
 
     def collate(
         self, examples: list[Example], audio_dropout: float = 0.0, rng: np.random.Generator | None = None,
-        late_audio: float = 0.0, sighted_tail: float = 0.0,
+        late_audio: float = 0.0, sighted_tail: float = 0.0, blind_early_only: bool = False,
     ) -> dict:
         """Features, right-padded ids, answer targets and the 4D mask of ``examples``; each question turn's tokens
         lose the audio with probability ``audio_dropout``, and in a scene's question turns the position that answers
         loses it in the decoder's first half (``early_mask``, see :func:`decoder_output`) with probability
         ``late_audio`` (both drawn from ``rng``). ``sighted_tail``: the share of a dropped turn's tokens, counted back
         from the one before the answering position, that keep the audio all the same (lowered rung by rung, it pushes
-        the lookup of a named sound from the name towards the answering position)."""
+        the lookup of a named sound from the name towards the answering position). ``blind_early_only``: a dropped
+        turn's tokens lose the audio in the decoder's first half only (in ``early_mask``), so the name must look its
+        sound up later but from its own position."""
         feats = self.processor.feature_extractor(
             [e.wave for e in examples], sampling_rate=SAMPLING_RATE, return_tensors="pt",
             padding="max_length", return_attention_mask=True,
@@ -634,7 +636,7 @@ class Batches(torch.utils.data.IterableDataset):
         weights = torch.ones((len(rows), length))
         mask = torch.zeros((len(rows), 1, length, length), dtype=torch.bool)
         causal = torch.tril(torch.ones(length, length, dtype=torch.bool))
-        late = []
+        early = []  # (example, query rows, audio keys) hidden in the decoder's first half only
         for b, (ids, tgt, wts, questions) in enumerate(rows):
             n = len(ids)
             input_ids[b, :n], targets[b, :n], weights[b, :n] = torch.tensor(ids), torch.tensor(tgt), torch.tensor(wts)
@@ -643,12 +645,16 @@ class Batches(torch.utils.data.IterableDataset):
             audio = input_ids[b] == self.encode.audio_id
             for start, stop in questions:
                 if audio_dropout and rng.random() < audio_dropout:
-                    mask[b, 0, start : stop - round(sighted_tail * (stop - start))] &= ~audio
+                    blind = slice(start, stop - round(sighted_tail * (stop - start)))
+                    if blind_early_only:
+                        early.append((b, blind, audio))
+                    else:
+                        mask[b, 0, blind] &= ~audio
                 if late_audio and examples[b].task in SCENE_QUESTIONS and rng.random() < late_audio:
-                    late.append((b, stop, audio))
-        early_mask = mask.clone() if late else None
-        for b, answering, audio in late:
-            early_mask[b, 0, answering] &= ~audio
+                    early.append((b, stop, audio))
+        early_mask = mask.clone() if early else None
+        for b, rows_hidden, audio in early:
+            early_mask[b, 0, rows_hidden] &= ~audio
         hop_s = self.processor.feature_extractor.hop_length / SAMPLING_RATE
         frames = frame_targets([e.events for e in examples], tokens_after_whisper(n_frames).tolist(), 4 * hop_s)
         return dict(

@@ -127,6 +127,20 @@ def test_a_sighted_tail_keeps_the_audio_for_the_last_tokens_of_each_blind_questi
         assert sorted(half & set(own.tolist())) == own[len(own) - round(len(own) / 2):].tolist(), "each question's last half"
 
 
+def test_blind_early_only_hides_the_audio_from_question_tokens_in_the_decoders_first_half_only():
+    """finetune.py's late mode: the name keeps its own identity but must look its sound up in the second half."""
+    cfg = tt.Config.micro(durations=(4.0,), stage2_step=10**6)
+    processor = tt.build_processor(cfg)
+    examples = [tt.draw_example(cfg, 5, i, 4.0) for i in range(cfg.batch_size)]
+    collate = tt.Batches(cfg, processor, 0, 0).collate
+    sighted = collate(examples)
+    blind = collate(examples, audio_dropout=0.7, rng=np.random.default_rng(3))
+    late = collate(examples, audio_dropout=0.7, rng=np.random.default_rng(3), blind_early_only=True)
+    assert sighted["early_mask"] is None and not torch.equal(blind["attention_mask"], sighted["attention_mask"])
+    assert torch.equal(late["attention_mask"], sighted["attention_mask"])
+    assert torch.equal(late["early_mask"], blind["attention_mask"])
+
+
 def test_late_audio_hides_the_audio_from_a_scenes_answering_positions_in_the_decoders_first_half_only():
     cfg = tt.Config.micro(durations=(4.0,), n_layers=4, audio_dropout=0.0, late_audio=1.0, stage2_step=10**6)
     processor = tt.build_processor(cfg)
