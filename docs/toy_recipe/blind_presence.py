@@ -2,8 +2,9 @@
 
 Held-out equal-layout clips of 1-4 events are asked "Is there a {label} sound?" once, "yes" as
 often as "no", with the question tokens blind to the audio (the training's audio dropout: only
-the position that answers may attend to it) and, for comparison, sighted. Prints the share of
-first answer tokens right by answer and number of events (teacher forced, as in training).
+the position that answers may attend to it), blind in the decoder's first half only
+(``Config.late_lookup``'s dropout) and, for comparison, sighted. Prints the share of first
+answer tokens right by answer and number of events (teacher forced, as in training).
 
     python docs/toy_recipe/blind_presence.py RUN   # a run, its checkpoint, or a saved model
 """
@@ -39,19 +40,20 @@ def main(run: str) -> None:
     print(f"{run} at step {step}: the share of presence questions answered right, {N_CLIPS} clips per number of events")
     print("question tokens  events   yes    no")
     clips = {n_events: questions(n_events) for n_events in range(1, 5)}
-    for blind in (True, False):
+    for mode in ("blind", "first half blind", "sighted"):
         for n_events, examples in clips.items():
             right = {"yes": [], "no": []}
             for i in range(0, N_CLIPS, 16):
                 chunk = examples[i : i + 16]
-                batch = collate(chunk, audio_dropout=float(blind), rng=np.random.default_rng(0))
+                batch = collate(chunk, audio_dropout=float(mode != "sighted"), rng=np.random.default_rng(0),
+                                blind_early_only=mode == "first half blind")
                 with torch.no_grad():
                     logits = tt.forward_logits(model, batch)
                 rows, first = torch.arange(len(chunk)), (batch["targets"] != -100).int().argmax(-1)
                 hits = logits[rows, first].argmax(-1) == batch["targets"][rows, first]
                 for example, hit in zip(chunk, hits.tolist()):
                     right[example.turns[0][1]].append(hit)
-            print(f"{'blind' if blind else 'sighted':16} {n_events:6d}  {np.mean(right['yes']):.2f}  {np.mean(right['no']):.2f}")
+            print(f"{mode:16} {n_events:6d}  {np.mean(right['yes']):.2f}  {np.mean(right['no']):.2f}")
 
 
 if __name__ == "__main__":

@@ -72,10 +72,13 @@ def retrieval(model, items: Sequence[tuple[np.ndarray, str, Sequence[str], str]]
 
     ``items``: ``(wave, question, options, answer)``; questions of one kind
     should have one length in tokens (the toy's canonical questions do).
-    Returns ``{"none", "question_tokens", "last_at": [per layer], "last_from": [per layer]}``
-    of accuracy summaries: no knockout; the question's own tokens cut from the
-    audio in every layer; the last prompt position cut at one layer; cut at
-    that layer and every later one.
+    Returns ``{"none", "question_tokens", "last_at": [per layer], "last_from": [per layer],
+    "prompt_from": [per layer]}`` of accuracy summaries: no knockout; the
+    question's own tokens cut from the audio in every layer; the last prompt
+    position cut at one layer; cut at that layer and every later one; every
+    position after the audio (the question and the last position) cut at that
+    layer and every later one, which tells a lookup made late from the
+    question's words from one made at layer 0.
     """
     waves, prompts, options, truth = zip(*items)
     options = options[0]
@@ -85,14 +88,19 @@ def retrieval(model, items: Sequence[tuple[np.ndarray, str, Sequence[str], str]]
     def run(hooks_for):
         return _score(choices(model, waves, prompts, options, hooks_for, batch_size) == answer)
 
-    def last(layers):
-        return lambda batch: Knockout.audio(batch, layers, queries=[-1]).fwd_hooks()
+    def cut(layers, queries):
+        return lambda batch: Knockout.audio(batch, layers, queries=queries(batch)).fwd_hooks()
 
-    result = {"none": run(None)}
-    result["question_tokens"] = run(
-        lambda batch: Knockout.audio(batch, range(n_layers), queries=question_positions(batch)).fwd_hooks())
-    result["last_at"] = [run(last([layer])) for layer in range(n_layers)]
-    result["last_from"] = [run(last(range(layer, n_layers))) for layer in range(n_layers)]
+    def last(batch):
+        return [-1]
+
+    def prompt(batch):
+        return [*question_positions(batch), -1]
+
+    result = {"none": run(None), "question_tokens": run(cut(range(n_layers), question_positions))}
+    result["last_at"] = [run(cut([layer], last)) for layer in range(n_layers)]
+    result["last_from"] = [run(cut(range(layer, n_layers), last)) for layer in range(n_layers)]
+    result["prompt_from"] = [run(cut(range(layer, n_layers), prompt)) for layer in range(n_layers)]
     return result
 
 

@@ -19,7 +19,7 @@ def test_retrieval_reports_every_layer_and_cutting_all_audio_attention_is_a_real
     scenes = [make_scene(tt.heldout_seed(i), properties=True) for i in range(4)]
     items = [(s.wave, tt.PRESENCE_Q.format(label=s.labels[0]), ("yes", "no"), "yes") for s in scenes]
     result = diagnostics.retrieval(toy, items, batch_size=4)
-    assert len(result["last_at"]) == len(result["last_from"]) == toy.cfg.n_layers
+    assert len(result["last_at"]) == len(result["last_from"]) == len(result["prompt_from"]) == toy.cfg.n_layers
     assert all(r["n"] == 4 and 0 <= r["accuracy"] <= 1 for r in [result["none"], *result["last_at"]])
 
 

@@ -3,6 +3,7 @@
 import json
 import shutil
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -139,6 +140,17 @@ def test_blind_early_only_hides_the_audio_from_question_tokens_in_the_decoders_f
     assert sighted["early_mask"] is None and not torch.equal(blind["attention_mask"], sighted["attention_mask"])
     assert torch.equal(late["attention_mask"], sighted["attention_mask"])
     assert torch.equal(late["early_mask"], blind["attention_mask"])
+
+
+def test_late_lookup_moves_the_training_dropout_into_the_decoders_first_half():
+    """``Config.late_lookup``: the same turns go blind, in the early mask only; the full mask hides nothing."""
+    cfg = tt.Config.micro(durations=(4.0,), stage2_step=10**6)
+    processor = tt.build_processor(cfg)
+    batch = lambda **change: tt.Batches(replace(cfg, **change), processor, 0, 1).batch(5)
+    plain, late, sighted = batch(), batch(late_lookup=True), batch(audio_dropout=0.0)
+    assert not torch.equal(plain["attention_mask"], sighted["attention_mask"])
+    assert torch.equal(late["attention_mask"], sighted["attention_mask"])
+    assert torch.equal(late["early_mask"], plain["early_mask"])
 
 
 def test_late_audio_hides_the_audio_from_a_scenes_answering_positions_in_the_decoders_first_half_only():
