@@ -173,7 +173,10 @@ class Config:
     dropped turn's question tokens lose the audio in the decoder's first half
     only, so the name looks its sound up at a later layer from its own position
     (fine-tuned that way for 750 steps, run T's presence so masked went from
-    0.75 to 0.87 right in training). ``late_audio``: the
+    0.75 to 0.87 right in training). Run U (run T with it) found a named sound
+    78-91 % of the time with the question blind in the first half (T: 6-25 %),
+    but its pitch and loudness answers stayed at chance on balanced clips
+    (docs/toy_recipe.md). ``late_audio``: the
     share of a scene's question turns whose answering position may not attend
     to the audio in the decoder's first half of layers (ramped in with the
     dropout), so that it attends to the audio directly only once the question
