@@ -484,13 +484,16 @@ def test_the_recipe_pages_scripts_run_on_a_trained_toy(micro_toy, monkeypatch, c
     script("finetune").main(str(micro_toy), "presence,presence", slide=True, steps=4)
     script("finetune").main(str(micro_toy), "presence", late=True, steps=4)
     script("list_errors").main(str(micro_toy), 8)
-    for name, n_clips in (("answer_attention", 4), ("asked_class", 8), ("named_pitch", 8), ("blind_presence", 4)):
+    for name, n_clips in (("answer_attention", 4), ("asked_class", 8), ("named_pitch", 8), ("blind_presence", 4),
+                          ("retrieval", 4)):
         module = script(name)
         monkeypatch.setattr(module, "N_CLIPS", n_clips)
         module.main(str(micro_toy))
     out = capsys.readouterr().out
     rows = out.splitlines()
     assert sum(r.startswith("blind ") for r in rows) == sum(r.startswith("sighted ") for r in rows) == 4
+    assert sum(r.startswith("first half blind ") for r in rows) == 4
+    assert sum(r.startswith("prompt_from ") for r in rows) == sum(r.startswith("last_at ") for r in rows) > 0
     assert out.count("class asked about") == out.count("at the class word") == 3 and "embedding" in out
     assert "  list " in out  # a mixed format's second kind of answer ("contrast+name": the name answers)
     assert out.count("pitch given the class") == 1 and "embeddings" in out
