@@ -4,8 +4,8 @@
 (%) of the first answer token of presence ("yes" and "no"), pitch and loudness questions with the
 attention to the audio cut for the last prompt position at one layer (``last_at``) or from one
 layer on (``last_from``), and for every position after the audio from one layer on
-(``prompt_from``); see :func:`lalm_lens.zoo.diagnostics.retrieval`. A few minutes, where
-``--evaluate`` takes much longer.
+(``prompt_from``); see :func:`lalm_lens.zoo.diagnostics.retrieval`. The model card's table, in a few
+minutes, where ``--evaluate`` takes much longer.
 
     python docs/toy_recipe/retrieval.py RUN   # a run, its checkpoint, or a saved model
 """
@@ -23,15 +23,8 @@ def main(run: str) -> None:
     torch.set_num_threads(2)
     model = tt.load_hooked(run)
     result = tt.retrieval_diagnostic(model, tt.heldout_scenes(N_CLIPS, "equal", 400_000, properties=True), 32)
-    kinds = [k for k in result if k != "n"]
-    print(f"{run}: accuracy (%) under knockouts of the attention to the audio, {result['n']} clips")
-    print(f"{'knockout':16}" + "".join(f"{k:>14}" for k in kinds))
-    for label, key in (("none", "none"), ("question, all", "question_tokens")):
-        print(f"{label:16}" + "".join(f"{100 * result[k][key]['accuracy']:14.0f}" for k in kinds))
-    for key in ("last_at", "last_from", "prompt_from"):
-        for layer in range(len(result[kinds[0]][key])):
-            print(f"{key} {layer:<{15 - len(key)}}" + "".join(f"{100 * result[k][key][layer]['accuracy']:14.0f}"
-                                                          for k in kinds))
+    print(run)
+    print("\n".join(tt.retrieval_table(result)))
 
 
 if __name__ == "__main__":

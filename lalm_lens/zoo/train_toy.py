@@ -1303,11 +1303,8 @@ def _pct(summary: dict) -> str:
     return f"{100 * summary['accuracy']:.0f}"
 
 
-def diagnostic_tables(r: dict) -> list[str]:
-    """The retrieval and decoder-MLP diagnostics as markdown tables (empty if they were not run)."""
-    if "retrieval" not in r:
-        return []
-    d = r["retrieval"]
+def retrieval_table(d: dict) -> list[str]:
+    """:func:`retrieval_diagnostic`'s result as a markdown table, one row per knockout and a column per kind."""
     kinds = [k for k in d if k != "n"]
     lines = ["", f"Retrieval diagnostic, n = {d['n']} equal-layout three-event clips per question kind: accuracy (%) of "
              "the first answer token with the last prompt position's attention to the audio cut at one layer "
@@ -1321,6 +1318,14 @@ def diagnostic_tables(r: dict) -> list[str]:
     for key, label in rows:
         for layer in range(len(d[kinds[0]].get(key, []))):
             lines.append(f"| {label} {layer} | " + " | ".join(_pct(d[k][key][layer]) for k in kinds) + " |")
+    return lines
+
+
+def diagnostic_tables(r: dict) -> list[str]:
+    """The retrieval and decoder-MLP diagnostics as markdown tables (empty if they were not run)."""
+    if "retrieval" not in r:
+        return []
+    lines = retrieval_table(r["retrieval"])
     m, probe = r["mlp_ablation"], r["encoder_probe"]
     lines += ["", f"Decoder-MLP diagnostic, n = {m['none']['n']} held-out utterances: emotion accuracy (%) of the first "
               "answer token with decoder MLP outputs replaced by their mean over 64 other utterances", "",

@@ -493,7 +493,8 @@ def test_the_recipe_pages_scripts_run_on_a_trained_toy(micro_toy, monkeypatch, c
     rows = out.splitlines()
     assert sum(r.startswith("blind ") for r in rows) == sum(r.startswith("sighted ") for r in rows) == 4
     assert sum(r.startswith("first half blind ") for r in rows) == 4
-    assert sum(r.startswith("prompt_from ") for r in rows) == sum(r.startswith("last_at ") for r in rows) > 0
+    assert sum(r.startswith("| question and last position from layer ") for r in rows) == sum(
+        r.startswith("| last position at layer ") for r in rows) > 0
     assert out.count("class asked about") == out.count("at the class word") == 3 and "embedding" in out
     assert "  list " in out  # a mixed format's second kind of answer ("contrast+name": the name answers)
     assert out.count("pitch given the class") == 1 and "embeddings" in out
