@@ -205,6 +205,11 @@ class Config:
     labelled, its pitch and level), a generic objective whose heads are discarded after training (0: none, as
     before run Q; with it, presence 93.8 -> 99.5 %, emotion 76 -> 89.5 %).
 
+    ``init_from``: a saved model whose weights the run starts from; with
+    ``fresh_decoder``, only its audio encoder and projector (``AUDIO_MODULES``),
+    the decoder keeping fresh weights, as a real LALM's decoder meets a
+    pretrained encoder (``docs/toy_recipe.md``, run V).
+
     Curriculum: presence and the list are learnt alone until ``dropout_step``,
     the easy way, from the class word; then the audio dropout ramps in linearly
     over ``ramp_steps`` with presence still alone, so that the answering
@@ -220,6 +225,7 @@ class Config:
 
     out: str = str(TRAIN_OUT)
     init_from: str = ""
+    fresh_decoder: bool = False
     seed: int = 0
     steps: int = 9500
     stage2_step: int = 4000
@@ -776,6 +782,10 @@ def lr_at(step: int, cfg: Config, elapsed_s: float = 0.0) -> float:
     return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * progress))
 
 
+AUDIO_MODULES = ("model.audio_tower.", "model.multi_modal_projector.")
+"""The state-dict prefixes of the audio encoder and projector: what ``fresh_decoder`` takes from ``init_from``."""
+
+
 def freeze_audio(model: Qwen2AudioForConditionalGeneration) -> None:
     """Stage 2: the audio encoder and projector stop learning (and run without autograd)."""
     for module in (model.model.audio_tower, model.model.multi_modal_projector):
@@ -787,7 +797,7 @@ RESUMABLE_CHANGES = ("out", "threads", "minutes", "workers")
 # Fields added after checkpoints were first written, with the value that means what runs did before them.
 ADDED_FIELDS = {
     "ladder_steps": 0, "pitch_frac": 0.0, "plain_frac": 0.0, "emotion_weight": 1.0, "frame_weight": 0.0, "late_audio": 0.0,
-    "contrast": 0.0, "balanced": False, "late_lookup": False,
+    "contrast": 0.0, "balanced": False, "late_lookup": False, "fresh_decoder": False,
 }
 
 
@@ -869,8 +879,10 @@ def train(cfg: Config, resume: bool = False, until: int | None = None) -> Path:
     processor = build_processor(cfg)
     model = build_model(cfg, processor.tokenizer)
     if cfg.init_from:
-        trained = Qwen2AudioForConditionalGeneration.from_pretrained(cfg.init_from, dtype=torch.float32)
-        model.load_state_dict(trained.state_dict())
+        trained = Qwen2AudioForConditionalGeneration.from_pretrained(cfg.init_from, dtype=torch.float32).state_dict()
+        if cfg.fresh_decoder:
+            trained = {k: v for k, v in trained.items() if k.startswith(AUDIO_MODULES)}
+        model.load_state_dict(trained, strict=not cfg.fresh_decoder)
     model.train()
     n_params = sum(p.numel() for p in model.parameters())
     decay = [p for n, p in model.named_parameters() if p.requires_grad and p.dim() >= 2 and "embed" not in n]

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 
 import lalm_lens as ll
 from lalm_lens.data import EVENT_CLASSES, make_scene, make_utterance
@@ -373,6 +374,15 @@ def test_training_script_smoke(micro_toy):
     assert isinstance(model.generate(batch, max_new_tokens=3)[0], str)
 
 
+def test_fresh_decoder_takes_the_encoder_and_projector_from_init_from_and_nothing_else(micro_toy, tmp_path):
+    tt.main(["--micro", "--steps", "1", "--threads", "1", "--out", str(tmp_path), "--set", "lr=0", "warmup_steps=1",
+             f"init_from={micro_toy}", "fresh_decoder=true"])
+    trained, fresh = (tt.load_run(folder)[0].state_dict() for folder in (micro_toy, tmp_path))
+    built = tt.build_model(tt.Config.micro(), tt.build_processor(tt.Config.micro()).tokenizer).state_dict()
+    for key, value in fresh.items():
+        assert torch.equal(value, trained[key] if key.startswith(tt.AUDIO_MODULES) else built[key]), key
+
+
 def test_evaluation_leaves_the_evaluated_folder_alone(micro_toy, tmp_path, monkeypatch):
     before = sorted(p.name for p in micro_toy.iterdir())
     monkeypatch.chdir(tmp_path)
@@ -409,7 +419,6 @@ def test_model_card_is_what_the_measured_logs_give(toy, tmp_path):
 
 @pytest.mark.parametrize("frame_weight", [0, 1])
 def test_a_run_stopped_and_resumed_equals_a_run_in_one_go(tmp_path, frame_weight):
-    from safetensors.torch import load_file
 
     micro = ["--micro", "--steps", "4", "--threads", "1", "--minutes", "1e9"]
     # the recipe as it was before those fields existed; with the frame objective its heads must resume too
@@ -484,6 +493,10 @@ def test_the_recipe_pages_scripts_run_on_a_trained_toy(micro_toy, monkeypatch, c
     script("finetune").main(str(micro_toy), "presence,presence", slide=True, steps=4)
     script("finetune").main(str(micro_toy), "presence", late=True, steps=4)
     script("list_errors").main(str(micro_toy), 8)
+    fresh = script("fresh_decoder")
+    monkeypatch.setattr(fresh, "N_TEST", 4)
+    fresh.main(str(micro_toy), steps=2, n_clips=4)
+    fresh.main(str(micro_toy), steps=1, n_clips=4, decoder="run", mask="late")
     for name, n_clips in (("answer_attention", 4), ("asked_class", 8), ("named_pitch", 8), ("blind_presence", 4),
                           ("retrieval", 4)):
         module = script(name)
@@ -506,6 +519,7 @@ def test_the_recipe_pages_scripts_run_on_a_trained_toy(micro_toy, monkeypatch, c
     assert "speech-level, sighted: speech answers right" in out and "level-mixed, sighted: level answers right" in out
     assert "8 clips, as --evaluate" in out and "8 clips, pitch and level varied" in out
     assert "4 clips; rows: layers, columns: heads" in out
+    assert out.count("decoder on ") == 2 and out.count("  pitch ") == 4 and "audio attention late" in out
 
 
 def test_contrast_drills_ask_of_one_sound_that_every_other_sound_of_the_clip_differs_from():

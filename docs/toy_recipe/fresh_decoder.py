@@ -1,0 +1,113 @@
+"""Can a decoder with fresh weights learn to pick a named sound out, on a run's frozen encoder? (docs/toy_recipe.md)
+
+The clips are balanced two-event 3 s clips (one sound high and one low, one loud and one
+quiet), each asked the pitch or the level of one of its sounds: neither the clip's average
+nor its opposite says anything about the answer; only picking out the named sound does.
+The audio embeddings of RUN's encoder and projector are computed once, for ``--clips``
+training clips and 512 held-out ones; a decoder of the recipe's shape, with fresh weights
+(or RUN's own, ``--decoder run``), then learns on them alone (AdamW, constant lr 1e-3,
+batch 32, the training clips in turn). Every 100 steps it prints the share of pitch and level
+answers right on the held-out clips (teacher forced). ``--mask late``: the question tokens
+are blind to the audio and the answering position is blind to it in the decoder's first
+half, as under the recipe's dropout with ``late_audio`` at 1, so the sound can only be picked
+out by the answering position, in layers 3-5; ``--mask question-late``: the question tokens
+see the audio in the decoder's second half only (``late_lookup``).
+
+    python docs/toy_recipe/fresh_decoder.py RUN            # a run, its checkpoint, or a saved model
+    python docs/toy_recipe/fresh_decoder.py RUN --decoder run --mask late --steps 600
+"""
+
+import argparse
+import time
+from dataclasses import replace
+
+import numpy as np
+import torch
+
+from lalm_lens.data import make_scene
+from lalm_lens.zoo import train_toy as tt
+
+N_TEST, BATCH = 512, 32
+
+
+def clips(n: int, seed, rng: np.random.Generator) -> list[tt.Example]:
+    examples = []
+    for i in range(n):
+        pitches, levels = tt.balanced_properties(2, rng)
+        scene = make_scene(seed(i), n_events=2, duration_s=3.0, layout=str(rng.choice(["equal", "random"])),
+                           properties=True, pitches=pitches, levels=levels)
+        examples.append(tt.Example(scene.wave, tt.balanced_turns(scene.events, 1, rng), "drill", tuple(scene.events)))
+    return examples
+
+
+MASKS = {
+    "sighted": {},
+    "late": dict(audio_dropout=1.0, late_audio=1.0),
+    "question-late": dict(audio_dropout=1.0, blind_early_only=True),
+}
+"""What may attend to the audio: everything; the answering position alone, in the decoder's second half (the
+recipe's dropout with ``late_audio`` at 1); the question tokens and the answering position, in the second half
+only for the question (``late_lookup``)."""
+
+
+def embedded(model, collate, examples: list[tt.Example], mask: str) -> list[dict]:
+    """Collated batches of ``examples`` under ``MASKS[mask]``, each with its audio embeddings under ``"audio"``."""
+    batches = []
+    for i in range(0, len(examples), BATCH):
+        batch = collate(examples[i : i + BATCH], rng=np.random.default_rng(i), **MASKS[mask])
+        with torch.no_grad():
+            batch["audio"] = tt.batch_audio_embeds(model, batch)
+        batches.append(batch)
+    return batches
+
+
+def main(run: str, steps: int = 1500, n_clips: int = 4000, decoder: str = "fresh", mask: str = "sighted",
+         threads: int = 2) -> None:
+    torch.set_num_threads(threads)
+    model, processor, step = tt.load_run(run)
+    model.eval()
+    cfg, started = tt.Config(), time.time()
+    collate = tt.Batches(cfg, processor, 0, 0).collate
+    train = embedded(model, collate, clips(n_clips, lambda i: tt.train_seed(cfg.seed, i), np.random.default_rng(0)), mask)
+    test = embedded(model, collate, clips(N_TEST, tt.heldout_seed, np.random.default_rng(1)), mask)
+    text = model.config.text_config
+    shape = dict(d_model=text.hidden_size, n_layers=text.num_hidden_layers, n_heads=text.num_attention_heads,
+                 n_kv_heads=text.num_key_value_heads, d_mlp=text.intermediate_size)
+    learner = model if decoder == "run" else tt.build_model(replace(cfg, **shape), processor.tokenizer)
+    params = [p for name, p in learner.named_parameters() if not name.startswith(tt.AUDIO_MODULES)]
+    optimizer = torch.optim.AdamW(params, lr=1e-3, weight_decay=0.0)
+    at = "" if step is None else f" at step {step}"
+    print(f"{decoder} decoder on {run}'s encoder{at}, {n_clips} training clips"
+          f", audio attention {mask}"
+          f" ({time.time() - started:.0f} s to embed): pitch / level answers right on {N_TEST} held-out clips")
+    for i in range(steps + 1):
+        if i % 100 == 0 or i == steps:
+            learner.eval()
+            right = {"pitch": np.zeros(4), "level": np.zeros(4)}
+            with torch.no_grad():
+                for b in test:
+                    stats = tt.answer_stats(tt.forward_logits(learner, b, b["audio"]), b)[1]
+                    for kind in right:
+                        right[kind] += stats.get(kind, np.zeros(4))
+            print(f"{i:5d}" + "".join(f"  {k} {r[2] / max(r[3], 1):.3f}" for k, r in right.items()), flush=True)
+            learner.train()
+        if i == steps:
+            break
+        batch = train[i % len(train)]
+        loss, _ = tt.answer_stats(tt.forward_logits(learner, batch, batch["audio"]), batch)
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("run")
+    parser.add_argument("--steps", type=int, default=1500)
+    parser.add_argument("--clips", type=int, default=4000, help="training clips (their embeddings are kept in memory)")
+    parser.add_argument("--decoder", choices=["fresh", "run"], default="fresh", help="fresh weights, or the run's own decoder")
+    parser.add_argument("--mask", choices=list(MASKS), default="sighted", help="who may attend to the audio (see MASKS)")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    main(args.run, args.steps, args.clips, args.decoder, args.mask, args.threads)
