@@ -77,9 +77,8 @@ def main(run: str, steps: int = 1500, n_clips: int = 4000, decoder: str = "fresh
     params = [p for name, p in learner.named_parameters() if not name.startswith(tt.AUDIO_MODULES)]
     optimizer = torch.optim.AdamW(params, lr=1e-3, weight_decay=0.0)
     at = "" if step is None else f" at step {step}"
-    print(f"{decoder} decoder on {run}'s encoder{at}, {n_clips} training clips"
-          f", audio attention {mask}"
-          f" ({time.time() - started:.0f} s to embed): pitch / level answers right on {N_TEST} held-out clips")
+    print(f"{decoder} decoder on {run}'s encoder{at}, {n_clips} training clips, audio attention {mask} "
+          f"({time.time() - started:.0f} s to embed): pitch / level answers right on {N_TEST} held-out clips")
     for i in range(steps + 1):
         if i % 100 == 0 or i == steps:
             learner.eval()

@@ -870,6 +870,8 @@ def train(cfg: Config, resume: bool = False, until: int | None = None) -> Path:
     continues from there (the batches are a function of the step, so it goes on as if never stopped) and
     ``minutes`` counts the training time of all its parts together. ``until``: stop after that step with a
     checkpoint and no model, to split a long run into parts."""
+    if cfg.fresh_decoder and not cfg.init_from:
+        raise ValueError("fresh_decoder takes the audio encoder and projector from init_from: set init_from=FOLDER too")
     if cfg.checkpoint_every % cfg.log_every:
         raise ValueError(f"checkpoint_every ({cfg.checkpoint_every}) must be a multiple of log_every ({cfg.log_every})")
     torch.set_num_threads(cfg.threads or os.cpu_count() or 1)

@@ -381,6 +381,8 @@ def test_fresh_decoder_takes_the_encoder_and_projector_from_init_from_and_nothin
     built = tt.build_model(tt.Config.micro(), tt.build_processor(tt.Config.micro()).tokenizer).state_dict()
     for key, value in fresh.items():
         assert torch.equal(value, trained[key] if key.startswith(tt.AUDIO_MODULES) else built[key]), key
+    with pytest.raises(ValueError, match="init_from"):
+        tt.main(["--micro", "--steps", "1", "--threads", "1", "--out", str(tmp_path / "none"), "--set", "fresh_decoder=true"])
 
 
 def test_evaluation_leaves_the_evaluated_folder_alone(micro_toy, tmp_path, monkeypatch):
@@ -419,7 +421,6 @@ def test_model_card_is_what_the_measured_logs_give(toy, tmp_path):
 
 @pytest.mark.parametrize("frame_weight", [0, 1])
 def test_a_run_stopped_and_resumed_equals_a_run_in_one_go(tmp_path, frame_weight):
-
     micro = ["--micro", "--steps", "4", "--threads", "1", "--minutes", "1e9"]
     # the recipe as it was before those fields existed; with the frame objective its heads must resume too
     before = ["--set", "ladder_steps=0", "plain_frac=0", f"frame_weight={frame_weight}"]
