@@ -19,7 +19,6 @@ see the audio in the decoder's second half only (``late_lookup``).
 
 import argparse
 import time
-from dataclasses import replace
 
 import numpy as np
 import torch
@@ -70,10 +69,11 @@ def main(run: str, steps: int = 1500, n_clips: int = 4000, decoder: str = "fresh
     collate = tt.Batches(cfg, processor, 0, 0).collate
     train = embedded(model, collate, clips(n_clips, lambda i: tt.train_seed(cfg.seed, i), np.random.default_rng(0)), mask)
     test = embedded(model, collate, clips(N_TEST, tt.heldout_seed, np.random.default_rng(1)), mask)
-    text = model.config.text_config
-    shape = dict(d_model=text.hidden_size, n_layers=text.num_hidden_layers, n_heads=text.num_attention_heads,
-                 n_kv_heads=text.num_key_value_heads, d_mlp=text.intermediate_size)
-    learner = model if decoder == "run" else tt.build_model(replace(cfg, **shape), processor.tokenizer)
+    if decoder == "run":
+        learner = model
+    else:
+        torch.manual_seed(cfg.seed)  # as tt.build_model seeds it: the same fresh weights as a run of this shape
+        learner = type(model)(model.config)
     params = [p for name, p in learner.named_parameters() if not name.startswith(tt.AUDIO_MODULES)]
     optimizer = torch.optim.AdamW(params, lr=1e-3, weight_decay=0.0)
     at = "" if step is None else f" at step {step}"
