@@ -5,16 +5,21 @@ quiet), each asked the pitch or the level of one of its sounds: neither the clip
 nor its opposite says anything about the answer; only picking out the named sound does.
 The audio embeddings of RUN's encoder and projector are computed once, for ``--clips``
 training clips and 512 held-out ones; a decoder of the recipe's shape, with fresh weights
-(or RUN's own, ``--decoder run``), then learns on them alone (AdamW, constant lr 1e-3,
+(or RUN's own, ``--decoder run``), then learns on them alone (AdamW, constant lr 1e-3 or ``--lr``,
 batch 32, the training clips in turn). Every 100 steps it prints the share of pitch and level
 answers right on the held-out clips (teacher forced). ``--mask late``: the question tokens
 are blind to the audio and the answering position is blind to it in the decoder's first
 half, as under the recipe's dropout with ``late_audio`` at 1, so the sound can only be picked
 out by the answering position, in layers 3-5; ``--mask question-late``: the question tokens
-see the audio in the decoder's second half only (``late_lookup``).
+see the audio in the decoder's second half only (``late_lookup``); ``--mask answer``: the question tokens are
+blind and the answering position sees the audio in every layer; ``--mask recipe``: the recipe's shares of each.
 
     python docs/toy_recipe/fresh_decoder.py RUN            # a run, its checkpoint, or a saved model
     python docs/toy_recipe/fresh_decoder.py RUN --decoder run --mask late --steps 600
+
+After training it prints the held-out accuracy with the answering position's audio attention cut in the
+decoder's second half and in every layer (under the training's masks and, where they differ, with none),
+and ``--save DIR`` keeps the trained model (another run of the script can start from it).
 """
 
 import argparse
@@ -41,12 +46,15 @@ def clips(n: int, seed, rng: np.random.Generator) -> list[tt.Example]:
 
 MASKS = {
     "sighted": {},
+    "answer": dict(audio_dropout=1.0),
     "late": dict(audio_dropout=1.0, late_audio=1.0),
     "question-late": dict(audio_dropout=1.0, blind_early_only=True),
+    "recipe": dict(audio_dropout=0.8, late_audio=0.8),
 }
-"""What may attend to the audio: everything; the answering position alone, in the decoder's second half (the
+"""What may attend to the audio: everything; the answering position alone, in every layer; the answering position alone, in the decoder's second half (the
 recipe's dropout with ``late_audio`` at 1); the question tokens and the answering position, in the second half
-only for the question (``late_lookup``)."""
+only for the question (``late_lookup``); the recipe's shares (``Config.audio_dropout`` and ``late_audio``, each of
+a question turn drawn at random)."""
 
 
 def embedded(model, collate, examples: list[tt.Example], mask: str) -> list[dict]:
@@ -60,35 +68,52 @@ def embedded(model, collate, examples: list[tt.Example], mask: str) -> list[dict
     return batches
 
 
+def answering_blind(batch: dict, audio_id: int, second_half_only: bool) -> dict:
+    """``batch`` with each answering position (the first of an answer span) blind to the audio in the decoder's
+    second half, or in every layer (the retrieval diagnostic's knockout of the last prompt position)."""
+    answer = batch["targets"] != -100
+    answering = answer & ~torch.nn.functional.pad(answer, (1, 0))[:, :-1]
+    cut = ~(answering[:, None, :, None] & (batch["input_ids"] == audio_id)[:, None, None, :])
+    early = batch["early_mask"] if batch["early_mask"] is not None else batch["attention_mask"]
+    return {**batch, "attention_mask": batch["attention_mask"] & cut, "early_mask": early if second_half_only else early & cut}
+
+
+def accuracy(learner, batches: list[dict]) -> dict[str, float]:
+    """The share of pitch and level answers right (teacher forced) over ``batches``."""
+    right = {"pitch": np.zeros(4), "level": np.zeros(4)}
+    with torch.no_grad():
+        for b in batches:
+            stats = tt.answer_stats(tt.forward_logits(learner, b, b["audio"]), b)[1]
+            for kind in right:
+                right[kind] += stats.get(kind, np.zeros(4))
+    return {k: r[2] / max(r[3], 1) for k, r in right.items()}
+
+
 def main(run: str, steps: int = 1500, n_clips: int = 4000, decoder: str = "fresh", mask: str = "sighted",
-         threads: int = 2) -> None:
+         threads: int = 2, save: str = "", lr: float = 1e-3) -> None:
     torch.set_num_threads(threads)
     model, processor, step = tt.load_run(run)
     model.eval()
     cfg, started = tt.Config(), time.time()
     collate = tt.Batches(cfg, processor, 0, 0).collate
     train = embedded(model, collate, clips(n_clips, lambda i: tt.train_seed(cfg.seed, i), np.random.default_rng(0)), mask)
-    test = embedded(model, collate, clips(N_TEST, tt.heldout_seed, np.random.default_rng(1)), mask)
+    held_out = clips(N_TEST, tt.heldout_seed, np.random.default_rng(1))
+    test = embedded(model, collate, held_out, mask)
+    sighted = [{**collate(held_out[i : i + BATCH]), "audio": b["audio"]} for i, b in zip(range(0, N_TEST, BATCH), test)]
     if decoder == "run":
         learner = model
     else:
         torch.manual_seed(cfg.seed)  # as tt.build_model seeds it: the same fresh weights as a run of this shape
         learner = type(model)(model.config)
     params = [p for name, p in learner.named_parameters() if not name.startswith(tt.AUDIO_MODULES)]
-    optimizer = torch.optim.AdamW(params, lr=1e-3, weight_decay=0.0)
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     at = "" if step is None else f" at step {step}"
     print(f"{decoder} decoder on {run}'s encoder{at}, {n_clips} training clips, audio attention {mask} "
           f"({time.time() - started:.0f} s to embed): pitch / level answers right on {N_TEST} held-out clips")
     for i in range(steps + 1):
         if i % 100 == 0 or i == steps:
             learner.eval()
-            right = {"pitch": np.zeros(4), "level": np.zeros(4)}
-            with torch.no_grad():
-                for b in test:
-                    stats = tt.answer_stats(tt.forward_logits(learner, b, b["audio"]), b)[1]
-                    for kind in right:
-                        right[kind] += stats.get(kind, np.zeros(4))
-            print(f"{i:5d}" + "".join(f"  {k} {r[2] / max(r[3], 1):.3f}" for k, r in right.items()), flush=True)
+            print(f"{i:5d}" + "".join(f"  {k} {a:.3f}" for k, a in accuracy(learner, test).items()), flush=True)
             learner.train()
         if i == steps:
             break
@@ -98,6 +123,16 @@ def main(run: str, steps: int = 1500, n_clips: int = 4000, decoder: str = "fresh
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
+    learner.eval()
+    if save:
+        learner.save_pretrained(save)
+        processor.save_pretrained(save)
+    audio_id = model.config.audio_token_index
+    print("the answering position's audio attention cut (held-out pitch / level):")
+    for name, batches in [(mask, test)] + ([("sighted", sighted)] if mask != "sighted" else []):
+        for cut, half in [("none", None), ("second half", True), ("every layer", False)]:
+            cut_batches = batches if half is None else [answering_blind(b, audio_id, half) for b in batches]
+            print(f"  {name:>13} masks, cut {cut:>11}:" + "".join(f"  {k} {a:.3f}" for k, a in accuracy(learner, cut_batches).items()))
 
 
 if __name__ == "__main__":
@@ -108,5 +143,7 @@ if __name__ == "__main__":
     parser.add_argument("--decoder", choices=["fresh", "run"], default="fresh", help="fresh weights, or the run's own decoder")
     parser.add_argument("--mask", choices=list(MASKS), default="sighted", help="who may attend to the audio (see MASKS)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--lr", type=float, default=1e-3, help="AdamW's learning rate (constant)")
+    parser.add_argument("--save", default="", help="a folder to save the trained model in (RUN's encoder with it)")
     args = parser.parse_args()
-    main(args.run, args.steps, args.clips, args.decoder, args.mask, args.threads)
+    main(args.run, args.steps, args.clips, args.decoder, args.mask, args.threads, args.save, args.lr)

@@ -472,7 +472,7 @@ def test_a_quick_look_reads_a_run_in_progress_and_a_saved_model(micro_toy, tmp_p
 
 
 @torch.enable_grad()
-def test_the_recipe_pages_scripts_run_on_a_trained_toy(micro_toy, monkeypatch, capsys):
+def test_the_recipe_pages_scripts_run_on_a_trained_toy(micro_toy, monkeypatch, capsys, tmp_path):
     """docs/toy_recipe/*.py, which measured figures on the recipe page, still run (here briefly, on the micro toy)."""
     import importlib.util
 
@@ -497,7 +497,8 @@ def test_the_recipe_pages_scripts_run_on_a_trained_toy(micro_toy, monkeypatch, c
     fresh = script("fresh_decoder")
     monkeypatch.setattr(fresh, "N_TEST", 4)
     fresh.main(str(micro_toy), steps=2, n_clips=4)
-    fresh.main(str(micro_toy), steps=1, n_clips=4, decoder="run", mask="late")
+    fresh.main(str(micro_toy), steps=1, n_clips=4, decoder="run", mask="late", save=str(tmp_path / "late"), lr=3e-4)
+    fresh.main(str(tmp_path / "late"), steps=1, n_clips=4, decoder="run", mask="recipe")
     for name, n_clips in (("answer_attention", 4), ("asked_class", 8), ("named_pitch", 8), ("blind_presence", 4),
                           ("retrieval", 4)):
         module = script(name)
@@ -520,7 +521,8 @@ def test_the_recipe_pages_scripts_run_on_a_trained_toy(micro_toy, monkeypatch, c
     assert "speech-level, sighted: speech answers right" in out and "level-mixed, sighted: level answers right" in out
     assert "8 clips, as --evaluate" in out and "8 clips, pitch and level varied" in out
     assert "4 clips; rows: layers, columns: heads" in out
-    assert out.count("decoder on ") == 2 and out.count("  pitch ") == 4 and "audio attention late" in out
+    assert out.count("decoder on ") == 3 and "audio attention late" in out and "audio attention recipe" in out
+    assert out.count("cut second half:  pitch ") == out.count("cut every layer:  pitch ") == 1 + 2 + 2
 
 
 def test_contrast_drills_ask_of_one_sound_that_every_other_sound_of_the_clip_differs_from():
@@ -547,6 +549,32 @@ def test_contrast_drills_ask_of_one_sound_that_every_other_sound_of_the_clip_dif
     with_ladder = tt.Config(contrast=0.6, drill_frac=0.5, pitch_frac=0.3)
     assert all(tt.draw_example(with_ladder, 5000, i, 6.0) for i in range(200)), "one-event rungs are never contrast drills"
     assert not any(len(e.events) == 3 for e in (tt.draw_example(off, 5000, i, 6.0) for i in range(300)) if e.task == "drill")
+
+
+def test_pick_out_drills_ask_one_property_of_one_of_two_opposite_sounds_in_a_short_clip():
+    """Each pick-out drill's two sounds differ in pitch and in level, so only picking out the named one scores."""
+    cfg = tt.Config(pick_frac=1.0, drill_frac=0.5)
+    drills = [e for e in (tt.draw_example(cfg, 5000, i, 6.0) for i in range(300)) if e.task == "drill"]
+    assert len(drills) > 25
+    for e in drills:
+        assert len(e.events) == 2 and len(e.wave) == tt.PICK_SECONDS * tt.SAMPLING_RATE and len(e.turns) == 1
+        assert {ev.pitch for ev in e.events} == set(tt.PITCHES) and {ev.level for ev in e.events} == set(tt.LEVELS)
+    answers = Counter(a for e in drills for _, a in e.turns)
+    assert set(answers) == {*tt.PITCHES, *tt.LEVELS}, answers
+    assert tt.recorded_config({"config": {}})["pick_frac"] == 0.0, "older checkpoints had none"
+    off = tt.Config()
+    assert off.pick_frac == 0.0, "off by default"
+    same = [(tt.draw_example(off, 5000, i, 6.0), tt.draw_example(cfg, 5000, i, 6.0)) for i in range(60)]
+    assert all(a.turns == b.turns and (a.wave == b.wave).all() for a, b in same if b.task != "drill"), "only drills change"
+
+
+def test_late_step_holds_the_answering_positions_late_mask_back_until_then():
+    cfg = tt.Config.micro(durations=(3.0,), audio_dropout=0.0, late_audio=1.0, dropout_step=0, late_step=5,
+                          stage2_step=10**6)
+    batches = tt.Batches(cfg, tt.build_processor(cfg), 0, 8)
+    assert batches.batch(4)["early_mask"] is None
+    assert batches.batch(5)["early_mask"] is not None
+    assert tt.recorded_config({"config": {}})["late_step"] == 0, "older checkpoints: the late mask came with the dropout"
 
 
 def test_balanced_clips_leave_picking_out_the_named_sound_as_the_only_way_to_score():
