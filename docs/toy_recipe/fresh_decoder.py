@@ -51,10 +51,10 @@ MASKS = {
     "question-late": dict(audio_dropout=1.0, blind_early_only=True),
     "recipe": dict(audio_dropout=0.8, late_audio=0.8),
 }
-"""What may attend to the audio: everything; the answering position alone, in every layer; the answering position alone, in the decoder's second half (the
-recipe's dropout with ``late_audio`` at 1); the question tokens and the answering position, in the second half
-only for the question (``late_lookup``); the recipe's shares (``Config.audio_dropout`` and ``late_audio``, each of
-a question turn drawn at random)."""
+"""What may attend to the audio: everything; the answering position alone, in every layer; the answering position
+alone, in the decoder's second half (the recipe's dropout with ``late_audio`` at 1); the question tokens and the
+answering position, in the second half only for the question (``late_lookup``); as in the recipe
+(``Config.audio_dropout`` and ``late_audio``, drawn per question turn)."""
 
 
 def embedded(model, collate, examples: list[tt.Example], mask: str) -> list[dict]:
@@ -99,12 +99,15 @@ def main(run: str, steps: int = 1500, n_clips: int = 4000, decoder: str = "fresh
     train = embedded(model, collate, clips(n_clips, lambda i: tt.train_seed(cfg.seed, i), np.random.default_rng(0)), mask)
     held_out = clips(N_TEST, tt.heldout_seed, np.random.default_rng(1))
     test = embedded(model, collate, held_out, mask)
-    sighted = [{**collate(held_out[i : i + BATCH]), "audio": b["audio"]} for i, b in zip(range(0, N_TEST, BATCH), test)]
+    sighted = test if mask == "sighted" else [
+        {**collate(held_out[i : i + BATCH]), "audio": b["audio"]} for i, b in zip(range(0, N_TEST, BATCH), test)]
     if decoder == "run":
         learner = model
     else:
         torch.manual_seed(cfg.seed)  # as tt.build_model seeds it: the same fresh weights as a run of this shape
         learner = type(model)(model.config)
+        audio = {name: w for name, w in model.state_dict().items() if name.startswith(tt.AUDIO_MODULES)}
+        learner.load_state_dict(audio, strict=False)  # RUN's encoder, so that --save keeps a whole model
     params = [p for name, p in learner.named_parameters() if not name.startswith(tt.AUDIO_MODULES)]
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     at = "" if step is None else f" at step {step}"
@@ -129,7 +132,7 @@ def main(run: str, steps: int = 1500, n_clips: int = 4000, decoder: str = "fresh
         processor.save_pretrained(save)
     audio_id = model.config.audio_token_index
     print("the answering position's audio attention cut (held-out pitch / level):")
-    for name, batches in [(mask, test)] + ([("sighted", sighted)] if mask != "sighted" else []):
+    for name, batches in {mask: test, "sighted": sighted}.items():
         for cut, half in [("none", None), ("second half", True), ("every layer", False)]:
             cut_batches = batches if half is None else [answering_blind(b, audio_id, half) for b in batches]
             print(f"  {name:>13} masks, cut {cut:>11}:" + "".join(f"  {k} {a:.3f}" for k, a in accuracy(learner, cut_batches).items()))

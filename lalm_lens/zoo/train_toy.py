@@ -181,9 +181,9 @@ class Config:
     share of a scene's question turns whose answering position may not attend
     to the audio in the decoder's first half of layers (ramped in with the
     dropout, or from ``late_step`` if that is later: the lookup forms sooner at an answering position that sees
-    the audio in every layer, and then moves to the second half within a hundred steps of the mask), so that it attends to the audio directly only once the question
-    can have reached it: in run Q that position attended evenly over the audio
-    in layers 1-3 and read a word of the question after its class word only
+    the audio in every layer, and then moves to the second half within a hundred steps of the mask), so that it
+    attends to the audio directly only once the question can have reached it: in run Q that position attended
+    evenly over the audio in layers 1-3 and read a word of the question after its class word only
     at layer 4 ("high"; at layer 0, "is" and "or"), the property answers
     decoded from a class-blind average (pitch 97 % right on one-event clips,
     70 % on three). With it (run R),
@@ -196,11 +196,13 @@ class Config:
     both (:func:`contrast_properties`), so that a class-blind average answers wrongly (three sounds) or at chance
     (two) and only picking out the named sound pays. Run S (0.6 of the drills, ``drill_frac`` 0.5; run R until step 2800) unlearnt the average
     (contrast rows near chance rather than near 0) without learning to pick the sound out: pitch 63 %, level 65 %,
-    emotion 86 %, all MLPs ablated 49 %, each worse than R. ``pick_frac`` (off by default): that share of the drills are
-    pick-out drills instead: two sounds in a 3 s clip, one high and one low, one loud and one quiet, asked the pitch
-    or the level of one of them (as ``docs/toy_recipe/fresh_decoder.py`` asks them), so that only picking the named
+    emotion 86 %, all MLPs ablated 49 %, each worse than R. ``pick_frac`` (off by default): that share of the
+    drills are pick-out drills instead: two sounds in a 3 s clip, one high and one low, one loud and one quiet,
+    asked the pitch or the level of one of them (as ``docs/toy_recipe/fresh_decoder.py`` asks them), so that only picking the named
     sound out pays; on such clips alone, with the question tokens blind to the audio, run U's decoder learnt to pick
-    it out at the answering position (pitch 0.92, level 0.91 held out after 1500 steps of 32 clips). ``balanced`` (off by default): every scene of several
+    it out at the answering position (pitch 0.92, level 0.91 held out after 1500 steps of 32 clips), but those
+    drills alone erased its other tasks, which run W, mixing them back in, relearnt only in part (docs/toy_recipe.md).
+    ``balanced`` (off by default): every scene of several
     sounds that is not plain holds both answers of each property (:func:`balanced_properties`), drills have two to
     four sounds, and each property question is asked so that the clip's majority answer is right half the time,
     at most one per property and clip (:func:`balanced_turns`): neither the average nor its opposite pays, only

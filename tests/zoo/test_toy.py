@@ -403,6 +403,12 @@ def test_only_write_card_updates_the_models_own_card(micro_toy, tmp_path):
     assert json.loads((folder / "eval_results.json").read_text())["n"] == 4
     card = (folder / "MODEL_CARD.md").read_text()
     assert "## Held-out accuracy" in card and "Linear probe for pitch" in card
+    log = json.loads((folder / "training_log.json").read_text())
+    log["config"].update(pick_frac=0.7, drill_frac=0.5, late_audio=0.8, late_step=log["config"]["dropout_step"] + 300)
+    (folder / "training_log.json").write_text(json.dumps(log))
+    card = tt.write_model_card(folder).read_text()
+    assert "70 % of the drills are pick-out drills" in card
+    assert f"question turns from step {log['config']['late_step']} that position" in card
     with pytest.raises(SystemExit):
         tt.main(["--evaluate", "--out", str(folder), "--write-card", "--results", str(tmp_path / "r")])
 
@@ -496,7 +502,9 @@ def test_the_recipe_pages_scripts_run_on_a_trained_toy(micro_toy, monkeypatch, c
     script("list_errors").main(str(micro_toy), 8)
     fresh = script("fresh_decoder")
     monkeypatch.setattr(fresh, "N_TEST", 4)
-    fresh.main(str(micro_toy), steps=2, n_clips=4)
+    fresh.main(str(micro_toy), steps=2, n_clips=4, save=str(tmp_path / "fresh"))
+    source, saved = tt.load_run(micro_toy)[0].state_dict(), tt.load_run(tmp_path / "fresh")[0].state_dict()
+    assert all(torch.equal(saved[k], w) for k, w in source.items() if k.startswith(tt.AUDIO_MODULES)), "RUN's encoder kept"
     fresh.main(str(micro_toy), steps=1, n_clips=4, decoder="run", mask="late", save=str(tmp_path / "late"), lr=3e-4)
     fresh.main(str(tmp_path / "late"), steps=1, n_clips=4, decoder="run", mask="recipe")
     for name, n_clips in (("answer_attention", 4), ("asked_class", 8), ("named_pitch", 8), ("blind_presence", 4),
