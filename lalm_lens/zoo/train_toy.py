@@ -202,6 +202,7 @@ class Config:
     sound out pays; on such clips alone, with the question tokens blind to the audio, run U's decoder learnt to pick
     it out at the answering position (pitch 0.92, level 0.91 held out after 1500 steps of 32 clips), but those
     drills alone erased its other tasks, which run W, mixing them back in, relearnt only in part (docs/toy_recipe.md).
+    ``pick_questions``: questions per pick-out drill, at most one on pitch and one on level (:func:`balanced_turns`).
     ``balanced`` (off by default): every scene of several
     sounds that is not plain holds both answers of each property (:func:`balanced_properties`), drills have two to
     four sounds, and each property question is asked so that the clip's majority answer is right half the time,
@@ -212,6 +213,9 @@ class Config:
     (:mod:`lalm_lens.zoo.frame_objective`: at every audio token of a scene, which class sounds there and, where
     labelled, its pitch and level), a generic objective whose heads are discarded after training (0: none, as
     before run Q; with it, presence 93.8 -> 99.5 %, emotion 76 -> 89.5 %).
+
+    ``device``: where the model trains ("cuda" on a GPU); batches are drawn on the CPU, by ``workers``
+    processes in turn, the same batches on any device and with any number of workers.
 
     ``init_from``: a saved model whose weights the run starts from; with
     ``fresh_decoder``, only its audio encoder and projector (``AUDIO_MODULES``),
@@ -239,6 +243,7 @@ class Config:
     stage2_step: int = 4000
     minutes: float = 120.0
     threads: int = 0
+    device: str = "cpu"
     batch_size: int = 16
     lr: float = 1e-3
     min_lr: float = 1e-4
@@ -279,6 +284,7 @@ class Config:
     drill_frac: float = 0.3
     contrast: float = 0.0
     pick_frac: float = 0.0
+    pick_questions: int = 1
     balanced: bool = False
     balanced_level: bool = False
     frame_weight: float = 1.0
@@ -566,7 +572,7 @@ def draw_example(cfg: Config, step: int, index: int, max_s: float) -> Example:
     if contrast:
         return drill_about(scene, scene.events[asked], rng, phrase_frac)
     if pick or (drill and cfg.balanced):
-        turns = balanced_turns(scene.events, 1 if pick else 2, rng, phrase_frac)
+        turns = balanced_turns(scene.events, cfg.pick_questions if pick else 2, rng, phrase_frac)
         return Example(scene.wave, turns, "drill", tuple(scene.events))
     if drill:
         turns = property_turns(scene.events, cfg.questions, rng, phrase_frac, cfg.balanced_level)
@@ -628,7 +634,9 @@ class Batches(torch.utils.data.IterableDataset):
         self.encode = Encoder(processor, {EMOTION_Q: cfg.emotion_weight})
 
     def __iter__(self):
-        for step in range(self.start, self.stop):
+        worker = torch.utils.data.get_worker_info()
+        first, stride = (0, 1) if worker is None else (worker.id, worker.num_workers)
+        for step in range(self.start + first, self.stop, stride):  # the loader takes workers in turn: steps in order
             yield self.batch(step)
 
     def batch(self, step: int) -> dict:
@@ -653,9 +661,12 @@ class Batches(torch.utils.data.IterableDataset):
         the lookup of a named sound from the name towards the answering position). ``blind_early_only``: a dropped
         turn's tokens lose the audio in the decoder's first half only (in ``early_mask``), so the name must look its
         sound up later but from its own position."""
-        feats = self.processor.feature_extractor(
-            [e.wave for e in examples], sampling_rate=SAMPLING_RATE, return_tensors="pt",
-            padding="max_length", return_attention_mask=True,
+        extractor = self.processor.feature_extractor
+        # zeros past the longest clip (and its frames' reach) give the frames kept below as 30 s of padding gives them
+        feats = extractor(
+            [e.wave for e in examples], sampling_rate=SAMPLING_RATE, return_tensors="pt", padding="max_length",
+            max_length=min(extractor.n_samples, max(len(e.wave) for e in examples) + 2 * extractor.n_fft + 4 * extractor.hop_length),
+            return_attention_mask=True,
         )
         n_frames = feats["attention_mask"].sum(-1)
         keep = min(feats["input_features"].shape[-1], 4 * math.ceil((int(n_frames.max()) + 2) / 4))
@@ -710,13 +721,13 @@ def audio_embeds(model: Qwen2AudioForConditionalGeneration, features: torch.Tens
     x = F.gelu(tower.conv2(F.gelu(tower.conv1(features.to(tower.conv1.weight.dtype))))).transpose(1, 2)
     x = x + tower.embed_positions.weight[: x.shape[1]]
     lengths = (n_frames - 1) // 2 + 1
-    mask_2d = (torch.arange(x.shape[1])[None] < lengths[:, None]).long()
+    mask_2d = (torch.arange(x.shape[1], device=x.device)[None] < lengths[:, None]).long()
     mask = create_bidirectional_mask(config=tower.config, inputs_embeds=x, attention_mask=mask_2d)
     for layer in tower.layers:
         x = layer(x, mask)
     x = tower.layer_norm(tower.avg_pooler(x.transpose(1, 2)).transpose(1, 2))
     x = model.model.multi_modal_projector(x)
-    keep = torch.arange(x.shape[1])[None] < tokens_after_whisper(n_frames)[:, None]
+    keep = torch.arange(x.shape[1], device=x.device)[None] < tokens_after_whisper(n_frames)[:, None]
     return x[keep]
 
 
@@ -774,6 +785,7 @@ def answer_stats(logits: torch.Tensor, batch: dict) -> tuple[torch.Tensor, dict[
     right = (logits.argmax(-1) == targets) | ~mask
     stats: dict[str, np.ndarray] = {}
     with torch.no_grad():
+        token_loss, mask, right = token_loss.detach().cpu(), mask.cpu(), right.cpu()  # one sync, not one per answer
         for b, task in enumerate(batch["tasks"]):
             m = mask[b].long()
             starts = ((m[1:] - m[:-1]) == 1).nonzero().flatten() + 1
@@ -808,11 +820,11 @@ def freeze_audio(model: Qwen2AudioForConditionalGeneration) -> None:
         module.eval()
 
 
-RESUMABLE_CHANGES = ("out", "threads", "minutes", "workers")
+RESUMABLE_CHANGES = ("out", "threads", "minutes", "workers", "device")
 # Fields added after checkpoints were first written, with the value that means what runs did before them.
 ADDED_FIELDS = {
     "ladder_steps": 0, "pitch_frac": 0.0, "plain_frac": 0.0, "emotion_weight": 1.0, "frame_weight": 0.0, "late_audio": 0.0,
-    "contrast": 0.0, "balanced": False, "late_lookup": False, "fresh_decoder": False, "pick_frac": 0.0, "late_step": 0,
+    "contrast": 0.0, "balanced": False, "late_lookup": False, "fresh_decoder": False, "pick_frac": 0.0, "late_step": 0, "pick_questions": 1, "device": "cpu",
 }
 
 
@@ -828,12 +840,12 @@ def save_checkpoint(
     """Everything a run needs to go on after ``step`` steps: weights (and the frame objective's ``heads``) and
     AdamW moments (safetensors), and the config, the step, the training seconds spent and the curves so far
     (JSON). Written to temporary names, then renamed."""
-    tensors = {f"model.{k}": v.contiguous() for k, v in model.state_dict().items()}
+    tensors = {f"model.{k}": v.contiguous().cpu() for k, v in model.state_dict().items()}
     if heads is not None:
-        tensors.update({f"frames.{k}": v.contiguous() for k, v in heads.state_dict().items()})
+        tensors.update({f"frames.{k}": v.contiguous().cpu() for k, v in heads.state_dict().items()})
     optim = optimizer.state_dict()
     for index, state in optim["state"].items():
-        tensors.update({f"optim.{index}.{k}": v.contiguous() for k, v in state.items()})
+        tensors.update({f"optim.{index}.{k}": v.contiguous().cpu() for k, v in state.items()})
     folder.mkdir(parents=True, exist_ok=True)
     save_file(tensors, folder / "state.tmp")
     meta = {"config": dataclasses.asdict(cfg), "step": step, "seconds": seconds, "history": history,
@@ -873,6 +885,11 @@ def load_checkpoint(folder: Path, cfg: Config, model, optimizer, heads=None) -> 
     return meta
 
 
+def to_device(batch: dict, device: torch.device) -> dict:
+    """``batch`` with its tensors on ``device`` (``Config.device``; the rest as it was)."""
+    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
 def _worker_init(_):
     torch.set_num_threads(1)
 
@@ -895,17 +912,18 @@ def train(cfg: Config, resume: bool = False, until: int | None = None) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     processor = build_processor(cfg)
     model = build_model(cfg, processor.tokenizer)
+    device = torch.device(cfg.device)
     if cfg.init_from:
         trained = Qwen2AudioForConditionalGeneration.from_pretrained(cfg.init_from, dtype=torch.float32).state_dict()
         if cfg.fresh_decoder:
             trained = {k: v for k, v in trained.items() if k.startswith(AUDIO_MODULES)}
         model.load_state_dict(trained, strict=not cfg.fresh_decoder)
-    model.train()
+    model.to(device).train()
     n_params = sum(p.numel() for p in model.parameters())
     decay = [p for n, p in model.named_parameters() if p.requires_grad and p.dim() >= 2 and "embed" not in n]
     no_decay = [p for n, p in model.named_parameters() if p.requires_grad and (p.dim() < 2 or "embed" in n)]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    heads = FrameHeads(cfg.d_model) if cfg.frame_weight else None
+    heads = FrameHeads(cfg.d_model).to(device) if cfg.frame_weight else None
     if heads is not None:
         groups.append({"params": list(heads.parameters()), "weight_decay": 0.0})
     optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.98))
@@ -931,6 +949,7 @@ def train(cfg: Config, resume: bool = False, until: int | None = None) -> Path:
         if step == cfg.stage2_step and cfg.freeze_encoder:
             freeze_audio(model)
             bar.write(f"step {step}: audio encoder and projector frozen; emotion questions begin")
+        batch = to_device(batch, device)
         lr = lr_at(step, cfg, time.time() - start)
         for group in optimizer.param_groups:
             group["lr"] = lr
@@ -965,7 +984,7 @@ def train(cfg: Config, resume: bool = False, until: int | None = None) -> Path:
             break
     bar.close()
     wall = time.time() - start
-    model.eval()
+    model.cpu().eval()
     model.save_pretrained(out)
     processor.save_pretrained(out)
     log = {
@@ -1413,6 +1432,7 @@ def write_model_card(folder: str | Path) -> Path:
     results = json.loads((folder / "eval_results.json").read_text())
     c = recorded_config(log)
     size_mb = (folder / "model.safetensors").stat().st_size / 1e6
+    where = f'{log["threads"]} CPU thread(s)' if c["device"] == "cpu" else f'{c["device"]} ({c["workers"]} data workers)'
     phrase_step = c.get("phrase_step", c["list_only_steps"])  # runs before phrase_step ramped from list_only_steps
     syllables = (f'; in {100 * c["syllables_frac"]:g} % of them "{SYLLABLES_Q}" → 8 … 15'
                  if c.get("syllables_frac") else "")
@@ -1424,7 +1444,8 @@ def write_model_card(folder: str | Path) -> Path:
                    "\n  pitch and level of the one that every other event differs from in both;")
     if c.get("pick_frac"):
         drills += (f'\n- {100 * c["pick_frac"]:g} % of the drills are pick-out drills: two events in a {PICK_SECONDS:g} s clip, one high and'
-                   "\n  one low, one loud and one quiet, asked the pitch or the level of one of them;")
+                   "\n  one low, one loud and one quiet, asked " + ("the pitch or the level of one of them;" if c["pick_questions"] == 1
+                                                            else "the pitch of one of them and the level of one of them;"))
     if c.get("freeze_encoder", True):
         stage2 = f"""**Stage 2** (from step {c["stage2_step"]}): the audio encoder and projector are frozen, and every
 speech clip ({100 * c["stage2_speech_frac"]:g} % of clips) is also asked "{EMOTION_Q}" →
@@ -1513,7 +1534,7 @@ knows where an event is only implicitly, so localization by steering stays a
 training-free probe.
 
 Run: {log["steps"]} steps of batch {c["batch_size"]}, AdamW (lr {c["lr"]:g}, cosine to {c["min_lr"]:g}),
-seed {c["seed"]}, **{log["wall_seconds"] / 60:.1f} minutes on {log["threads"]} CPU thread(s)**.
+seed {c["seed"]}, **{log["wall_seconds"] / 60:.1f} minutes on {where}**.
 `training_curve.png` shows the teacher-forced accuracy and loss per task.
 
 ```bash

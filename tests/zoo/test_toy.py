@@ -409,6 +409,11 @@ def test_only_write_card_updates_the_models_own_card(micro_toy, tmp_path):
     card = tt.write_model_card(folder).read_text()
     assert "70 % of the drills are pick-out drills" in card
     assert f"question turns from step {log['config']['late_step']} that position" in card
+    assert "CPU thread(s)" in card
+    log["config"].update(pick_questions=2, device="cuda", workers=7)
+    (folder / "training_log.json").write_text(json.dumps(log))
+    card = tt.write_model_card(folder).read_text()
+    assert "the pitch of one of them and the level of one of them" in card and "on cuda (7 data workers)" in card
     with pytest.raises(SystemExit):
         tt.main(["--evaluate", "--out", str(folder), "--write-card", "--results", str(tmp_path / "r")])
 
@@ -512,8 +517,10 @@ def test_the_recipe_pages_scripts_run_on_a_trained_toy(micro_toy, monkeypatch, c
         module = script(name)
         monkeypatch.setattr(module, "N_CLIPS", n_clips)
         module.main(str(micro_toy))
+    script("windows").main(str(micro_toy / "training_log.json"), every=1)
     out = capsys.readouterr().out
     rows = out.splitlines()
+    assert "| steps | list | presence | pitch | level | drill | emotion |" in rows and "| 0–1 | " in out
     assert sum(r.startswith("blind ") for r in rows) == sum(r.startswith("sighted ") for r in rows) == 4
     assert sum(r.startswith("first half blind ") for r in rows) == 4
     assert sum(r.startswith("| question and last position from layer ") for r in rows) == sum(
@@ -574,6 +581,50 @@ def test_pick_out_drills_ask_one_property_of_one_of_two_opposite_sounds_in_a_sho
     assert off.pick_frac == 0.0, "off by default"
     same = [(tt.draw_example(off, 5000, i, 6.0), tt.draw_example(cfg, 5000, i, 6.0)) for i in range(60)]
     assert all(a.turns == b.turns and (a.wave == b.wave).all() for a, b in same if b.task != "drill"), "only drills change"
+
+
+def test_pick_questions_asks_pitch_and_level_each_of_either_sound():
+    cfg = tt.Config(pick_frac=1.0, drill_frac=0.5, pick_questions=2)
+    drills = [e for e in (tt.draw_example(cfg, 5000, i, 6.0) for i in range(200)) if e.task == "drill"]
+    for e in drills:
+        assert sorted(a in tt.PITCHES for _, a in e.turns) == [False, True], e.turns
+    asked = Counter(next(ev.label for ev in e.events if ev.label in q) for e in drills for q, _ in e.turns
+                    if sum(ev.label in q for ev in e.events) == 1)
+    assert len(asked) > 4, "either sound of a clip may be asked"
+    assert tt.recorded_config({"config": {}})["pick_questions"] == 1, "older runs asked one"
+
+
+def test_batches_are_the_same_from_any_number_of_workers_in_step_order():
+    cfg = tt.Config.micro(durations=(3.0,))
+    batches = tt.Batches(cfg, tt.build_processor(cfg), 3, 9)
+    loader = torch.utils.data.DataLoader(batches, batch_size=None, num_workers=2, worker_init_fn=tt._worker_init)
+    got = [b["input_ids"] for b in loader]
+    assert len(got) == 6 and all(torch.equal(g, batches.batch(step)["input_ids"]) for g, step in zip(got, range(3, 9)))
+
+
+@pytest.mark.parametrize("seconds", [2.0, 9.99, 10.0])
+def test_training_features_equal_the_processors_features_of_the_clip_padded_to_its_full_length(seconds):
+    """Batches pad to the longest clip plus a margin, not to ``max_seconds``: the frames they keep are the same."""
+    cfg = tt.Config.micro()
+    processor = tt.build_processor(cfg)
+    rng = np.random.default_rng(0)
+    waves = [0.1 * rng.standard_normal(int(s * tt.SAMPLING_RATE)).astype(np.float32) for s in (seconds, 1.5)]
+    batch = tt.Batches(cfg, processor, 0, 1).collate([tt.Example(w, [(tt.SPEAKER_Q, tt.SPEAKERS[0].name)], "speech") for w in waves])
+    full = processor.feature_extractor(waves, sampling_rate=tt.SAMPLING_RATE, return_tensors="pt",
+                                       padding="max_length", return_attention_mask=True)
+    kept = batch["input_features"].shape[-1]
+    assert kept % 4 == 0 or kept == full["input_features"].shape[-1]
+    assert kept >= int(full["attention_mask"].sum(-1).max())
+    assert torch.equal(batch["input_features"], full["input_features"][..., :kept])
+    assert torch.equal(batch["n_frames"], full["attention_mask"].sum(-1))
+
+
+def test_the_device_a_run_trains_on_may_change_when_it_resumes(tmp_path):
+    cfg = tt.Config.micro(out=str(tmp_path / "run"), steps=2, checkpoint_every=1, log_every=1)
+    tt.train(cfg, until=1)
+    tt.train(replace(cfg, device="cpu", workers=1, threads=1), resume=True)
+    assert json.loads((tmp_path / "run" / "training_log.json").read_text())["steps"] == 2
+    assert "device" in tt.RESUMABLE_CHANGES and tt.recorded_config({"config": {}})["device"] == "cpu"
 
 
 def test_late_step_holds_the_answering_positions_late_mask_back_until_then():

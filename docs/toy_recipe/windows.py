@@ -1,0 +1,42 @@
+"""A run's training curves as a table: the mean teacher-forced accuracy of each task over blocks of steps.
+
+    python docs/toy_recipe/windows.py out/lalm-toy/training_log.json --every 400
+
+Reads ``training_log.json`` (a saved run) or ``checkpoint/state.json`` (a run in progress); each row averages the
+25-step windows the run logged in that block, counting question turns as the run trained them, masks and all.
+"""
+
+import argparse
+import json
+
+import numpy as np
+
+TASKS = ("list", "presence", "pitch", "level", "drill", "emotion")
+
+
+def windows(history: list[dict], every: int, tasks=TASKS) -> list[tuple[int, int, list[float | None]]]:
+    """``(first step, last step, mean accuracy per task or None)`` for each block of ``every`` steps."""
+    last = history[-1]["step"]
+    rows = []
+    for start in range(0, last, every):
+        block = [r for r in history if start < r["step"] <= start + every]
+        means = [float(np.mean(v)) if (v := [r[f"{t}_acc"] for r in block if f"{t}_acc" in r]) else None for t in tasks]
+        rows.append((start, min(start + every, last), means))
+    return rows
+
+
+def main(log: str, every: int = 500) -> None:
+    with open(log) as f:
+        history = json.load(f)["history"]
+    print("| steps | " + " | ".join(TASKS) + " |")
+    print("|---" * (len(TASKS) + 1) + "|")
+    for start, stop, means in windows(history, every):
+        print(f"| {start}–{stop} | " + " | ".join("–" if m is None else f"{m:.2f}" for m in means) + " |")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("log", help="training_log.json or checkpoint/state.json")
+    parser.add_argument("--every", type=int, default=500, help="steps per row")
+    args = parser.parse_args()
+    main(args.log, args.every)
