@@ -663,10 +663,10 @@ class Batches(torch.utils.data.IterableDataset):
         sound up later but from its own position."""
         extractor = self.processor.feature_extractor
         # zeros past the longest clip (and its frames' reach) give the frames kept below as 30 s of padding gives them
+        reach = 2 * extractor.n_fft + 4 * extractor.hop_length
         feats = extractor(
             [e.wave for e in examples], sampling_rate=SAMPLING_RATE, return_tensors="pt", padding="max_length",
-            max_length=min(extractor.n_samples, max(len(e.wave) for e in examples) + 2 * extractor.n_fft + 4 * extractor.hop_length),
-            return_attention_mask=True,
+            max_length=min(extractor.n_samples, max(len(e.wave) for e in examples) + reach), return_attention_mask=True,
         )
         n_frames = feats["attention_mask"].sum(-1)
         keep = min(feats["input_features"].shape[-1], 4 * math.ceil((int(n_frames.max()) + 2) / 4))
@@ -824,7 +824,8 @@ RESUMABLE_CHANGES = ("out", "threads", "minutes", "workers", "device")
 # Fields added after checkpoints were first written, with the value that means what runs did before them.
 ADDED_FIELDS = {
     "ladder_steps": 0, "pitch_frac": 0.0, "plain_frac": 0.0, "emotion_weight": 1.0, "frame_weight": 0.0, "late_audio": 0.0,
-    "contrast": 0.0, "balanced": False, "late_lookup": False, "fresh_decoder": False, "pick_frac": 0.0, "late_step": 0, "pick_questions": 1, "device": "cpu",
+    "contrast": 0.0, "balanced": False, "late_lookup": False, "fresh_decoder": False, "pick_frac": 0.0, "late_step": 0,
+    "pick_questions": 1, "device": "cpu",
 }
 
 
