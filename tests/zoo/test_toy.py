@@ -609,7 +609,8 @@ def test_training_features_equal_the_processors_features_of_the_clip_padded_to_i
     processor = tt.build_processor(cfg)
     rng = np.random.default_rng(0)
     waves = [0.1 * rng.standard_normal(int(s * tt.SAMPLING_RATE)).astype(np.float32) for s in (seconds, 1.5)]
-    batch = tt.Batches(cfg, processor, 0, 1).collate([tt.Example(w, [(tt.SPEAKER_Q, tt.SPEAKERS[0].name)], "speech") for w in waves])
+    examples = [tt.Example(w, [(tt.SPEAKER_Q, tt.SPEAKERS[0].name)], "speech") for w in waves]
+    batch = tt.Batches(cfg, processor, 0, 1).collate(examples)
     full = processor.feature_extractor(waves, sampling_rate=tt.SAMPLING_RATE, return_tensors="pt",
                                        padding="max_length", return_attention_mask=True)
     kept = batch["input_features"].shape[-1]
@@ -622,8 +623,9 @@ def test_training_features_equal_the_processors_features_of_the_clip_padded_to_i
 def test_the_device_a_run_trains_on_may_change_when_it_resumes(tmp_path):
     cfg = tt.Config.micro(out=str(tmp_path / "run"), steps=2, checkpoint_every=1, log_every=1)
     tt.train(cfg, until=1)
-    tt.train(replace(cfg, device="cpu", workers=1, threads=1), resume=True)
-    assert json.loads((tmp_path / "run" / "training_log.json").read_text())["steps"] == 2
+    tt.train(replace(cfg, device="cpu:0", workers=1, threads=1), resume=True)  # another device name than the first part's
+    log = json.loads((tmp_path / "run" / "training_log.json").read_text())
+    assert log["steps"] == 2 and log["config"]["device"] == "cpu:0"
     assert "device" in tt.RESUMABLE_CHANGES and tt.recorded_config({"config": {}})["device"] == "cpu"
 
 
