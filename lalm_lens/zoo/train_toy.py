@@ -203,6 +203,10 @@ class Config:
     it out at the answering position (pitch 0.92, level 0.91 held out after 1500 steps of 32 clips), but those
     drills alone erased its other tasks, which run W, mixing them back in, relearnt only in part (docs/toy_recipe.md).
     ``pick_questions``: questions per pick-out drill, at most one on pitch and one on level (:func:`balanced_turns`).
+    ``focus_dropout`` (0: off): the audio dropout during the focus, whatever the ramp outside it (1: every question
+    blind, so only the answering position can look the named sound up, as under ``fresh_decoder.py --mask answer``);
+    ``focus_frozen``: the audio encoder and projector do not learn during the focus (nor the frame objective), as in
+    that script, where the decoder learnt the pick-out.
     ``balanced`` (off by default): every scene of several
     sounds that is not plain holds both answers of each property (:func:`balanced_properties`), drills have two to
     four sounds, and each property question is asked so that the clip's majority answer is right half the time,
@@ -267,6 +271,8 @@ class Config:
     phrase_step: int = 3600
     focus_step: int = 2800
     focus_steps: int = 400
+    focus_dropout: float = 0.0
+    focus_frozen: bool = False
     ladder_steps: int = 150
     pitch_frac: float = 0.0
     plain_frac: float = 0.5
@@ -492,6 +498,11 @@ def speech_at_level(wave: np.ndarray, level: str, rng: np.random.Generator) -> n
     return (wave * min(1.0, 0.99 / float(np.abs(wave).max()))).astype(np.float32)
 
 
+def in_focus(cfg: Config, step: int) -> bool:
+    """Whether ``step`` is one of the drill focus's ``focus_steps`` (from ``focus_step``), where every scene is a drill."""
+    return cfg.focus_step <= step < cfg.focus_step + cfg.focus_steps
+
+
 def ladder_rung(cfg: Config, step: int) -> int:
     """1 or 2 while ``step`` is on the focus's first or second rung (see :class:`Config`), else 0."""
     into = step - cfg.focus_step
@@ -537,7 +548,7 @@ def draw_example(cfg: Config, step: int, index: int, max_s: float) -> Example:
     if rng.random() < (cfg.stage2_speech_frac if stage2 else cfg.speech_frac):
         return speech_example(cfg, stage2, seed, rng)
     task = "list" if step < cfg.list_only_steps or rng.random() < cfg.list_frac else "questions"
-    focus = cfg.focus_step <= step < cfg.focus_step + cfg.focus_steps
+    focus = in_focus(cfg, step)
     drill = (task == "questions" and step >= cfg.property_step and rng.random() < cfg.drill_frac) or focus
     rung = ladder_rung(cfg, step)
     if cfg.pitch_frac and not focus and step >= cfg.property_step and rng.random() < cfg.pitch_frac:
@@ -644,9 +655,11 @@ class Batches(torch.utils.data.IterableDataset):
         rng = np.random.default_rng([cfg.seed, step])
         max_s = float(rng.choice(cfg.durations))
         examples = [draw_example(cfg, step, i, max_s) for i in range(cfg.batch_size)]
-        share = ramp(step, cfg.dropout_step, cfg.ramp_steps)
+        dropout = cfg.audio_dropout * ramp(step, cfg.dropout_step, cfg.ramp_steps)
+        if cfg.focus_dropout and in_focus(cfg, step):
+            dropout = cfg.focus_dropout
         late = ramp(step, max(cfg.dropout_step, cfg.late_step), cfg.ramp_steps)
-        return self.collate(examples, cfg.audio_dropout * share, rng, cfg.late_audio * late,
+        return self.collate(examples, dropout, rng, cfg.late_audio * late,
                             blind_early_only=cfg.late_lookup)
 
     def collate(
@@ -825,7 +838,7 @@ RESUMABLE_CHANGES = ("out", "threads", "minutes", "workers", "device")
 ADDED_FIELDS = {
     "ladder_steps": 0, "pitch_frac": 0.0, "plain_frac": 0.0, "emotion_weight": 1.0, "frame_weight": 0.0, "late_audio": 0.0,
     "contrast": 0.0, "balanced": False, "late_lookup": False, "fresh_decoder": False, "pick_frac": 0.0, "late_step": 0,
-    "pick_questions": 1, "device": "cpu",
+    "pick_questions": 1, "device": "cpu", "focus_dropout": 0.0, "focus_frozen": False,
 }
 
 
@@ -954,7 +967,8 @@ def train(cfg: Config, resume: bool = False, until: int | None = None) -> Path:
         lr = lr_at(step, cfg, time.time() - start)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        audio = batch_audio_embeds(model, batch)
+        with torch.set_grad_enabled(not (cfg.focus_frozen and in_focus(cfg, step))):
+            audio = batch_audio_embeds(model, batch)
         loss, stats = answer_stats(forward_logits(model, batch, audio), batch)
         if heads is not None and audio.requires_grad:
             frames, frame_stats = frame_loss(heads, audio, batch["frame_targets"])
@@ -1447,6 +1461,11 @@ def write_model_card(folder: str | Path) -> Path:
         drills += (f'\n- {100 * c["pick_frac"]:g} % of the drills are pick-out drills: two events in a {PICK_SECONDS:g} s clip, one high and'
                    "\n  one low, one loud and one quiet, asked " + ("the pitch or the level of one of them;" if c["pick_questions"] == 1
                                                             else "the pitch of one of them and the level of one of them;"))
+    during = [f"the question's own tokens may not attend to the audio in {100 * c['focus_dropout']:g} % of question turns"
+              ] if c.get("focus_dropout") else []
+    during += ["the audio encoder and projector do not learn"] if c.get("focus_frozen") else []
+    if during:
+        drills += f'\n- during the focus, {" and ".join(during)} (the answering position alone looks the sound up);'
     if c.get("freeze_encoder", True):
         stage2 = f"""**Stage 2** (from step {c["stage2_step"]}): the audio encoder and projector are frozen, and every
 speech clip ({100 * c["stage2_speech_frac"]:g} % of clips) is also asked "{EMOTION_Q}" →

@@ -414,6 +414,12 @@ def test_only_write_card_updates_the_models_own_card(micro_toy, tmp_path):
     (folder / "training_log.json").write_text(json.dumps(log))
     card = tt.write_model_card(folder).read_text()
     assert "the pitch of one of them and the level of one of them" in card and "on cuda (7 data workers)" in card
+    assert "during the focus" not in card
+    log["config"].update(focus_dropout=1.0, focus_frozen=True)
+    (folder / "training_log.json").write_text(json.dumps(log))
+    card = tt.write_model_card(folder).read_text()
+    assert ("during the focus, the question's own tokens may not attend to the audio in 100 % of question turns and "
+            "the audio encoder and projector do not learn") in " ".join(card.split())
     with pytest.raises(SystemExit):
         tt.main(["--evaluate", "--out", str(folder), "--write-card", "--results", str(tmp_path / "r")])
 
@@ -666,3 +672,29 @@ def test_balanced_clips_leave_picking_out_the_named_sound_as_the_only_way_to_sco
         tt.balanced_properties(1, np.random.default_rng(0))
     assert tt.recorded_config({"config": {}})["balanced"] is False, "older checkpoints had none"
     assert tt.Config().balanced is False, "off by default"
+
+
+def test_focus_dropout_hides_the_audio_from_every_question_of_the_focus_whatever_the_ramp():
+    cfg = tt.Config.micro(durations=(3.0,), audio_dropout=0.0, focus_dropout=1.0, focus_step=2, focus_steps=2,
+                          dropout_step=0, stage2_step=10**6)
+    batches = tt.Batches(cfg, tt.build_processor(cfg), 0, 8)
+    audio_id = batches.encode.audio_id
+
+    def sees_audio(step: int) -> torch.Tensor:
+        batch = batches.batch(step)
+        audio = batch["input_ids"] == audio_id
+        after = audio.long().cumsum(-1).bool() & ~audio & (batch["input_ids"] != batches.encode.pad_id)
+        return (batch["attention_mask"][:, 0] & audio[:, None, :]).any(-1)[after & (batch["targets"] == -100)]
+
+    assert sees_audio(1).all() and sees_audio(4).all(), "outside the focus: the ramped audio_dropout (here 0)"
+    assert not sees_audio(2).all() and not sees_audio(3).all()
+    assert tt.recorded_config({"config": {}})["focus_dropout"] == 0.0
+
+
+def test_focus_frozen_keeps_the_encoder_as_it_was_through_the_focus(tmp_path):
+    cfg = tt.Config.micro(out=str(tmp_path / "run"), steps=2, focus_step=0, focus_steps=2, focus_frozen=True)
+    before = tt.build_model(cfg, tt.build_processor(cfg).tokenizer).state_dict()
+    after = tt.load_run(tt.train(cfg))[0].state_dict()
+    changed = {k.startswith(tt.AUDIO_MODULES) for k, v in before.items() if not torch.equal(v, after[k])}
+    assert changed == {False}, "only the decoder learnt"
+    assert tt.recorded_config({"config": {}})["focus_frozen"] is False
