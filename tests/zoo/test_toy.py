@@ -415,11 +415,12 @@ def test_only_write_card_updates_the_models_own_card(micro_toy, tmp_path):
     card = tt.write_model_card(folder).read_text()
     assert "the pitch of one of them and the level of one of them" in card and "on cuda (7 data workers)" in card
     assert "during the focus" not in card
-    log["config"].update(focus_dropout=1.0, focus_frozen=True)
+    log["config"].update(focus_dropout=1.0, focus_frozen=True, focus_frac=0.6)
     (folder / "training_log.json").write_text(json.dumps(log))
     card = tt.write_model_card(folder).read_text()
     assert ("during the focus, the question's own tokens may not attend to the audio in 100 % of question turns and "
             "the audio encoder and projector do not learn") in " ".join(card.split())
+    assert "60 % of the other scenes are drills too" in card
     with pytest.raises(SystemExit):
         tt.main(["--evaluate", "--out", str(folder), "--write-card", "--results", str(tmp_path / "r")])
 
@@ -698,3 +699,12 @@ def test_focus_frozen_keeps_the_encoder_as_it_was_through_the_focus(tmp_path):
     changed = {k.startswith(tt.AUDIO_MODULES) for k, v in before.items() if not torch.equal(v, after[k])}
     assert changed == {False}, "only the decoder learnt"
     assert tt.recorded_config({"config": {}})["focus_frozen"] is False
+
+
+def test_focus_frac_keeps_the_list_and_presence_in_the_focus_and_at_one_every_scene_is_a_drill():
+    cfg = tt.Config(focus_step=2000, focus_steps=400, pick_frac=1.0, ladder_steps=0, property_step=2000)
+    tasks = Counter(tt.draw_example(replace(cfg, focus_frac=0.6), 2000 + i // 16, i % 16, 6.0).task for i in range(240))
+    assert 0.5 < tasks["drill"] / (240 - tasks["speech"]) < 0.85 and tasks["list"] and tasks["questions"]
+    whole = [tt.draw_example(cfg, 2000 + i // 16, i % 16, 6.0) for i in range(32)]
+    assert {e.task for e in whole} <= {"drill", "speech"}
+    assert tt.recorded_config({"config": {}})["focus_frac"] == 1.0
