@@ -2,7 +2,9 @@
 
 The clips are balanced two-event 3 s clips (one sound high and one low, one loud and one
 quiet), each asked the pitch or the level of one of its sounds: neither the clip's average
-nor its opposite says anything about the answer; only picking out the named sound does.
+nor its opposite says anything about the answer; only picking out the named sound does
+(``--events 3 --seconds 6``: three sounds in 6 s, both answers of each property among them,
+the asked sound drawn so that the clip's majority answer is right half the time).
 The audio embeddings of RUN's encoder and projector are computed once, for ``--clips``
 training clips and 512 held-out ones; a decoder of the recipe's shape, with fresh weights
 (or RUN's own, ``--decoder run``), then learns on them alone (AdamW, constant lr 1e-3 or ``--lr``,
@@ -34,11 +36,11 @@ from lalm_lens.zoo import train_toy as tt
 N_TEST, BATCH = 512, 32
 
 
-def clips(n: int, seed, rng: np.random.Generator) -> list[tt.Example]:
+def clips(n: int, seed, rng: np.random.Generator, n_events: int = 2, seconds: float = 3.0) -> list[tt.Example]:
     examples = []
     for i in range(n):
-        pitches, levels = tt.balanced_properties(2, rng)
-        scene = make_scene(seed(i), n_events=2, duration_s=3.0, layout=str(rng.choice(["equal", "random"])),
+        pitches, levels = tt.balanced_properties(n_events, rng)
+        scene = make_scene(seed(i), n_events=n_events, duration_s=seconds, layout=str(rng.choice(["equal", "random"])),
                            properties=True, pitches=pitches, levels=levels)
         examples.append(tt.Example(scene.wave, tt.balanced_turns(scene.events, 1, rng), "drill", tuple(scene.events)))
     return examples
@@ -90,14 +92,15 @@ def accuracy(learner, batches: list[dict]) -> dict[str, float]:
 
 
 def main(run: str, steps: int = 1500, n_clips: int = 4000, decoder: str = "fresh", mask: str = "sighted",
-         threads: int = 2, save: str = "", lr: float = 1e-3) -> None:
+         threads: int = 2, save: str = "", lr: float = 1e-3, n_events: int = 2, seconds: float = 3.0) -> None:
     torch.set_num_threads(threads)
     model, processor, step = tt.load_run(run)
     model.eval()
     cfg, started = tt.Config(), time.time()
     collate = tt.Batches(cfg, processor, 0, 0).collate
-    train = embedded(model, collate, clips(n_clips, lambda i: tt.train_seed(cfg.seed, i), np.random.default_rng(0)), mask)
-    held_out = clips(N_TEST, tt.heldout_seed, np.random.default_rng(1))
+    train_clips = clips(n_clips, lambda i: tt.train_seed(cfg.seed, i), np.random.default_rng(0), n_events, seconds)
+    train = embedded(model, collate, train_clips, mask)
+    held_out = clips(N_TEST, tt.heldout_seed, np.random.default_rng(1), n_events, seconds)
     test = embedded(model, collate, held_out, mask)
     sighted = test if mask == "sighted" else [
         {**collate(held_out[i : i + BATCH]), "audio": b["audio"]} for i, b in zip(range(0, N_TEST, BATCH), test)]
@@ -111,7 +114,7 @@ def main(run: str, steps: int = 1500, n_clips: int = 4000, decoder: str = "fresh
     params = [p for name, p in learner.named_parameters() if not name.startswith(tt.AUDIO_MODULES)]
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     at = "" if step is None else f" at step {step}"
-    print(f"{decoder} decoder on {run}'s encoder{at}, {n_clips} training clips, audio attention {mask} "
+    print(f"{decoder} decoder on {run}'s encoder{at}, {n_clips} training clips of {n_events} sounds in {seconds:g} s, audio attention {mask} "
           f"({time.time() - started:.0f} s to embed): pitch / level answers right on {N_TEST} held-out clips")
     for i in range(steps + 1):
         if i % 100 == 0 or i == steps:
@@ -148,5 +151,7 @@ if __name__ == "__main__":
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--lr", type=float, default=1e-3, help="AdamW's learning rate (constant)")
     parser.add_argument("--save", default="", help="a folder to save the trained model in (RUN's encoder with it)")
+    parser.add_argument("--events", type=int, default=2, help="sounds per clip, both answers of each property among them")
+    parser.add_argument("--seconds", type=float, default=3.0, help="the clips' length")
     args = parser.parse_args()
-    main(args.run, args.steps, args.clips, args.decoder, args.mask, args.threads, args.save, args.lr)
+    main(args.run, args.steps, args.clips, args.decoder, args.mask, args.threads, args.save, args.lr, args.events, args.seconds)

@@ -203,6 +203,15 @@ class Config:
     it out at the answering position (pitch 0.92, level 0.91 held out after 1500 steps of 32 clips), but those
     drills alone erased its other tasks, which run W, mixing them back in, relearnt only in part (docs/toy_recipe.md).
     ``pick_questions``: questions per pick-out drill, at most one on pitch and one on level (:func:`balanced_turns`).
+    ``wide_pick_step`` (0: never): from that step on, pick-out drills have two to four sounds, both answers of each
+    property among them (:func:`balanced_properties`), in clips of the run's usual length, as the held-out property
+    questions' three-event 6 s clips are (run Z5, taught on two sounds in 3 s, picked out pitch / level 0.80 / 0.86 of
+    those held out, and answered 64 / 72 % of the three-event ones; run Z6, Z5 with these drills from the end of the
+    focus, answered 66.5 / 72 %: no change). ``sighted_presence_step`` (0: never): from that
+    step on, presence questions keep the audio whatever the dropout (the property targets are about the answering
+    position's lookup, presence's are not: Z5, with presence blind in 80 % of its turns after the focus, relearnt it
+    to 0.69 blind in training and 88.8 % sighted held out, from 0.99 before the focus; with it from there, run Z8,
+    99.3 %, the drills unchanged; run Z9, Z8 with ``audio_dropout`` 0.5 after the focus: level 89.5 %, pitch 64.5 %).
     ``focus_frac`` (1: every scene): the chance that a scene of the focus is made a drill, the others drawn as outside
     it (list and presence go on: after a focus of drills alone, run Z3 listed 21 % of clips right, from 76 %; but with
     0.6, run Z4, the pick-out did not form). ``focus_dropout`` (0: off): the audio dropout during the focus, whatever
@@ -295,6 +304,8 @@ class Config:
     contrast: float = 0.0
     pick_frac: float = 0.0
     pick_questions: int = 1
+    wide_pick_step: int = 0
+    sighted_presence_step: int = 0
     balanced: bool = False
     balanced_level: bool = False
     frame_weight: float = 1.0
@@ -502,6 +513,12 @@ def speech_at_level(wave: np.ndarray, level: str, rng: np.random.Generator) -> n
     return (wave * min(1.0, 0.99 / float(np.abs(wave).max()))).astype(np.float32)
 
 
+def wide_pick(cfg: Config, step: int) -> bool:
+    """Whether pick-out drills at ``step`` have two to four sounds in a clip of the run's usual length
+    (``Config.wide_pick_step``) rather than two sounds in a ``PICK_SECONDS`` clip."""
+    return bool(cfg.wide_pick_step) and step >= cfg.wide_pick_step
+
+
 def in_focus(cfg: Config, step: int) -> bool:
     """Whether ``step`` is one of the drill focus's ``focus_steps`` (from ``focus_step``), where scenes are drills."""
     return cfg.focus_step <= step < cfg.focus_step + cfg.focus_steps
@@ -563,7 +580,7 @@ def draw_example(cfg: Config, step: int, index: int, max_s: float) -> Example:
     if rung == 1:
         n_events = 1
     elif pick:
-        n_events = 2
+        n_events = 2 + int(rng.integers(3)) if wide_pick(cfg, step) else 2
     elif contrast:
         n_events = 2 + int(rng.integers(2))
     elif drill and cfg.balanced and not rung:
@@ -573,7 +590,7 @@ def draw_example(cfg: Config, step: int, index: int, max_s: float) -> Example:
     else:
         n_events = 1 + int(rng.choice(len(cfg.event_counts), p=np.array(cfg.event_counts) / sum(cfg.event_counts)))
     plain = bool(cfg.plain_frac) and not (drill or rung) and rng.random() < cfg.plain_frac
-    duration = PICK_SECONDS if pick else float(rng.uniform(max(2.0, max_s - 2.0), max_s))
+    duration = PICK_SECONDS if pick and not wide_pick(cfg, step) else float(rng.uniform(max(2.0, max_s - 2.0), max_s))
     asked, pitches, levels = contrast_properties(n_events, rng) if contrast else (None, None, None)
     if (cfg.balanced or pick) and not (contrast or plain) and n_events > 1:
         pitches, levels = balanced_properties(n_events, rng)
@@ -664,12 +681,13 @@ class Batches(torch.utils.data.IterableDataset):
         if cfg.focus_dropout and in_focus(cfg, step):
             dropout = cfg.focus_dropout
         late = ramp(step, max(cfg.dropout_step, cfg.late_step), cfg.ramp_steps)
+        sighted = ("presence",) if cfg.sighted_presence_step and step >= cfg.sighted_presence_step else ()
         return self.collate(examples, dropout, rng, cfg.late_audio * late,
-                            blind_early_only=cfg.late_lookup)
+                            blind_early_only=cfg.late_lookup, sighted_kinds=sighted)
 
     def collate(
         self, examples: list[Example], audio_dropout: float = 0.0, rng: np.random.Generator | None = None,
-        late_audio: float = 0.0, sighted_tail: float = 0.0, blind_early_only: bool = False,
+        late_audio: float = 0.0, sighted_tail: float = 0.0, blind_early_only: bool = False, sighted_kinds: tuple[str, ...] = (),
     ) -> dict:
         """Features, right-padded ids, answer targets and the 4D mask of ``examples``; each question turn's tokens
         lose the audio with probability ``audio_dropout``, and in a scene's question turns the position that answers
@@ -678,7 +696,8 @@ class Batches(torch.utils.data.IterableDataset):
         from the one before the answering position, that keep the audio all the same (lowered rung by rung, it pushes
         the lookup of a named sound from the name towards the answering position). ``blind_early_only``: a dropped
         turn's tokens lose the audio in the decoder's first half only (in ``early_mask``), so the name must look its
-        sound up later but from its own position."""
+        sound up later but from its own position. ``sighted_kinds``: the question kinds (``QUESTION_KINDS``) whose
+        turns keep the audio whatever the dropout (their draw is made all the same, so the other turns' are unchanged)."""
         extractor = self.processor.feature_extractor
         # zeros past the longest clip (and its frames' reach) give the frames kept below as 30 s of padding gives them
         reach = 2 * extractor.n_fft + 4 * extractor.hop_length
@@ -702,8 +721,9 @@ class Batches(torch.utils.data.IterableDataset):
             mask[b, 0, :n, :n] = causal[:n, :n]
             mask[b, 0, range(n, length), range(n, length)] = True
             audio = input_ids[b] == self.encode.audio_id
-            for start, stop in questions:
-                if audio_dropout and rng.random() < audio_dropout:
+            for (start, stop), (_, answer) in zip(questions, examples[b].turns):
+                dropped = audio_dropout and rng.random() < audio_dropout
+                if dropped and QUESTION_KINDS.get(answer) not in sighted_kinds:
                     blind = slice(start, stop - round(sighted_tail * (stop - start)))
                     if blind_early_only:
                         early.append((b, blind, audio))
@@ -844,6 +864,7 @@ ADDED_FIELDS = {
     "ladder_steps": 0, "pitch_frac": 0.0, "plain_frac": 0.0, "emotion_weight": 1.0, "frame_weight": 0.0, "late_audio": 0.0,
     "contrast": 0.0, "balanced": False, "late_lookup": False, "fresh_decoder": False, "pick_frac": 0.0, "late_step": 0,
     "pick_questions": 1, "device": "cpu", "focus_frac": 1.0, "focus_dropout": 0.0, "focus_frozen": False,
+    "wide_pick_step": 0, "sighted_presence_step": 0,
 }
 
 
@@ -1456,8 +1477,10 @@ def write_model_card(folder: str | Path) -> Path:
     phrase_step = c.get("phrase_step", c["list_only_steps"])  # runs before phrase_step ramped from list_only_steps
     syllables = (f'; in {100 * c["syllables_frac"]:g} % of them "{SYLLABLES_Q}" → 8 … 15'
                  if c.get("syllables_frac") else "")
-    drills = (f'\n- from step {c["property_step"]}, {100 * c["drill_frac"]:g} % of those scenes are drills instead: one or two'
-              f'\n  events, asked only the pitch and level of each; for steps {c["focus_step"]}–{c["focus_step"] + c["focus_steps"]}'
+    what = ("pick-out drills (below)" if c["pick_frac"] >= 1 else
+            "one or two\n  events, asked only the pitch and level of each")
+    drills = (f'\n- from step {c["property_step"]}, {100 * c["drill_frac"]:g} % of those scenes are drills instead: {what};'
+              f'\n  for steps {c["focus_step"]}–{c["focus_step"] + c["focus_steps"]}'
               + ("\n  every scene is a drill;" if c.get("focus_frac", 1.0) >= 1 else
                  f',\n  {100 * c["focus_frac"]:g} % of the other scenes are drills too;') if c.get("drill_frac") else "")
     if c.get("contrast"):
@@ -1467,11 +1490,16 @@ def write_model_card(folder: str | Path) -> Path:
         drills += (f'\n- {100 * c["pick_frac"]:g} % of the drills are pick-out drills: two events in a {PICK_SECONDS:g} s clip, one high and'
                    "\n  one low, one loud and one quiet, asked " + ("the pitch or the level of one of them;" if c["pick_questions"] == 1
                                                             else "the pitch of one of them and the level of one of them;"))
+        if c["wide_pick_step"]:
+            drills += (f'\n- from step {c["wide_pick_step"]}, pick-out drills have two to four events in clips of the usual length, each'
+                       "\n  property's answers balanced so that the clip's majority answer is right half the time;")
     during = [f"the question's own tokens may not attend to the audio in {100 * c['focus_dropout']:g} % of question turns"
               ] if c.get("focus_dropout") else []
     during += ["the audio encoder and projector do not learn"] if c.get("focus_frozen") else []
     if during:
         drills += f'\n- during the focus, {" and ".join(during)} (the answering position alone looks the sound up);'
+    if c["sighted_presence_step"]:
+        drills += f'\n- from step {c["sighted_presence_step"]}, presence questions are never blind to the audio;'
     if c.get("freeze_encoder", True):
         stage2 = f"""**Stage 2** (from step {c["stage2_step"]}): the audio encoder and projector are frozen, and every
 speech clip ({100 * c["stage2_speech_frac"]:g} % of clips) is also asked "{EMOTION_Q}" →

@@ -414,6 +414,7 @@ def test_only_write_card_updates_the_models_own_card(micro_toy, tmp_path):
     (folder / "training_log.json").write_text(json.dumps(log))
     card = tt.write_model_card(folder).read_text()
     assert "the pitch of one of them and the level of one of them" in card and "on cuda (7 data workers)" in card
+    assert "two to four events" not in card and "presence questions are never blind" not in card
     assert "during the focus" not in card
     log["config"].update(focus_dropout=1.0, focus_frozen=True, focus_frac=0.6)
     (folder / "training_log.json").write_text(json.dumps(log))
@@ -421,6 +422,12 @@ def test_only_write_card_updates_the_models_own_card(micro_toy, tmp_path):
     assert ("during the focus, the question's own tokens may not attend to the audio in 100 % of question turns and "
             "the audio encoder and projector do not learn") in " ".join(card.split())
     assert "60 % of the other scenes are drills too" in card
+    log["config"].update(wide_pick_step=3400, pick_frac=1.0, sighted_presence_step=3400)
+    (folder / "training_log.json").write_text(json.dumps(log))
+    card = " ".join(tt.write_model_card(folder).read_text().split())
+    assert "from step 3400, pick-out drills have two to four events" in card
+    assert "from step 3400, presence questions are never blind to the audio" in card
+    assert "drills instead: pick-out drills (below);" in card and "one or two events" not in card
     with pytest.raises(SystemExit):
         tt.main(["--evaluate", "--out", str(folder), "--write-card", "--results", str(tmp_path / "r")])
 
@@ -519,6 +526,7 @@ def test_the_recipe_pages_scripts_run_on_a_trained_toy(micro_toy, monkeypatch, c
     assert all(torch.equal(saved[k], w) for k, w in source.items() if k.startswith(tt.AUDIO_MODULES)), "RUN's encoder kept"
     fresh.main(str(micro_toy), steps=1, n_clips=4, decoder="run", mask="late", save=str(tmp_path / "late"), lr=3e-4)
     fresh.main(str(tmp_path / "late"), steps=1, n_clips=4, decoder="run", mask="recipe")
+    fresh.main(str(micro_toy), steps=1, n_clips=4, decoder="run", mask="answer", n_events=3, seconds=4.0)
     for name, n_clips in (("answer_attention", 4), ("asked_class", 8), ("named_pitch", 8), ("blind_presence", 4),
                           ("retrieval", 4)):
         module = script(name)
@@ -543,8 +551,9 @@ def test_the_recipe_pages_scripts_run_on_a_trained_toy(micro_toy, monkeypatch, c
     assert "speech-level, sighted: speech answers right" in out and "level-mixed, sighted: level answers right" in out
     assert "8 clips, as --evaluate" in out and "8 clips, pitch and level varied" in out
     assert "4 clips; rows: layers, columns: heads" in out
-    assert out.count("decoder on ") == 3 and "audio attention late" in out and "audio attention recipe" in out
-    assert out.count("cut second half:  pitch ") == out.count("cut every layer:  pitch ") == 1 + 2 + 2
+    assert out.count("decoder on ") == 4 and "audio attention late" in out and "audio attention recipe" in out
+    assert "training clips of 3 sounds in 4 s" in out
+    assert out.count("cut second half:  pitch ") == out.count("cut every layer:  pitch ") == 1 + 2 + 2 + 2
 
 
 def test_contrast_drills_ask_of_one_sound_that_every_other_sound_of_the_clip_differs_from():
@@ -599,6 +608,44 @@ def test_pick_questions_asks_pitch_and_level_each_of_either_sound():
                     if sum(ev.label in q for ev in e.events) == 1)
     assert len(asked) > 4, "either sound of a clip may be asked"
     assert tt.recorded_config({"config": {}})["pick_questions"] == 1, "older runs asked one"
+
+
+def test_wide_pick_step_gives_pick_out_drills_two_to_four_sounds_in_clips_of_the_usual_length():
+    cfg = tt.Config(pick_frac=1.0, drill_frac=0.5, pick_questions=2, wide_pick_step=5000)
+    before = [tt.draw_example(cfg, 4999, i, 6.0) for i in range(120)]
+    assert {len(e.events) for e in before if e.task == "drill"} == {2}, "pick-out drills as before until that step"
+    drills = [e for e in (tt.draw_example(cfg, 5000, i, 6.0) for i in range(300)) if e.task == "drill"]
+    assert {len(e.events) for e in drills} == {2, 3, 4}
+    assert all(len(e.wave) >= 4.0 * tt.SAMPLING_RATE for e in drills), "clips of the usual length (4-6 s here)"
+    for e in drills:
+        assert {ev.pitch for ev in e.events} == set(tt.PITCHES) and {ev.level for ev in e.events} == set(tt.LEVELS)
+    off, before_the_field = replace(cfg, wide_pick_step=0), tt.Config(pick_frac=1.0, drill_frac=0.5, pick_questions=2)
+    same = [(tt.draw_example(off, 5000, i, 6.0), tt.draw_example(before_the_field, 5000, i, 6.0)) for i in range(40)]
+    assert all(a.turns == b.turns and (a.wave == b.wave).all() for a, b in same), "off: the same examples as before the field"
+    assert tt.recorded_config({"config": {}})["wide_pick_step"] == 0
+
+
+def test_sighted_presence_step_keeps_the_audio_for_presence_questions_alone():
+    cfg = tt.Config.micro(audio_dropout=1.0, dropout_step=0, ramp_steps=1, property_step=0, drill_frac=0.0,
+                          list_only_steps=0, speech_frac=0.0, stage2_speech_frac=0.0, list_frac=0.0, batch_size=8,
+                          sighted_presence_step=5)
+    batches = tt.Batches(cfg, tt.build_processor(cfg), 0, 0)
+    audio_id = batches.encode.audio_id
+
+    def sees_audio(step: int) -> dict[str, set[bool]]:
+        batch, seen = batches.batch(step), {}
+        examples = [tt.draw_example(cfg, step, i, max(cfg.durations)) for i in range(cfg.batch_size)]
+        for b, e in enumerate(examples):
+            ids = batch["input_ids"][b].tolist()
+            audio = batch["input_ids"][b] == audio_id
+            for (start, _), (_, answer) in zip(batches.encode(e.turns, ids.count(audio_id))[3], e.turns):
+                seen.setdefault(tt.QUESTION_KINDS[answer], set()).add(bool(batch["attention_mask"][b, 0, start, audio].any()))
+        return seen
+
+    before, after = sees_audio(4), sees_audio(5)
+    assert before["presence"] == {False} and before.get("pitch", before.get("level")) == {False}, "all blind before"
+    assert after["presence"] == {True} and after.get("pitch", after.get("level")) == {False}, "presence alone sees it"
+    assert tt.recorded_config({"config": {}})["sighted_presence_step"] == 0
 
 
 def test_batches_are_the_same_from_any_number_of_workers_in_step_order():
