@@ -513,10 +513,9 @@ def speech_at_level(wave: np.ndarray, level: str, rng: np.random.Generator) -> n
     return (wave * min(1.0, 0.99 / float(np.abs(wave).max()))).astype(np.float32)
 
 
-def wide_pick(cfg: Config, step: int) -> bool:
-    """Whether pick-out drills at ``step`` have two to four sounds in a clip of the run's usual length
-    (``Config.wide_pick_step``) rather than two sounds in a ``PICK_SECONDS`` clip."""
-    return bool(cfg.wide_pick_step) and step >= cfg.wide_pick_step
+def since(start: int, step: int) -> bool:
+    """Whether a ``Config`` field that acts "from that step on (0: never)" acts at ``step``."""
+    return bool(start) and step >= start
 
 
 def in_focus(cfg: Config, step: int) -> bool:
@@ -577,10 +576,11 @@ def draw_example(cfg: Config, step: int, index: int, max_s: float) -> Example:
         rung = 1
     contrast = drill and bool(cfg.contrast) and not rung and rng.random() < cfg.contrast
     pick = drill and bool(cfg.pick_frac) and not (rung or contrast) and rng.random() < cfg.pick_frac
+    wide = since(cfg.wide_pick_step, step)  # two to four sounds in a clip of the usual length, not two in PICK_SECONDS
     if rung == 1:
         n_events = 1
     elif pick:
-        n_events = 2 + int(rng.integers(3)) if wide_pick(cfg, step) else 2
+        n_events = 2 + int(rng.integers(3)) if wide else 2
     elif contrast:
         n_events = 2 + int(rng.integers(2))
     elif drill and cfg.balanced and not rung:
@@ -590,7 +590,7 @@ def draw_example(cfg: Config, step: int, index: int, max_s: float) -> Example:
     else:
         n_events = 1 + int(rng.choice(len(cfg.event_counts), p=np.array(cfg.event_counts) / sum(cfg.event_counts)))
     plain = bool(cfg.plain_frac) and not (drill or rung) and rng.random() < cfg.plain_frac
-    duration = PICK_SECONDS if pick and not wide_pick(cfg, step) else float(rng.uniform(max(2.0, max_s - 2.0), max_s))
+    duration = PICK_SECONDS if pick and not wide else float(rng.uniform(max(2.0, max_s - 2.0), max_s))
     asked, pitches, levels = contrast_properties(n_events, rng) if contrast else (None, None, None)
     if (cfg.balanced or pick) and not (contrast or plain) and n_events > 1:
         pitches, levels = balanced_properties(n_events, rng)
@@ -681,7 +681,7 @@ class Batches(torch.utils.data.IterableDataset):
         if cfg.focus_dropout and in_focus(cfg, step):
             dropout = cfg.focus_dropout
         late = ramp(step, max(cfg.dropout_step, cfg.late_step), cfg.ramp_steps)
-        sighted = ("presence",) if cfg.sighted_presence_step and step >= cfg.sighted_presence_step else ()
+        sighted = ("presence",) if since(cfg.sighted_presence_step, step) else ()
         return self.collate(examples, dropout, rng, cfg.late_audio * late,
                             blind_early_only=cfg.late_lookup, sighted_kinds=sighted)
 
