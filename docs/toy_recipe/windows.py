@@ -12,6 +12,7 @@ import json
 import numpy as np
 
 TASKS = ("list", "presence", "pitch", "level", "drill", "emotion")
+OPTIONAL = ("name",)  # a column only for runs that trained it (Config.name_step)
 
 
 def windows(history: list[dict], every: int, tasks=TASKS) -> list[tuple[int, int, list[float | None]]]:
@@ -28,9 +29,10 @@ def windows(history: list[dict], every: int, tasks=TASKS) -> list[tuple[int, int
 def main(log: str, every: int = 500) -> None:
     with open(log) as f:
         history = json.load(f)["history"]
-    print("| steps | " + " | ".join(TASKS) + " |")
-    print("|---" * (len(TASKS) + 1) + "|")
-    for start, stop, means in windows(history, every):
+    tasks = TASKS + tuple(t for t in OPTIONAL if any(f"{t}_acc" in r for r in history))
+    print("| steps | " + " | ".join(tasks) + " |")
+    print("|---" * (len(tasks) + 1) + "|")
+    for start, stop, means in windows(history, every, tasks):
         print(f"| {start}–{stop} | " + " | ".join("–" if m is None else f"{m:.2f}" for m in means) + " |")
 
 

@@ -92,10 +92,12 @@ LEVEL_Q = "Is the {label} sound loud or quiet?"
 SPEAKER_Q = "Who is speaking?"
 SPEECH_LEVEL_Q = "Is the speech loud or quiet?"
 SYLLABLES_Q = "How many syllables are spoken?"
+NAME_Q = "What is the {label} sound?"
 CHAT_TOKENS_AFTER_QUESTION = 3  # <|im_end|> <|im_start|> assistant: the last is the position that answers
 TASKS = ("list", "questions", "drill", "speech", "emotion")
 SCENE_QUESTIONS = ("questions", "drill")  # the tasks whose turns ask about a scene's sounds
-QUESTION_KINDS = {"yes": "presence", "no": "presence", **{w: "pitch" for w in PITCHES}, **{w: "level" for w in LEVELS}}
+QUESTION_KINDS = {"yes": "presence", "no": "presence", **{w: "pitch" for w in PITCHES}, **{w: "level" for w in LEVELS},
+                  **{c: "name" for c in EVENT_CLASSES}}
 WINDOWS = (*TASKS, *dict.fromkeys(QUESTION_KINDS.values()), *FRAME_KINDS)
 
 # Other ways to ask, and other ways to name each sound (several words, some
@@ -212,6 +214,10 @@ class Config:
     position's lookup, presence's are not: Z5, with presence blind in 80 % of its turns after the focus, relearnt it
     to 0.69 blind in training and 88.8 % sighted held out, from 0.99 before the focus; with it from there, run Z8,
     99.3 %, the drills unchanged; run Z9, Z8 with ``audio_dropout`` 0.5 after the focus: level 89.5 %, pitch 64.5 %).
+    ``name_step`` (0: never): from that step on, every question scene and drill also asks one of its sounds' class
+    word, the sound named as the other questions name it: "What is the {label} sound?" -> "dog" (``NAME_Q``; answered
+    from the text alone, it needs the named class at the answering position, which Z9's held 57 % of the time at
+    layers 1-5, ``docs/toy_recipe/asked_class.py``; the lookup of the named sound needs it there).
     ``focus_frac`` (1: every scene): the chance that a scene of the focus is made a drill, the others drawn as outside
     it (list and presence go on: after a focus of drills alone, run Z3 listed 21 % of clips right, from 76 %; but with
     0.6, run Z4, the pick-out did not form). ``focus_dropout`` (0: off): the audio dropout during the focus, whatever
@@ -306,6 +312,7 @@ class Config:
     pick_questions: int = 1
     wide_pick_step: int = 0
     sighted_presence_step: int = 0
+    name_step: int = 0
     balanced: bool = False
     balanced_level: bool = False
     frame_weight: float = 1.0
@@ -338,7 +345,8 @@ def n_tokens(text: str) -> int:
 
 def prompt_words() -> list[str]:
     phrases = [p for ps in PHRASES.values() for p in ps]
-    texts = [LIST_Q, EMOTION_Q, SPEAKER_Q, SPEECH_LEVEL_Q, SYLLABLES_Q, *PRESENCE_QS, *PITCH_QS, *LEVEL_QS, *EVENT_CLASSES, *phrases]
+    texts = [LIST_Q, EMOTION_Q, SPEAKER_Q, SPEECH_LEVEL_Q, SYLLABLES_Q, *PRESENCE_QS, *PITCH_QS, *LEVEL_QS, *EVENT_CLASSES, *phrases,
+             NAME_Q]
     words = [w for t in texts for w in re.findall(r"\w+|[^\w\s]", t.lower()) if w not in ("{", "}", "label")]
     return list(dict.fromkeys([*TEMPLATE_WORDS, *words, *ANSWER_WORDS]))
 
@@ -564,6 +572,22 @@ def draw_example(cfg: Config, step: int, index: int, max_s: float) -> Example:
     """One training example, a pure function of the run seed and its place in the run."""
     seed = train_seed(cfg.seed, step * cfg.batch_size + index)
     rng = np.random.default_rng([seed, TASK_STREAM])
+    example = draw_turns(cfg, step, seed, rng, max_s)
+    if since(cfg.name_step, step) and example.task in SCENE_QUESTIONS:
+        example = with_name_turn(example, rng, cfg.phrase_frac * ramp(step, cfg.phrase_step, cfg.ramp_steps))
+    return example
+
+
+def with_name_turn(example: Example, rng: np.random.Generator, phrase_frac: float) -> Example:
+    """``example`` with one more turn, at a random place: ``NAME_Q`` about one of its sounds (``Config.name_step``)."""
+    label = example.events[int(rng.integers(len(example.events)))].label
+    turns = list(example.turns)
+    turns.insert(int(rng.integers(len(turns) + 1)), (NAME_Q.format(label=name(label, rng, phrase_frac)), label))
+    return example._replace(turns=turns)
+
+
+def draw_turns(cfg: Config, step: int, seed: int, rng: np.random.Generator, max_s: float) -> Example:
+    """:func:`draw_example`'s clip and questions, drawn from ``rng``."""
     stage2 = step >= cfg.stage2_step
     if rng.random() < (cfg.stage2_speech_frac if stage2 else cfg.speech_frac):
         return speech_example(cfg, stage2, seed, rng)
@@ -864,7 +888,7 @@ ADDED_FIELDS = {
     "ladder_steps": 0, "pitch_frac": 0.0, "plain_frac": 0.0, "emotion_weight": 1.0, "frame_weight": 0.0, "late_audio": 0.0,
     "contrast": 0.0, "balanced": False, "late_lookup": False, "fresh_decoder": False, "pick_frac": 0.0, "late_step": 0,
     "pick_questions": 1, "device": "cpu", "focus_frac": 1.0, "focus_dropout": 0.0, "focus_frozen": False,
-    "wide_pick_step": 0, "sighted_presence_step": 0,
+    "wide_pick_step": 0, "sighted_presence_step": 0, "name_step": 0,
 }
 
 
@@ -1481,12 +1505,12 @@ def write_model_card(folder: str | Path) -> Path:
             "one or two\n  events, asked only the pitch and level of each")
     drills = (f'\n- from step {c["property_step"]}, {100 * c["drill_frac"]:g} % of those scenes are drills instead: {what};'
               f'\n  for steps {c["focus_step"]}–{c["focus_step"] + c["focus_steps"]}'
-              + ("\n  every scene is a drill;" if c.get("focus_frac", 1.0) >= 1 else
+              + ("\n  every scene is a drill;" if c["focus_frac"] >= 1 else
                  f',\n  {100 * c["focus_frac"]:g} % of the other scenes are drills too;') if c.get("drill_frac") else "")
-    if c.get("contrast"):
+    if c["contrast"]:
         drills += (f'\n- {100 * c["contrast"]:g} % of the drills (not the ladder rungs) are contrast drills: two or three events, asked the'
                    "\n  pitch and level of the one that every other event differs from in both;")
-    if c.get("pick_frac"):
+    if c["pick_frac"]:
         drills += (f'\n- {100 * c["pick_frac"]:g} % of the drills are pick-out drills: two events in a {PICK_SECONDS:g} s clip, one high and'
                    "\n  one low, one loud and one quiet, asked " + ("the pitch or the level of one of them;" if c["pick_questions"] == 1
                                                             else "the pitch of one of them and the level of one of them;"))
@@ -1494,12 +1518,15 @@ def write_model_card(folder: str | Path) -> Path:
             drills += (f'\n- from step {c["wide_pick_step"]}, pick-out drills have two to four events in clips of the usual length, each'
                        "\n  property's answers balanced so that the clip's majority answer is right half the time;")
     during = [f"the question's own tokens may not attend to the audio in {100 * c['focus_dropout']:g} % of question turns"
-              ] if c.get("focus_dropout") else []
-    during += ["the audio encoder and projector do not learn"] if c.get("focus_frozen") else []
+              ] if c["focus_dropout"] else []
+    during += ["the audio encoder and projector do not learn"] if c["focus_frozen"] else []
     if during:
         drills += f'\n- during the focus, {" and ".join(during)} (the answering position alone looks the sound up);'
     if c["sighted_presence_step"]:
         drills += f'\n- from step {c["sighted_presence_step"]}, presence questions are never blind to the audio;'
+    if c["name_step"]:
+        drills += (f'\n- from step {c["name_step"]}, every question scene and drill is also asked "{NAME_Q}" → the class word'
+                   "\n  of one of its sounds, named as the other questions name it;")
     if c.get("freeze_encoder", True):
         stage2 = f"""**Stage 2** (from step {c["stage2_step"]}): the audio encoder and projector are frozen, and every
 speech clip ({100 * c["stage2_speech_frac"]:g} % of clips) is also asked "{EMOTION_Q}" →
@@ -1514,16 +1541,16 @@ other tasks. Emotion is learnt by the decoder alone, from an encoder that never
 saw an emotion label."""
     if c["emotion_weight"] != 1.0:
         stage2 += f" Each token of an emotion answer weighs {c['emotion_weight']:g} times another in the loss."
-    late_from = f" from step {c['late_step']}" if c.get("late_step", 0) > c["dropout_step"] else ""
+    late_from = f" from step {c['late_step']}" if c["late_step"] > c["dropout_step"] else ""
     late = (f" In {100 * c['late_audio']:g} % of a scene's question turns{late_from} that position may not attend to the"
             f" audio in the decoder's first {c['n_layers'] // 2} layers, so that it attends to the audio directly"
-            " only once the question can have reached it." if c.get("late_audio") else "")
+            " only once the question can have reached it." if c["late_audio"] else "")
     frames = (f"""
 
 **Frame objective** (weight {c["frame_weight"]:g} beside the answers' loss): at every audio token of a scene,
 linear heads on the projector output read which class sounds there (or none) and, where labelled, its pitch
 and level, a generic sound-event-detection objective; the heads are discarded after training and speech
-clips have no frame targets, so nothing about emotion is among them.""" if c.get("frame_weight") else "")
+clips have no frame targets, so nothing about emotion is among them.""" if c["frame_weight"] else "")
     encoder_then = ("frozen before emotion is taught" if c.get("freeze_encoder", True)
                     else "never sent a gradient by an emotion answer")
     events = ", ".join(EVENT_CLASSES)
@@ -1572,8 +1599,8 @@ quiet within its clip (`EventInterval.pitch` / `.level`). A loss on the answer t
 {stage2}
 
 **Audio-attention dropout**: in {100 * c["audio_dropout"]:g} % of question turns the question's own
-tokens may not attend to the audio{f" in the decoder's first {c['n_layers'] // 2} layers" if c.get("late_lookup") else ""} (a 4D attention mask); the position that
-predicts the answer may{" (in the decoder's second half; see below)" if c.get("late_audio") else " always"}. The answer must then be retrieved after the
+tokens may not attend to the audio{f" in the decoder's first {c['n_layers'] // 2} layers" if c["late_lookup"] else ""} (a 4D attention mask); the position that
+predicts the answer may{" (in the decoder's second half; see below)" if c["late_audio"] else " always"}. The answer must then be retrieved after the
 question has been read, as instruction-tuned LALMs do, rather than by the
 class word at layer 0 (what the first version learnt).{late}{frames}
 

@@ -422,11 +422,12 @@ def test_only_write_card_updates_the_models_own_card(micro_toy, tmp_path):
     assert ("during the focus, the question's own tokens may not attend to the audio in 100 % of question turns and "
             "the audio encoder and projector do not learn") in " ".join(card.split())
     assert "60 % of the other scenes are drills too" in card
-    log["config"].update(wide_pick_step=3400, pick_frac=1.0, sighted_presence_step=3400)
+    log["config"].update(wide_pick_step=3400, pick_frac=1.0, sighted_presence_step=3400, name_step=3000)
     (folder / "training_log.json").write_text(json.dumps(log))
     card = " ".join(tt.write_model_card(folder).read_text().split())
     assert "from step 3400, pick-out drills have two to four events" in card
     assert "from step 3400, presence questions are never blind to the audio" in card
+    assert 'from step 3000, every question scene and drill is also asked "What is the {label} sound?"' in card
     assert "drills instead: pick-out drills (below);" in card and "one or two events" not in card
     with pytest.raises(SystemExit):
         tt.main(["--evaluate", "--out", str(folder), "--write-card", "--results", str(tmp_path / "r")])
@@ -646,6 +647,25 @@ def test_sighted_presence_step_keeps_the_audio_for_presence_questions_alone():
     assert before["presence"] == {False} and before.get("pitch", before.get("level")) == {False}, "all blind before"
     assert after["presence"] == {True} and after.get("pitch", after.get("level")) == {False}, "presence alone sees it"
     assert tt.recorded_config({"config": {}})["sighted_presence_step"] == 0
+
+
+def test_name_step_asks_each_scene_the_class_word_of_one_of_its_sounds_and_changes_nothing_else():
+    cfg, off = tt.Config(pick_frac=1.0, drill_frac=0.7, pick_questions=2, name_step=5000), tt.Config(pick_frac=1.0, drill_frac=0.7, pick_questions=2)
+    for step in (4999, 5000):
+        for i in range(60):
+            e, e_off = tt.draw_example(cfg, step, i, 6.0), tt.draw_example(off, step, i, 6.0)
+            assert (e.wave == e_off.wave).all() and e.task == e_off.task
+            named = [(q, a) for q, a in e.turns if tt.QUESTION_KINDS.get(a) == "name"]
+            if step < cfg.name_step or e.task not in tt.SCENE_QUESTIONS:
+                assert e.turns == e_off.turns, "before its step, and outside the scene questions, nothing changes"
+                continue
+            assert [t for t in e.turns if t not in named] == e_off.turns, "the other turns are the run's without it"
+            (question, label), = named
+            assert label in {ev.label for ev in e.events} and question.startswith("What is the ")
+    phrased = tt.Config(name_step=1, phrase_step=0, pick_frac=1.0)
+    questions = {q for i in range(200) for q, a in tt.draw_example(phrased, 5000, i, 6.0).turns if a in tt.EVENT_CLASSES}
+    assert questions - {tt.NAME_Q.format(label=c) for c in tt.EVENT_CLASSES}, "sounds named by paraphrases too"
+    assert tt.recorded_config({"config": {}})["name_step"] == 0
 
 
 def test_batches_are_the_same_from_any_number_of_workers_in_step_order():
