@@ -88,7 +88,7 @@ def example(fmt: str, rng: np.random.Generator) -> tt.Example:
         scene = make_scene(seed, n_events=1 + int(rng.integers(3)), duration_s=float(rng.uniform(4, 6)),
                            layout=str(rng.choice(["equal", "random"])), properties=True)
         label = scene.events[int(rng.integers(len(scene.events)))].label
-        return tt.Example(scene.wave, [(f"What is the {tt.name(label, rng, 1.0)} sound?", label)], "list")
+        return tt.Example(scene.wave, [(tt.NAME_Q.format(label=tt.name(label, rng, 1.0)), label)], "list")
     if fmt == "presence":
         scene = make_scene(seed, n_events=1 + int(rng.integers(4)), duration_s=float(rng.uniform(4, 6)),
                            layout=str(rng.choice(["equal", "random"])))

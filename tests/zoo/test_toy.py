@@ -529,7 +529,7 @@ def test_the_recipe_pages_scripts_run_on_a_trained_toy(micro_toy, monkeypatch, c
     fresh.main(str(tmp_path / "late"), steps=1, n_clips=4, decoder="run", mask="recipe")
     fresh.main(str(micro_toy), steps=1, n_clips=4, decoder="run", mask="answer", n_events=3, seconds=4.0)
     for name, n_clips in (("answer_attention", 4), ("asked_class", 8), ("named_pitch", 8), ("blind_presence", 4),
-                          ("retrieval", 4)):
+                          ("retrieval", 4), ("name_answers", 4)):
         module = script(name)
         monkeypatch.setattr(module, "N_CLIPS", n_clips)
         module.main(str(micro_toy))
@@ -649,7 +649,7 @@ def test_sighted_presence_step_keeps_the_audio_for_presence_questions_alone():
     assert tt.recorded_config({"config": {}})["sighted_presence_step"] == 0
 
 
-def test_name_step_asks_each_scene_the_class_word_of_one_of_its_sounds_and_changes_nothing_else():
+def test_name_step_asks_each_scene_the_class_word_of_one_of_its_sounds_and_draws_the_same_clips_and_other_turns():
     cfg, off = tt.Config(pick_frac=1.0, drill_frac=0.7, pick_questions=2, name_step=5000), tt.Config(pick_frac=1.0, drill_frac=0.7, pick_questions=2)
     for step in (4999, 5000):
         for i in range(60):
@@ -663,7 +663,9 @@ def test_name_step_asks_each_scene_the_class_word_of_one_of_its_sounds_and_chang
             (question, label), = named
             assert label in {ev.label for ev in e.events} and question.startswith("What is the ")
     phrased = tt.Config(name_step=1, phrase_step=0, pick_frac=1.0)
-    questions = {q for i in range(200) for q, a in tt.draw_example(phrased, 5000, i, 6.0).turns if a in tt.EVENT_CLASSES}
+    examples = [tt.draw_example(phrased, 5000, i, 6.0) for i in range(200)]
+    questions = {q for e in examples if e.task in tt.SCENE_QUESTIONS for q, a in e.turns if tt.QUESTION_KINDS.get(a) == "name"}
+    assert all(q.startswith("What is the ") for q in questions)
     assert questions - {tt.NAME_Q.format(label=c) for c in tt.EVENT_CLASSES}, "sounds named by paraphrases too"
     assert tt.recorded_config({"config": {}})["name_step"] == 0
 
