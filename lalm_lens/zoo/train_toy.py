@@ -529,6 +529,12 @@ def since(start: int, step: int) -> bool:
     return bool(start) and step >= start
 
 
+def phrase_share(cfg: Config, step: int) -> float:
+    """The share of questions at ``step`` that name their sound by a paraphrase (``phrase_frac``, ramped in from
+    ``phrase_step`` over ``ramp_steps``)."""
+    return cfg.phrase_frac * ramp(step, cfg.phrase_step, cfg.ramp_steps)
+
+
 def in_focus(cfg: Config, step: int) -> bool:
     """Whether ``step`` is one of the drill focus's ``focus_steps`` (from ``focus_step``), where scenes are drills."""
     return cfg.focus_step <= step < cfg.focus_step + cfg.focus_steps
@@ -577,7 +583,7 @@ def draw_example(cfg: Config, step: int, index: int, max_s: float) -> Example:
     rng = np.random.default_rng([seed, TASK_STREAM])
     example = draw_turns(cfg, step, seed, rng, max_s)
     if since(cfg.name_step, step) and example.task in SCENE_QUESTIONS:
-        example = with_name_turn(example, rng, cfg.phrase_frac * ramp(step, cfg.phrase_step, cfg.ramp_steps))
+        example = with_name_turn(example, rng, phrase_share(cfg, step))
     return example
 
 
@@ -626,7 +632,7 @@ def draw_turns(cfg: Config, step: int, seed: int, rng: np.random.Generator, max_
         snr_db=float(rng.uniform(10, 30)) if rng.random() < cfg.noise_frac else None, properties=not plain,
         pitches=pitches, levels=levels,
     )
-    phrase_frac = cfg.phrase_frac * ramp(step, cfg.phrase_step, cfg.ramp_steps)
+    phrase_frac = phrase_share(cfg, step)
     if rung:
         return pitch_drill(scene, rng)
     if contrast:
