@@ -43,7 +43,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator, NamedTuple
+from typing import TYPE_CHECKING, Callable, Iterator, NamedTuple
 
 import numpy as np
 import torch
@@ -136,6 +136,7 @@ class Config:
     weighs ``emotion_weight`` in the loss: at weight 1, one short answer among
     the scenes' many, emotion was 58-71 % right in run K's last 1000 steps,
     and 80 % after 150 steps of fine-tuning its decoder on emotion alone.
+    Each token of a scene's pitch or level answer weighs ``property_weight``.
 
     Data: each batch draws one clip-length bucket from ``durations`` (clips
     within 2 s below it); a clip is speech (``speech_frac``) or a scene of
@@ -305,6 +306,7 @@ class Config:
     freeze_encoder: bool = False
     emotion_frac: float = 0.7
     emotion_weight: float = 4.0
+    property_weight: float = 1.0
     syllables_frac: float = 0.5
     list_frac: float = 0.35
     questions: int = 4
@@ -655,12 +657,26 @@ def draw_turns(cfg: Config, step: int, seed: int, rng: np.random.Generator, max_
     return Example(scene.wave, [turns[i] for i in order], "questions", tuple(scene.events))
 
 
+def answer_weight(cfg: Config) -> Callable[[str, str], float]:
+    """The loss weight of each token of ``answer`` to ``question``: ``emotion_weight`` for emotion answers,
+    ``property_weight`` for a scene's pitch and level answers, 1 for the rest."""
+
+    def weight(question: str, answer: str) -> float:
+        if question == EMOTION_Q:
+            return cfg.emotion_weight
+        if QUESTION_KINDS.get(answer) in ("pitch", "level") and question != SPEECH_LEVEL_Q:
+            return cfg.property_weight
+        return 1.0
+
+    return weight
+
+
 class Encoder:
     """Token ids of a conversation about one clip, which positions carry the loss and with what weight, and where
-    each question is; ``answer_weights[question]`` weighs that question's answer tokens (others weigh 1)."""
+    each question is; ``weight(question, answer)`` weighs each answer token (default 1)."""
 
-    def __init__(self, processor: Qwen2AudioProcessor, answer_weights: dict[str, float] | None = None):
-        self.tokenizer, self.answer_weights = processor.tokenizer, answer_weights or {}
+    def __init__(self, processor: Qwen2AudioProcessor, weight: Callable[[str, str], float] | None = None):
+        self.tokenizer, self.weight = processor.tokenizer, weight or (lambda question, answer: 1.0)
         tok = self.tokenizer.convert_tokens_to_ids
         self.audio_id, self.end_id, self.pad_id = tok("<|AUDIO|>"), tok("<|im_end|>"), tok("<|endoftext|>")
 
@@ -688,7 +704,7 @@ class Encoder:
             questions.append((start, len(ids) + len(prompt) - 1))
             ids += prompt + reply
             targets += [-100] * (len(prompt) - 1) + reply + [-100]
-            weights += [1.0] * (len(prompt) - 1) + [self.answer_weights.get(question, 1.0)] * len(reply) + [1.0]
+            weights += [1.0] * (len(prompt) - 1) + [self.weight(question, answer)] * len(reply) + [1.0]
         return ids, targets, weights, questions
 
 
@@ -697,7 +713,7 @@ class Batches(torch.utils.data.IterableDataset):
 
     def __init__(self, cfg: Config, processor: Qwen2AudioProcessor, start: int, stop: int):
         self.cfg, self.processor, self.start, self.stop = cfg, processor, start, stop
-        self.encode = Encoder(processor, {EMOTION_Q: cfg.emotion_weight})
+        self.encode = Encoder(processor, answer_weight(cfg))
 
     def __iter__(self):
         worker = torch.utils.data.get_worker_info()
@@ -897,7 +913,7 @@ ADDED_FIELDS = {
     "ladder_steps": 0, "pitch_frac": 0.0, "plain_frac": 0.0, "emotion_weight": 1.0, "frame_weight": 0.0, "late_audio": 0.0,
     "contrast": 0.0, "balanced": False, "late_lookup": False, "fresh_decoder": False, "pick_frac": 0.0, "late_step": 0,
     "pick_questions": 1, "device": "cpu", "focus_frac": 1.0, "focus_dropout": 0.0, "focus_frozen": False,
-    "wide_pick_step": 0, "sighted_presence_step": 0, "name_step": 0,
+    "wide_pick_step": 0, "sighted_presence_step": 0, "name_step": 0, "property_weight": 1.0,
 }
 
 
@@ -1165,6 +1181,8 @@ def load_run(folder: str | Path) -> tuple[Qwen2AudioForConditionalGeneration, Qw
     """The model and processor of a run in progress (its ``folder/checkpoint``, or a checkpoint folder itself), with
     its step; or of a saved model (step None). Call ``eval()`` or ``train()`` on the model as needed."""
     folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"no run, checkpoint or saved model at {folder} (a folder that train_toy wrote)")
     checkpoint = folder / "checkpoint" if (folder / "checkpoint" / "state.json").exists() else folder
     if not (checkpoint / "state.json").exists():
         model = Qwen2AudioForConditionalGeneration.from_pretrained(folder, dtype=torch.float32)
@@ -1538,6 +1556,8 @@ def write_model_card(folder: str | Path) -> Path:
     if c["name_step"]:
         drills += (f'\n- from step {c["name_step"]}, every question scene and drill is also asked "{NAME_Q}" → the class word'
                    "\n  of one of its sounds, named as the other questions name it;")
+    if c["property_weight"] != 1.0:
+        drills += f"\n- each token of a pitch or level answer weighs {c['property_weight']:g} times another in the loss;"
     if c.get("freeze_encoder", True):
         stage2 = f"""**Stage 2** (from step {c["stage2_step"]}): the audio encoder and projector are frozen, and every
 speech clip ({100 * c["stage2_speech_frac"]:g} % of clips) is also asked "{EMOTION_Q}" →

@@ -345,6 +345,16 @@ def test_emotion_answers_weigh_emotion_weight_in_the_loss_and_no_other_token_doe
     assert torch.allclose(loss, (token_loss.sum() + 2 * token_loss[heavy].sum()) / answers.sum())
 
 
+def test_a_sounds_pitch_and_level_answers_weigh_property_weight_and_the_speech_level_answer_does_not():
+    cfg = tt.Config.micro(property_weight=3.0, emotion_weight=4.0)
+    encode = tt.Encoder(tt.build_processor(cfg), tt.answer_weight(cfg))
+    turns = [(tt.PITCH_Q.format(label="dog"), "high"), (tt.LEVEL_QS[1].format(label="hound"), "quiet"),
+             (tt.SPEECH_LEVEL_Q, "loud"), (tt.EMOTION_Q, "sad"), (tt.PRESENCE_Q.format(label="dog"), "yes")]
+    _, targets, weights, _ = encode(turns, n_audio=5)
+    answer_weights = [w for t, w in zip(targets, weights) if t != -100]
+    assert answer_weights == [3.0, 3.0, 3.0, 3.0, 1.0, 1.0, 4.0, 4.0, 1.0, 1.0]  # each answer word, then its <|im_end|>
+
+
 def test_the_encoder_never_learns_emotion():
     cfg = tt.Config()
     stage1 = [tt.draw_example(cfg, step, i, 6.0) for step in (0, 500, cfg.stage2_step - 1) for i in range(16)]
@@ -529,7 +539,7 @@ def test_the_recipe_pages_scripts_run_on_a_trained_toy(micro_toy, monkeypatch, c
     fresh.main(str(tmp_path / "late"), steps=1, n_clips=4, decoder="run", mask="recipe")
     fresh.main(str(micro_toy), steps=1, n_clips=4, decoder="run", mask="answer", n_events=3, seconds=4.0)
     for name, n_clips in (("answer_attention", 4), ("asked_class", 8), ("named_pitch", 8), ("blind_presence", 4),
-                          ("retrieval", 4), ("name_answers", 4)):
+                          ("retrieval", 4), ("name_answers", 4), ("property_by_class", 8)):
         module = script(name)
         monkeypatch.setattr(module, "N_CLIPS", n_clips)
         module.main(str(micro_toy))
@@ -554,6 +564,7 @@ def test_the_recipe_pages_scripts_run_on_a_trained_toy(micro_toy, monkeypatch, c
     assert "4 clips; rows: layers, columns: heads" in out
     assert out.count("decoder on ") == 4 and "audio attention late" in out and "audio attention recipe" in out
     assert "training clips of 3 sounds in 4 s" in out
+    assert "| answers | " in out and out.count("| encoder probe | ") == 2
     assert out.count("cut second half:  pitch ") == out.count("cut every layer:  pitch ") == 1 + 2 + 2 + 2
 
 
@@ -777,3 +788,8 @@ def test_focus_frac_keeps_the_list_and_presence_in_the_focus_and_at_one_every_sc
     whole = [tt.draw_example(cfg, 2000 + i // 16, i % 16, 6.0) for i in range(32)]
     assert {e.task for e in whole} <= {"drill", "speech"}
     assert tt.recorded_config({"config": {}})["focus_frac"] == 1.0
+
+
+def test_loading_a_run_that_is_not_there_says_so_rather_than_asking_the_hub(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no run, checkpoint or saved model at"):
+        tt.load_hooked(tmp_path / "lalm-toy-typo")
