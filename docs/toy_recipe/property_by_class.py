@@ -3,10 +3,11 @@
 Held-out equal-layout three-event clips are asked the pitch, then the level, of one of their events (as
 ``--evaluate`` asks them, all tokens seeing the audio). The answers are split by the class asked about, and by
 how many of the clip's other sounds share the asked answer: a model that answers from the clip as a whole
-scores by that count (near 0 % at none, near 100 % at two), one that picks the named sound out does not. Beside
-them, per class, a linear probe reads each event's pitch and level from the encoder's output
-(``hook_audio_embeds``) averaged over the event's own frames (all three events of the first half of the clips
-to train, of the second half to test; 50 % is chance): what the decoder is handed.
+scores by that count (near 0 % at none, near 100 % at two), one that picks the named sound out does not; and by
+how many of the clip's sounds are quiet (training's pick-out drills always hold a quiet one, these clips need
+not). Beside them, per class and for all classes at once, a linear probe reads each event's pitch and level from
+the encoder's output (``hook_audio_embeds``) averaged over the event's own frames (all three events of the
+first half of the clips to train, of the second half to test; 50 % is chance): what the decoder is handed.
 
     python docs/toy_recipe/property_by_class.py RUN   # a run, its checkpoint, or a saved model
 """
@@ -67,9 +68,12 @@ def main(run: str) -> None:
         for r, s, e in zip(right, scenes, asked):
             groups[sum(getattr(o, kind) == getattr(e, kind) for o in s.events if o is not e)].append(r)
             groups[e.label].append(r)
+            groups[f"quiet {sum(o.level == 'quiet' for o in s.events)}"].append(r)
         y = np.array([[options.index(getattr(e, kind)) for e in s.events] for s in scenes])
         print(f"\n{kind}: {100 * np.mean(right):.1f} % right; by the other sounds sharing the answer: "
-              + ", ".join(f"{k} {100 * np.mean(groups[k]):.0f} ({len(groups[k])})" for k in range(3) if groups[k]))
+              + ", ".join(f"{k} {100 * np.mean(groups[k]):.0f} ({len(groups[k])})" for k in range(3) if groups[k])
+              + "; by the clip's quiet sounds: "
+              + ", ".join(f"{k} {100 * np.mean(groups[f'quiet {k}']):.0f} ({len(groups[f'quiet {k}'])})" for k in range(3) if groups[f"quiet {k}"]))
         print(f"| {kind} | " + " | ".join(tt.EVENT_CLASSES) + " |\n|---|" + "---|" * len(tt.EVENT_CLASSES))
         print("| answers | " + " | ".join(f"{100 * np.mean(groups[c]):.0f} ({len(groups[c])})" if groups[c] else "–" for c in tt.EVENT_CLASSES) + " |")
         probes = []
@@ -79,6 +83,9 @@ def main(run: str) -> None:
             probes.append(f"{100 * diagnostics.linear_probe(x[:half][train], y[:half][train], x[half:][test], y[half:][test])['accuracy']:.0f}"
                           if fit else "–")
         print("| encoder probe | " + " | ".join(probes) + " |")
+        d = x.shape[-1]
+        blind = diagnostics.linear_probe(x[:half].reshape(-1, d), y[:half].reshape(-1), x[half:].reshape(-1, d), y[half:].reshape(-1))
+        print(f"encoder probe, all classes at once: {100 * blind['accuracy']:.1f} %")
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ from jaxtyping import Float
 from tqdm.auto import tqdm
 
 from .. import names
-from ..analysis.statistics import wilson
+from ..analysis.statistics import clip_bootstrap, wilson
 from ..batch import LALMBatch
 from ..hooks.knockout import Knockout
 
@@ -73,7 +73,9 @@ def retrieval(model, items: Sequence[tuple[np.ndarray, str, Sequence[str], str]]
     ``items``: ``(wave, question, options, answer)``; questions of one kind
     should have one length in tokens (the toy's canonical questions do).
     Returns ``{"none", "question_tokens", "last_at": [per layer], "last_from": [per layer],
-    "prompt_from": [per layer]}`` of accuracy summaries: no knockout; the
+    "prompt_from": [per layer]}`` of accuracy summaries (each knockout's with ``drop``, the accuracy lost
+    against no knockout on the same questions, and ``drop_ci95``, its paired bootstrap interval: the same
+    questions answered twice differ far less than two independent samples would): no knockout; the
     question's own tokens cut from the audio in every layer; the last prompt
     position cut at one layer; cut at that layer and every later one; every
     position after the audio (the question and the last position) cut at that
@@ -85,8 +87,15 @@ def retrieval(model, items: Sequence[tuple[np.ndarray, str, Sequence[str], str]]
     answer = np.array([options.index(t) for t in truth])
     n_layers = model.cfg.n_layers
 
+    def hits(hooks_for) -> np.ndarray:
+        return choices(model, waves, prompts, options, hooks_for, batch_size) == answer
+
+    uncut = hits(None)
+
     def run(hooks_for):
-        return _score(choices(model, waves, prompts, options, hooks_for, batch_size) == answer)
+        cut_hits = hits(hooks_for)
+        mean, low, high = clip_bootstrap(uncut.astype(float) - cut_hits)
+        return {**_score(cut_hits), "drop": mean, "drop_ci95": (low, high)}
 
     def cut(layers, queries):
         return lambda batch: Knockout.audio(batch, layers, queries=queries(batch)).fwd_hooks()
@@ -97,7 +106,7 @@ def retrieval(model, items: Sequence[tuple[np.ndarray, str, Sequence[str], str]]
     def prompt(batch):
         return [*question_positions(batch), -1]
 
-    result = {"none": run(None), "question_tokens": run(cut(range(n_layers), question_positions))}
+    result = {"none": _score(uncut), "question_tokens": run(cut(range(n_layers), question_positions))}
     result["last_at"] = [run(cut([layer], last)) for layer in range(n_layers)]
     result["last_from"] = [run(cut(range(layer, n_layers), last)) for layer in range(n_layers)]
     result["prompt_from"] = [run(cut(range(layer, n_layers), prompt)) for layer in range(n_layers)]

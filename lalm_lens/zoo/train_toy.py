@@ -1460,6 +1460,13 @@ def retrieval_table(d: dict) -> list[str]:
     for key, label in rows:
         for layer in range(len(d[kinds[0]].get(key, []))):
             lines.append(f"| {label} {layer} | " + " | ".join(_pct(d[k][key][layer]) for k in kinds) + " |")
+    half = len(d[kinds[0]]["last_from"]) // 2
+    drops = [(k, d[k]["last_from"][half]) for k in kinds if "drop" in d[k]["last_from"][half]]
+    if drops:
+        lines += ["", f"Accuracy lost with the last position's audio attention cut in the decoder's second half (from "
+                  f"layer {half} on), against no cut on the same questions, in points (95 % paired bootstrap "
+                  "interval): " + "; ".join(f"{k} {100 * c['drop']:.1f} ({100 * c['drop_ci95'][0]:.1f} to "
+                                             f"{100 * c['drop_ci95'][1]:.1f})" for k, c in drops) + "."]
     return lines
 
 

@@ -1,6 +1,7 @@
 """Mechanism diagnostics of the toy: knockouts of the attention to audio, MLP mean-ablation, a linear probe."""
 
 import numpy as np
+import pytest
 import torch
 
 from lalm_lens.data import make_scene, make_utterance
@@ -21,6 +22,11 @@ def test_retrieval_reports_every_layer_and_cutting_all_audio_attention_is_a_real
     result = diagnostics.retrieval(toy, items, batch_size=4)
     assert len(result["last_at"]) == len(result["last_from"]) == len(result["prompt_from"]) == toy.cfg.n_layers
     assert all(r["n"] == 4 and 0 <= r["accuracy"] <= 1 for r in [result["none"], *result["last_at"]])
+    for cut in [result["question_tokens"], *result["last_at"], *result["last_from"], *result["prompt_from"]]:
+        assert cut["drop"] == pytest.approx(result["none"]["accuracy"] - cut["accuracy"])
+        assert cut["drop_ci95"][0] <= cut["drop"] <= cut["drop_ci95"][1]
+    lines = tt.retrieval_table({"n": 4, "presence_yes": result})
+    assert lines[-1].startswith("Accuracy lost with the last position's audio attention cut in the decoder's second half")
 
 
 def test_mean_ablating_an_mlp_writes_its_mean_everywhere(toy):

@@ -413,6 +413,7 @@ def test_only_write_card_updates_the_models_own_card(micro_toy, tmp_path):
     assert json.loads((folder / "eval_results.json").read_text())["n"] == 4
     card = (folder / "MODEL_CARD.md").read_text()
     assert "## Held-out accuracy" in card and "Linear probe for pitch" in card
+    assert "Accuracy lost with the last position's audio attention cut in the decoder's second half" in card
     log = json.loads((folder / "training_log.json").read_text())
     log["config"].update(pick_frac=0.7, drill_frac=0.5, late_audio=0.8, late_step=log["config"]["dropout_step"] + 300)
     (folder / "training_log.json").write_text(json.dumps(log))
