@@ -924,11 +924,12 @@ def recorded_config(meta: dict) -> dict:
 
 
 def save_checkpoint(
-    folder: Path, cfg: Config, model, optimizer, step: int, seconds: float, history: list[dict], heads=None
+    folder: Path, cfg: Config, model, optimizer, step: int, seconds: float, history: list[dict], heads=None,
+    legs: list[dict] = (),
 ) -> None:
     """Everything a run needs to go on after ``step`` steps: weights (and the frame objective's ``heads``) and
-    AdamW moments (safetensors), and the config, the step, the training seconds spent and the curves so far
-    (JSON). Written to temporary names, then renamed."""
+    AdamW moments (safetensors), and the config, the step, the training seconds spent, the curves so far and
+    the ``legs`` (see :func:`train`) it ran in (JSON). Written to temporary names, then renamed."""
     tensors = {f"model.{k}": v.contiguous().cpu() for k, v in model.state_dict().items()}
     if heads is not None:
         tensors.update({f"frames.{k}": v.contiguous().cpu() for k, v in heads.state_dict().items()})
@@ -938,7 +939,7 @@ def save_checkpoint(
     folder.mkdir(parents=True, exist_ok=True)
     save_file(tensors, folder / "state.tmp")
     meta = {"config": dataclasses.asdict(cfg), "step": step, "seconds": seconds, "history": history,
-            "param_groups": optim["param_groups"]}
+            "legs": list(legs), "param_groups": optim["param_groups"]}
     (folder / "state.json.tmp").write_text(json.dumps(meta))
     (folder / "state.tmp").replace(folder / "state.safetensors")
     (folder / "state.json.tmp").replace(folder / "state.json")
@@ -990,7 +991,8 @@ def train(cfg: Config, resume: bool = False, until: int | None = None) -> Path:
     Every ``checkpoint_every`` steps the run's state goes to ``cfg.out/checkpoint``; with ``resume`` a run
     continues from there (the batches are a function of the step, so it goes on as if never stopped) and
     ``minutes`` counts the training time of all its parts together. ``until``: stop after that step with a
-    checkpoint and no model, to split a long run into parts."""
+    checkpoint and no model, to split a long run into parts. The log's ``legs`` say which steps each part
+    ran, on how many threads, in how many seconds."""
     if cfg.fresh_decoder and not cfg.init_from:
         raise ValueError("fresh_decoder takes the audio encoder and projector from init_from: set init_from=FOLDER too")
     if cfg.checkpoint_every % cfg.log_every:
@@ -1017,11 +1019,13 @@ def train(cfg: Config, resume: bool = False, until: int | None = None) -> Path:
         groups.append({"params": list(heads.parameters()), "weight_decay": 0.0})
     optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.98))
     history: list[dict] = []
+    legs: list[dict] = []
     first, spent = 0, 0.0
     checkpoint = out / "checkpoint"
     if resume and (checkpoint / "state.json").exists():
         meta = load_checkpoint(checkpoint, cfg, model, optimizer, heads)
         first, spent, history = meta["step"], meta["seconds"], meta["history"]
+        legs = meta.get("legs") or [{"from": 0, "to": first, "threads": None, "seconds": round(spent, 1)}]
         print(f"resuming from step {first} ({spent / 60:.1f} min of training so far)")
     elif resume:
         print(f"no checkpoint in {checkpoint}: starting from step 0")
@@ -1031,6 +1035,11 @@ def train(cfg: Config, resume: bool = False, until: int | None = None) -> Path:
     )
     window = {t: np.zeros(4) for t in WINDOWS}
     start, done = time.time() - spent, first
+
+    def all_legs() -> list[dict]:
+        leg = {"from": first, "to": done, "threads": torch.get_num_threads(), "seconds": round(time.time() - start - spent, 1)}
+        return [*legs, leg]
+
     if first >= cfg.stage2_step and cfg.freeze_encoder:
         freeze_audio(model)
     bar = tqdm(loader, initial=first, total=cfg.steps, desc="train lalm-toy", dynamic_ncols=True)
@@ -1064,7 +1073,7 @@ def train(cfg: Config, resume: bool = False, until: int | None = None) -> Path:
             bar.set_postfix({k.removesuffix("_acc"): f"{v:.2f}" for k, v in row.items() if k.endswith("_acc")})
         done = step + 1
         if done == until or (done % cfg.checkpoint_every == 0 and done < cfg.steps):
-            save_checkpoint(checkpoint, cfg, model, optimizer, done, time.time() - start, history, heads)
+            save_checkpoint(checkpoint, cfg, model, optimizer, done, time.time() - start, history, heads, all_legs())
         if done == until:
             bar.close()
             print(f"stopped after step {done}; go on with --resume")
@@ -1079,7 +1088,7 @@ def train(cfg: Config, resume: bool = False, until: int | None = None) -> Path:
     processor.save_pretrained(out)
     log = {
         "config": dataclasses.asdict(cfg), "parameters": n_params, "steps": done, "wall_seconds": round(wall, 1),
-        "threads": torch.get_num_threads(), "history": history,
+        "threads": torch.get_num_threads(), "legs": all_legs(), "history": history,
     }
     (out / "training_log.json").write_text(json.dumps(log, indent=1))
     plot_curves(history, out / "training_curve.png")
@@ -1526,6 +1535,27 @@ Training stops on the clock, so a slower or busier machine makes fewer steps
 """
 
 
+def recipe_command(config: dict, threads: int | None) -> str:
+    """The command that trains a run of ``config`` (as a training log records it) from scratch: today's
+    ``Config`` defaults plus a ``--set`` of the fields where it differs, so it stays right when they change."""
+    default = json.loads(json.dumps(dataclasses.asdict(Config())))
+    flags = [f"--threads {threads or 0}"] + [
+        f"--{key} {config[key]}" for key in ("steps", "minutes", "seed") if config.get(key, default[key]) != default[key]]
+    changed = [f"{k}={json.dumps(v, separators=(',', ':'))}" for k, v in config.items()
+               if k in default and k not in (*RESUMABLE_CHANGES, "steps", "seed") and v != default[k]]
+    return " ".join(["python -m lalm_lens.zoo.train_toy", *flags, *(["--set", *changed] if changed else [])])
+
+
+def where_trained(log: dict, config: dict) -> str:
+    """Where a run trained, in words: its device, or its CPU threads (each leg's, when a resumed run changed them)."""
+    if config["device"] != "cpu":
+        return f'{config["device"]} ({config["workers"]} data workers)'
+    legs = [leg for leg in log.get("legs", []) if leg["to"] > leg["from"]]
+    if len({leg["threads"] for leg in legs}) > 1:
+        return "CPU threads " + ", ".join(f'{leg["threads"] or "?"} (steps {leg["from"]}–{leg["to"]})' for leg in legs)
+    return f'{log["threads"]} CPU thread(s)'
+
+
 def write_model_card(folder: str | Path) -> Path:
     """``MODEL_CARD.md`` in ``folder`` from its ``training_log.json`` and ``eval_results.json``: every number in it is measured."""
     folder = Path(folder)
@@ -1533,7 +1563,7 @@ def write_model_card(folder: str | Path) -> Path:
     results = json.loads((folder / "eval_results.json").read_text())
     c = recorded_config(log)
     size_mb = (folder / "model.safetensors").stat().st_size / 1e6
-    where = f'{log["threads"]} CPU thread(s)' if c["device"] == "cpu" else f'{c["device"]} ({c["workers"]} data workers)'
+    where = where_trained(log, c)
     phrase_step = c.get("phrase_step", c["list_only_steps"])  # runs before phrase_step ramped from list_only_steps
     syllables = (f'; in {100 * c["syllables_frac"]:g} % of them "{SYLLABLES_Q}" → 8 … 15'
                  if c.get("syllables_frac") else "")
@@ -1657,7 +1687,8 @@ seed {c["seed"]}, **{log["wall_seconds"] / 60:.1f} minutes on {where}**.
 `training_curve.png` shows the teacher-forced accuracy and loss per task.
 
 ```bash
-python -m lalm_lens.zoo.train_toy --threads 1   # retrain into out/lalm-toy (stops after {c["minutes"]:g} min at most)
+{recipe_command(c, log["threads"])}
+# (retrains into out/lalm-toy; stops after {c["minutes"]:g} min at most)
 python -m lalm_lens.zoo.train_toy --evaluate    # the tables below (add --write-card to update this card)
 ```
 

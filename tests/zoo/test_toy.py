@@ -1,5 +1,6 @@
 """The shipped toy model: loads by name offline, has its documented shape, answers each task; the training script runs."""
 
+import dataclasses
 import json
 import shutil
 from collections import Counter
@@ -479,6 +480,20 @@ def test_a_run_stopped_and_resumed_equals_a_run_in_one_go(tmp_path, frame_weight
     log = json.loads((tmp_path / "parts" / "training_log.json").read_text())
     assert log["steps"] == 4 and [r["step"] for r in log["history"]] == [1, 2, 3, 4]
     assert not (tmp_path / "parts" / "checkpoint").exists(), "a finished run leaves no checkpoint behind"
+    assert [(leg["from"], leg["to"], leg["threads"]) for leg in log["legs"]] == [(0, 2, 1), (2, 4, 1)]
+
+
+def test_the_card_gives_the_command_that_trains_its_recipe_and_each_legs_threads():
+    config = json.loads(json.dumps(dataclasses.asdict(tt.Config(steps=6400, name_step=3000, pick_frac=1.0))))
+    command = tt.recipe_command(config, threads=2)
+    assert command == "python -m lalm_lens.zoo.train_toy --threads 2 --steps 6400 --set pick_frac=1.0 name_step=3000"
+    args = command.split()[3:]
+    parsed = {a.split("=")[0]: a.split("=")[1] for a in args[args.index("--set") + 1:]}
+    assert parsed == {"pick_frac": "1.0", "name_step": "3000"}
+    assert tt.recipe_command(json.loads(json.dumps(dataclasses.asdict(tt.Config()))), threads=1).endswith("--threads 1")
+    legs = [{"from": 0, "to": 2000, "threads": 2, "seconds": 9.0}, {"from": 2000, "to": 6400, "threads": 1, "seconds": 9.0}]
+    assert tt.where_trained({"threads": 1, "legs": legs}, config) == "CPU threads 2 (steps 0–2000), 1 (steps 2000–6400)"
+    assert tt.where_trained({"threads": 2, "legs": legs[:1]}, config) == "2 CPU thread(s)"
 
 
 def test_a_quick_look_reads_a_run_in_progress_and_a_saved_model(micro_toy, tmp_path, monkeypatch, capsys):
