@@ -582,6 +582,9 @@ def test_the_recipe_pages_scripts_run_on_a_trained_toy(micro_toy, monkeypatch, c
     assert "training clips of 3 sounds in 4 s" in out
     assert "| answers | " in out and out.count("| encoder probe | ") == 2
     assert out.count("cut second half:  pitch ") == out.count("cut every layer:  pitch ") == 1 + 2 + 2 + 2
+    script("answer_attention").main(str(micro_toy), pick=True)
+    out = capsys.readouterr().out
+    assert out.count("pitch answers right") == out.count("level answers right") == 1 and "(level questions)" in out
 
 
 def test_contrast_drills_ask_of_one_sound_that_every_other_sound_of_the_clip_differs_from():
