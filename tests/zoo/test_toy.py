@@ -481,6 +481,8 @@ def test_a_run_stopped_and_resumed_equals_a_run_in_one_go(tmp_path, frame_weight
     assert log["steps"] == 4 and [r["step"] for r in log["history"]] == [1, 2, 3, 4]
     assert not (tmp_path / "parts" / "checkpoint").exists(), "a finished run leaves no checkpoint behind"
     assert [(leg["from"], leg["to"], leg["threads"]) for leg in log["legs"]] == [(0, 2, 1), (2, 4, 1)]
+    tt.main([*micro, "--out", str(tmp_path / "to_the_end"), "--until", "4", *before])
+    assert (tmp_path / "to_the_end" / "model.safetensors").exists(), "stopping at the last step ends the run with its model"
 
 
 def test_the_card_gives_the_command_that_trains_its_recipe_and_each_legs_threads():
