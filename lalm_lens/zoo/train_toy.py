@@ -1621,6 +1621,11 @@ saw an emotion label."""
 linear heads on the projector output read which class sounds there (or none) and, where labelled, its pitch
 and level, a generic sound-event-detection objective; the heads are discarded after training and speech
 clips have no frame targets, so nothing about emotion is among them.""" if c["frame_weight"] else "")
+    presence_story = ("Presence is learnt the easy way, from the class word, and stays so (its questions "
+                      f"are never blind from step {c['sighted_presence_step']}); the dropout moves the lookup of a "
+                      "property to the answering position." if c["sighted_presence_step"] else
+                      "Presence is first learnt the easy way, from the class word, and the dropout then moves the "
+                      "lookup to the answering position.")
     encoder_then = ("frozen before emotion is taught" if c.get("freeze_encoder", True)
                     else "never sent a gradient by an emotion answer")
     events = ", ".join(EVENT_CLASSES)
@@ -1677,8 +1682,7 @@ class word at layer 0 (what the first version learnt).{late}{frames}
 **Curriculum**: the questions begin with presence alone, asked with the class
 word; the pitch and level questions join at step {c["property_step"]}, the audio-attention dropout
 ramps in over steps {c["dropout_step"]}–{c["dropout_step"] + c["ramp_steps"]}, and paraphrases over steps
-{phrase_step}–{phrase_step + c["ramp_steps"]}. Presence is first learnt the easy way, from
-the class word, and the dropout then moves the lookup to the answering position.
+{phrase_step}–{phrase_step + c["ramp_steps"]}. {presence_story}
 
 No question asks when or where a sound occurs, or which comes first: the model
 knows where an event is only implicitly, so localization by steering stays a

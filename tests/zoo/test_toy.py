@@ -439,6 +439,7 @@ def test_only_write_card_updates_the_models_own_card(micro_toy, tmp_path):
     card = " ".join(tt.write_model_card(folder).read_text().split())
     assert "from step 3400, pick-out drills have two to four events" in card
     assert "from step 3400, presence questions are never blind to the audio" in card
+    assert "from the class word, and stays so (its questions are never blind from step 3400)" in card
     assert 'from step 3000, every question scene and drill is also asked "What is the {label} sound?"' in card
     assert "drills instead: pick-out drills (below);" in card and "one or two events" not in card
     with pytest.raises(SystemExit):
