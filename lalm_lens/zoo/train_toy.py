@@ -917,6 +917,11 @@ ADDED_FIELDS = {
 }
 
 
+def config_as_saved(cfg: Config) -> dict:
+    """``cfg`` as a checkpoint or training log records it (JSON: tuples become lists)."""
+    return json.loads(json.dumps(dataclasses.asdict(cfg)))
+
+
 def recorded_config(meta: dict) -> dict:
     """The config (as JSON) that a checkpoint's ``meta`` says its run was made with; a field the checkpoint does
     not record was added since and counts as its ``ADDED_FIELDS`` value."""
@@ -955,7 +960,7 @@ def load_checkpoint(folder: Path, cfg: Config, model, optimizer, heads=None) -> 
     history. Refuses a checkpoint of another recipe (only ``RESUMABLE_CHANGES`` may differ; see
     :func:`recorded_config`)."""
     tensors, meta = load_file(folder / "state.safetensors"), json.loads((folder / "state.json").read_text())
-    now = json.loads(json.dumps(dataclasses.asdict(cfg)))  # as saved: tuples become lists
+    now = config_as_saved(cfg)
     # checkpoints written before the config was recorded are taken on trust
     saved = recorded_config(meta) if "config" in meta else now
     changed = sorted(k for k in now if k not in RESUMABLE_CHANGES and saved.get(k) != now[k])
@@ -1035,6 +1040,8 @@ def train(cfg: Config, resume: bool = False, until: int | None = None) -> Path:
     )
     window = {t: np.zeros(4) for t in WINDOWS}
     start, done = time.time() - spent, first
+    if until == cfg.steps:
+        until = None  # stopping at the last step ends the run as a whole run does, with its model
 
     def all_legs() -> list[dict]:
         leg = {"from": first, "to": done, "threads": torch.get_num_threads(), "seconds": round(time.time() - start - spent, 1)}
@@ -1072,8 +1079,6 @@ def train(cfg: Config, resume: bool = False, until: int | None = None) -> Path:
             window = {t: np.zeros(4) for t in WINDOWS}
             bar.set_postfix({k.removesuffix("_acc"): f"{v:.2f}" for k, v in row.items() if k.endswith("_acc")})
         done = step + 1
-        if done == cfg.steps:
-            until = None  # the last step: the run ends as a whole run does, with its model
         if done == until or (done % cfg.checkpoint_every == 0 and done < cfg.steps):
             save_checkpoint(checkpoint, cfg, model, optimizer, done, time.time() - start, history, heads, all_legs())
         if done == until:
@@ -1540,7 +1545,7 @@ Training stops on the clock, so a slower or busier machine makes fewer steps
 def recipe_command(config: dict, threads: int | None) -> str:
     """The command that trains a run of ``config`` (as a training log records it) from scratch: today's
     ``Config`` defaults plus a ``--set`` of the fields where it differs, so it stays right when they change."""
-    default = json.loads(json.dumps(dataclasses.asdict(Config())))
+    default = config_as_saved(Config())
     flags = [f"--threads {threads or 0}"] + [
         f"--{key} {config[key]}" for key in ("steps", "minutes", "seed") if config.get(key, default[key]) != default[key]]
     changed = [f"{k}={json.dumps(v, separators=(',', ':'))}" for k, v in config.items()
