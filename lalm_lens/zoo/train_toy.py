@@ -125,6 +125,11 @@ ANSWER_WORDS = ["yes", "no", ",", *EVENT_CLASSES, *EMOTIONS, *PITCHES, *LEVELS, 
 class Config:
     """Everything a run depends on (``--set key=value`` overrides any field).
 
+    The defaults are the pick-out recipe (run LP of ``docs/toy_recipe.md``): presence and the list until
+    step 2000, then a focus of 2400 steps whose scenes are mostly pick-out drills with every question blind,
+    sighted presence beside them, class-word questions from step 3000, and after the focus emotion, the
+    paraphrases and the rest. Older runs' fields are explained below with the runs that chose them.
+
     Two stages. Until ``stage2_step`` the whole model learns the scene tasks
     and the generic speech tasks (who speaks, loud or quiet); emotion is never
     asked. From ``stage2_step`` on, emotion joins the tasks, and the decoder
@@ -199,7 +204,7 @@ class Config:
     both (:func:`contrast_properties`), so that a class-blind average answers wrongly (three sounds) or at chance
     (two) and only picking out the named sound pays. Run S (0.6 of the drills, ``drill_frac`` 0.5; run R until step 2800) unlearnt the average
     (contrast rows near chance rather than near 0) without learning to pick the sound out: pitch 63 %, level 65 %,
-    emotion 86 %, all MLPs ablated 49 %, each worse than R. ``pick_frac`` (off by default): that share of the
+    emotion 86 %, all MLPs ablated 49 %, each worse than R. ``pick_frac`` (every drill by default): that share of the
     drills are pick-out drills instead: two sounds in a 3 s clip, one high and one low, one loud and one quiet,
     asked the pitch or the level of one of them (as ``docs/toy_recipe/fresh_decoder.py`` asks them), so that only picking the named
     sound out pays; on such clips alone, with the question tokens blind to the audio, run U's decoder learnt to pick
@@ -265,8 +270,8 @@ class Config:
     init_from: str = ""
     fresh_decoder: bool = False
     seed: int = 0
-    steps: int = 9500
-    stage2_step: int = 4000
+    steps: int = 7400
+    stage2_step: int = 4400
     minutes: float = 120.0
     threads: int = 0
     device: str = "cpu"
@@ -289,41 +294,41 @@ class Config:
     max_seconds: int = 10
     # data
     list_only_steps: int = 400
-    property_step: int = 2800
-    phrase_step: int = 3600
-    focus_step: int = 2800
-    focus_steps: int = 400
-    focus_frac: float = 1.0
-    focus_dropout: float = 0.0
-    focus_frozen: bool = False
-    ladder_steps: int = 150
+    property_step: int = 2000
+    phrase_step: int = 4400
+    focus_step: int = 2000
+    focus_steps: int = 2400
+    focus_frac: float = 0.85
+    focus_dropout: float = 1.0
+    focus_frozen: bool = True
+    ladder_steps: int = 0
     pitch_frac: float = 0.0
     plain_frac: float = 0.5
     dropout_step: int = 2000
-    ramp_steps: int = 800
+    ramp_steps: int = 400
     speech_frac: float = 0.2
     stage2_speech_frac: float = 0.45
     freeze_encoder: bool = False
     emotion_frac: float = 0.7
-    emotion_weight: float = 4.0
-    property_weight: float = 1.0
+    emotion_weight: float = 8.0
+    property_weight: float = 3.0
     syllables_frac: float = 0.5
     list_frac: float = 0.35
     questions: int = 4
     phrase_frac: float = 0.5
-    drill_frac: float = 0.3
+    drill_frac: float = 0.7
     contrast: float = 0.0
-    pick_frac: float = 0.0
-    pick_questions: int = 1
+    pick_frac: float = 1.0
+    pick_questions: int = 2
     wide_pick_step: int = 0
-    sighted_presence_step: int = 0
-    name_step: int = 0
+    sighted_presence_step: int = 2000
+    name_step: int = 3000
     balanced: bool = False
     balanced_level: bool = False
     frame_weight: float = 1.0
-    audio_dropout: float = 0.8
+    audio_dropout: float = 0.5
     late_audio: float = 0.8
-    late_step: int = 0
+    late_step: int = 5400
     late_lookup: bool = False
     durations: tuple[float, ...] = (4.0, 6.0)
     event_counts: tuple[float, ...] = (0.2, 0.2, 0.4, 0.2)

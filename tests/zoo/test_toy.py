@@ -22,6 +22,23 @@ SCENE_SEED, SPEECH_SEED = tt.heldout_seed(7), tt.heldout_seed(11)
 
 SHIPPED_TOY = SHIPPED["lalm-toy"].joinpath("config.json").exists()
 
+# The tests of single mechanisms were written against run R's settings (the defaults before the pick-out recipe):
+# each switches on only what it tests. R_MECHANISMS leaves the micro config's short schedule alone.
+R_MECHANISMS = dict(focus_step=2800, focus_steps=400, focus_frac=1.0, focus_dropout=0.0, focus_frozen=False,
+                    ladder_steps=150, emotion_weight=4.0, property_weight=1.0, drill_frac=0.3, pick_frac=0.0,
+                    pick_questions=1, sighted_presence_step=0, name_step=0, audio_dropout=0.8, late_step=0)
+R_SCHEDULE = dict(steps=9500, stage2_step=4000, ramp_steps=800, property_step=2800, phrase_step=3600)
+
+
+def run_r(**changes) -> tt.Config:
+    """Run R's config with ``changes``."""
+    return tt.Config(**{**R_SCHEDULE, **R_MECHANISMS, **changes})
+
+
+def micro(**changes) -> tt.Config:
+    """The micro config with run R's mechanisms and ``changes``."""
+    return tt.Config.micro(**{**R_MECHANISMS, **changes})
+
 
 @pytest.fixture(scope="module")
 def toy():
@@ -70,14 +87,14 @@ def test_answers_each_task_on_fixed_held_out_examples(toy):
 
 
 def test_n_tokens_counts_as_the_toys_tokenizer_splits_every_question():
-    tokenizer = tt.build_processor(tt.Config.micro()).tokenizer
+    tokenizer = tt.build_processor(micro()).tokenizer
     for template in (*tt.PRESENCE_QS, *tt.PITCH_QS, *tt.LEVEL_QS, tt.LIST_Q, tt.EMOTION_Q):
         for text in (template.format(label="dog that barks"), template.split("{label}")[-1]):
             assert tt.n_tokens(text) == len(tokenizer(text, add_special_tokens=False)["input_ids"]), text
 
 
 def test_training_forward_equals_the_hf_forward():
-    cfg = tt.Config.micro(durations=(4.0,), audio_dropout=0.0)
+    cfg = micro(durations=(4.0,), audio_dropout=0.0)
     processor = tt.build_processor(cfg)
     model = tt.build_model(cfg, processor.tokenizer).eval()
     batch = tt.Batches(cfg, processor, 0, 1).batch(0)
@@ -91,7 +108,7 @@ def test_training_forward_equals_the_hf_forward():
 
 
 def test_audio_dropout_hides_the_audio_from_question_tokens_only():
-    cfg = tt.Config.micro(durations=(4.0,), audio_dropout=1.0, stage2_step=10**6)
+    cfg = micro(durations=(4.0,), audio_dropout=1.0, stage2_step=10**6)
     processor = tt.build_processor(cfg)
     batch = tt.Batches(cfg, processor, 0, 1).batch(5)
     audio_id = processor.tokenizer.convert_tokens_to_ids("<|AUDIO|>")
@@ -106,7 +123,7 @@ def test_audio_dropout_hides_the_audio_from_question_tokens_only():
 
 def test_a_sighted_tail_keeps_the_audio_for_the_last_tokens_of_each_blind_question():
     """finetune.py --slide lowers the tail rung by rung, so the lookup moves towards the answering position."""
-    cfg = tt.Config.micro(durations=(4.0,), stage2_step=10**6)
+    cfg = micro(durations=(4.0,), stage2_step=10**6)
     processor = tt.build_processor(cfg)
     rng = np.random.default_rng(0)
     scene = make_scene(2, n_events=2, duration_s=4.0)
@@ -132,7 +149,7 @@ def test_a_sighted_tail_keeps_the_audio_for_the_last_tokens_of_each_blind_questi
 
 def test_blind_early_only_hides_the_audio_from_question_tokens_in_the_decoders_first_half_only():
     """finetune.py's late mode: the name keeps its own identity but must look its sound up in the second half."""
-    cfg = tt.Config.micro(durations=(4.0,), stage2_step=10**6)
+    cfg = micro(durations=(4.0,), stage2_step=10**6)
     processor = tt.build_processor(cfg)
     examples = [tt.draw_example(cfg, 5, i, 4.0) for i in range(cfg.batch_size)]
     collate = tt.Batches(cfg, processor, 0, 0).collate
@@ -146,7 +163,7 @@ def test_blind_early_only_hides_the_audio_from_question_tokens_in_the_decoders_f
 
 def test_late_lookup_moves_the_training_dropout_into_the_decoders_first_half():
     """``Config.late_lookup``: the same turns go blind, in the early mask only; the full mask hides nothing."""
-    cfg = tt.Config.micro(durations=(4.0,), stage2_step=10**6)
+    cfg = micro(durations=(4.0,), stage2_step=10**6)
     processor = tt.build_processor(cfg)
     batch = lambda **change: tt.Batches(replace(cfg, **change), processor, 0, 1).batch(5)
     plain, late, sighted = batch(), batch(late_lookup=True), batch(audio_dropout=0.0)
@@ -156,7 +173,7 @@ def test_late_lookup_moves_the_training_dropout_into_the_decoders_first_half():
 
 
 def test_late_audio_hides_the_audio_from_a_scenes_answering_positions_in_the_decoders_first_half_only():
-    cfg = tt.Config.micro(durations=(4.0,), n_layers=4, audio_dropout=0.0, late_audio=1.0, stage2_step=10**6)
+    cfg = micro(durations=(4.0,), n_layers=4, audio_dropout=0.0, late_audio=1.0, stage2_step=10**6)
     processor = tt.build_processor(cfg)
     torch.manual_seed(0)
     model = tt.build_model(cfg, processor.tokenizer).eval()
@@ -182,7 +199,7 @@ def test_late_audio_hides_the_audio_from_a_scenes_answering_positions_in_the_dec
 
 
 def test_the_curriculum_asks_presence_first_then_properties_and_paraphrases_and_hides_the_audio_gradually():
-    cfg = tt.Config()
+    cfg = run_r()
     properties = {q for q in (*tt.PITCH_QS, *tt.LEVEL_QS)}
 
     def questions(step):
@@ -210,7 +227,7 @@ def test_the_curriculum_asks_presence_first_then_properties_and_paraphrases_and_
 
 def test_training_windows_count_presence_pitch_and_level_answers_apart():
     """A "questions" window mixes kinds (pitch at chance hides presence rising); each answer is also counted by kind."""
-    cfg = tt.Config.micro(durations=(4.0,), stage2_step=10**6)
+    cfg = micro(durations=(4.0,), stage2_step=10**6)
     processor = tt.build_processor(cfg)
     batches = tt.Batches(cfg, processor, 0, 1)
     counted, expected = {}, {}
@@ -241,7 +258,7 @@ def draw_with_scene(monkeypatch):
 
 
 def test_the_ladder_asks_one_pitch_question_of_one_event_then_of_one_or_two_then_drills(draw_with_scene):
-    cfg = tt.Config(ladder_steps=50)
+    cfg = run_r(ladder_steps=50)
 
     def draw(step):
         return [(e, k["n_events"]) for e, k in (draw_with_scene(cfg, step, i) for i in range(24)) if e.task != "speech"]
@@ -253,14 +270,14 @@ def test_the_ladder_asks_one_pitch_question_of_one_event_then_of_one_or_two_then
         assert all(len(e.turns) == 1 and e.turns[0][1] in tt.PITCHES for e, _ in scenes)
     scenes = draw(cfg.focus_step + 100)
     assert {e.task for e, _ in scenes} == {"drill"} and max(len(e.turns) for e, _ in scenes) > 1, "then the drills"
-    assert tt.ladder_rung(tt.Config(ladder_steps=0), cfg.focus_step) == 0, "off with 0"
+    assert tt.ladder_rung(run_r(ladder_steps=0), cfg.focus_step) == 0, "off with 0"
 
 
 def test_pitch_frac_makes_that_share_of_the_scenes_one_pitch_question_about_one_event_after_the_focus(draw_with_scene):
     def easy(e):
         return e.task == "drill" and len(e.turns) == 1 and e.turns[0][1] in tt.PITCHES
 
-    cfg, off = tt.Config(pitch_frac=0.5), tt.Config()
+    cfg, off = run_r(pitch_frac=0.5), run_r()
     after = cfg.focus_step + cfg.focus_steps
     scenes = [(e, k["n_events"]) for e, k in (draw_with_scene(cfg, after, i) for i in range(200)) if e.task != "speech"]
     share = sum(easy(e) for e, _ in scenes) / len(scenes)
@@ -273,7 +290,7 @@ def test_pitch_frac_makes_that_share_of_the_scenes_one_pitch_question_about_one_
 
 
 def test_plain_frac_draws_list_and_presence_scenes_as_the_library_does_and_asks_them_no_property(draw_with_scene):
-    cfg = tt.Config(plain_frac=1.0)
+    cfg = run_r(plain_frac=1.0)
     step = cfg.focus_step + cfg.focus_steps
     scenes = [(e, k) for e, k in (draw_with_scene(cfg, step, i) for i in range(64)) if e.task != "speech"]
     assert {e.task for e, _ in scenes} == {"list", "questions", "drill"}
@@ -289,7 +306,7 @@ def test_property_answers_in_training_are_balanced(answers, first, balanced_leve
     of the pitch answers were "high" (a clip's labels followed from its task, length and layout). A clip's
     loudest sound is always loud; with ``balanced_level``, level is asked only of clips with a quiet sound too,
     half the time of those."""
-    cfg = tt.Config(balanced_level=balanced_level)
+    cfg = run_r(balanced_level=balanced_level)
     given = [a for i in range(400) for _, a in tt.draw_example(cfg, 5000, i, 6.0).turns if a in answers]
     n = given.count(first)
     assert len(given) > 100
@@ -298,7 +315,7 @@ def test_property_answers_in_training_are_balanced(answers, first, balanced_leve
 
 def test_no_clip_is_asked_the_same_question_twice_and_drills_ask_properties_of_one_or_two_sounds():
     """A repeated question can be answered by copying the first answer, without listening."""
-    cfg = tt.Config()
+    cfg = run_r()
     examples = [tt.draw_example(cfg, step, i, 6.0) for step in (cfg.property_step - 1, 5000) for i in range(200)]
     for e in examples:
         questions = [q for q, _ in e.turns]
@@ -316,7 +333,7 @@ def test_no_clip_is_asked_the_same_question_twice_and_drills_ask_properties_of_o
 
 @torch.enable_grad()
 def test_without_freezing_no_gradient_reaches_the_encoder_from_a_clip_asked_its_emotion():
-    cfg = tt.Config.micro(durations=(4.0,), freeze_encoder=False, stage2_step=0, stage2_speech_frac=0.5, batch_size=8)
+    cfg = micro(durations=(4.0,), freeze_encoder=False, stage2_step=0, stage2_speech_frac=0.5, batch_size=8)
     processor = tt.build_processor(cfg)
     model = tt.build_model(cfg, processor.tokenizer)
     batch = tt.Batches(cfg, processor, 0, 1).batch(3)
@@ -331,7 +348,7 @@ def test_without_freezing_no_gradient_reaches_the_encoder_from_a_clip_asked_its_
 
 
 def test_emotion_answers_weigh_emotion_weight_in_the_loss_and_no_other_token_does():
-    cfg = tt.Config.micro(durations=(4.0,), stage2_step=0, stage2_speech_frac=0.5, batch_size=8, emotion_weight=3.0)
+    cfg = micro(durations=(4.0,), stage2_step=0, stage2_speech_frac=0.5, batch_size=8, emotion_weight=3.0)
     processor = tt.build_processor(cfg)
     batch = tt.Batches(cfg, processor, 0, 1).batch(3)
     heavy = batch["weights"] == 3.0
@@ -347,7 +364,7 @@ def test_emotion_answers_weigh_emotion_weight_in_the_loss_and_no_other_token_doe
 
 
 def test_a_sounds_pitch_and_level_answers_weigh_property_weight_and_the_speech_level_answer_does_not():
-    cfg = tt.Config.micro(property_weight=3.0, emotion_weight=4.0)
+    cfg = micro(property_weight=3.0, emotion_weight=4.0)
     encode = tt.Encoder(tt.build_processor(cfg), tt.answer_weight(cfg))
     turns = [(tt.PITCH_Q.format(label="dog"), "high"), (tt.LEVEL_QS[1].format(label="hound"), "quiet"),
              (tt.SPEECH_LEVEL_Q, "loud"), (tt.EMOTION_Q, "sad"), (tt.PRESENCE_Q.format(label="dog"), "yes")]
@@ -357,12 +374,12 @@ def test_a_sounds_pitch_and_level_answers_weigh_property_weight_and_the_speech_l
 
 
 def test_the_encoder_never_learns_emotion():
-    cfg = tt.Config()
+    cfg = run_r()
     stage1 = [tt.draw_example(cfg, step, i, 6.0) for step in (0, 500, cfg.stage2_step - 1) for i in range(16)]
     stage2 = [tt.draw_example(cfg, step, i, 6.0) for step in (cfg.stage2_step, cfg.stage2_step + 700) for i in range(16)]
     assert not any(q == tt.EMOTION_Q for e in stage1 for q, _ in e.turns)
     assert any(q == tt.EMOTION_Q for e in stage2 for q, _ in e.turns)
-    model = tt.build_model(tt.Config.micro(), tt.build_processor(tt.Config.micro()).tokenizer)
+    model = tt.build_model(micro(), tt.build_processor(micro()).tokenizer)
     tt.freeze_audio(model)
     assert not any(p.requires_grad for p in model.model.audio_tower.parameters())
     assert all(p.requires_grad for p in model.model.language_model.parameters())
@@ -389,7 +406,7 @@ def test_fresh_decoder_takes_the_encoder_and_projector_from_init_from_and_nothin
     tt.main(["--micro", "--steps", "1", "--threads", "1", "--out", str(tmp_path), "--set", "lr=0", "warmup_steps=1",
              f"init_from={micro_toy}", "fresh_decoder=true"])
     trained, fresh = (tt.load_run(folder)[0].state_dict() for folder in (micro_toy, tmp_path))
-    built = tt.build_model(tt.Config.micro(), tt.build_processor(tt.Config.micro()).tokenizer).state_dict()
+    built = tt.build_model(micro(), tt.build_processor(micro()).tokenizer).state_dict()
     for key, value in fresh.items():
         assert torch.equal(value, trained[key] if key.startswith(tt.AUDIO_MODULES) else built[key]), key
     with pytest.raises(ValueError, match="init_from"):
@@ -416,7 +433,8 @@ def test_only_write_card_updates_the_models_own_card(micro_toy, tmp_path):
     assert "## Held-out accuracy" in card and "Linear probe for pitch" in card
     assert "Accuracy lost with the last position's audio attention cut in the decoder's second half" in card
     log = json.loads((folder / "training_log.json").read_text())
-    log["config"].update(pick_frac=0.7, drill_frac=0.5, late_audio=0.8, late_step=log["config"]["dropout_step"] + 300)
+    log["config"].update({**R_MECHANISMS, "pick_frac": 0.7, "drill_frac": 0.5, "late_audio": 0.8,
+                          "late_step": log["config"]["dropout_step"] + 300})
     (folder / "training_log.json").write_text(json.dumps(log))
     card = tt.write_model_card(folder).read_text()
     assert "70 % of the drills are pick-out drills" in card
@@ -472,8 +490,8 @@ def test_a_run_stopped_and_resumed_equals_a_run_in_one_go(tmp_path, frame_weight
     meta = json.loads(state.read_text())
     del meta["config"]["ladder_steps"], meta["config"]["plain_frac"]  # as a checkpoint written before these fields
     state.write_text(json.dumps(meta))
-    with pytest.raises(ValueError, match="ladder_steps: 0 there, 150 now"):
-        tt.main([*micro, "--out", str(tmp_path / "parts"), "--resume"])  # ladder_steps counts as 0, as runs were then
+    with pytest.raises(ValueError, match="plain_frac: 0.0 there, 0.5 now"):
+        tt.main([*micro, "--out", str(tmp_path / "parts"), "--resume"])  # plain_frac counts as 0, as runs were then
     tt.main([*micro, "--out", str(tmp_path / "parts"), "--resume", *before])
     whole, parts = load_file(tmp_path / "whole" / "model.safetensors"), load_file(tmp_path / "parts" / "model.safetensors")
     assert whole.keys() == parts.keys()
@@ -487,12 +505,12 @@ def test_a_run_stopped_and_resumed_equals_a_run_in_one_go(tmp_path, frame_weight
 
 
 def test_the_card_gives_the_command_that_trains_its_recipe_and_each_legs_threads():
-    config = json.loads(json.dumps(dataclasses.asdict(tt.Config(steps=6400, name_step=3000, pick_frac=1.0))))
+    config = json.loads(json.dumps(dataclasses.asdict(tt.Config(steps=6400, name_step=2000, pick_frac=0.5))))
     command = tt.recipe_command(config, threads=2)
-    assert command == "python -m lalm_lens.zoo.train_toy --threads 2 --steps 6400 --set pick_frac=1.0 name_step=3000"
+    assert command == "python -m lalm_lens.zoo.train_toy --threads 2 --steps 6400 --set pick_frac=0.5 name_step=2000"
     args = command.split()[3:]
     parsed = {a.split("=")[0]: a.split("=")[1] for a in args[args.index("--set") + 1:]}
-    assert parsed == {"pick_frac": "1.0", "name_step": "3000"}
+    assert parsed == {"pick_frac": "0.5", "name_step": "2000"}
     assert tt.recipe_command(json.loads(json.dumps(dataclasses.asdict(tt.Config()))), threads=1).endswith("--threads 1")
     legs = [{"from": 0, "to": 2000, "threads": 2, "seconds": 9.0}, {"from": 2000, "to": 6400, "threads": 1, "seconds": 9.0}]
     assert tt.where_trained({"threads": 1, "legs": legs}, config) == "CPU threads 2 (steps 0–2000), 1 (steps 2000–6400)"
@@ -592,7 +610,7 @@ def test_the_recipe_pages_scripts_run_on_a_trained_toy(micro_toy, monkeypatch, c
 
 def test_contrast_drills_ask_of_one_sound_that_every_other_sound_of_the_clip_differs_from():
     """A class-blind average of the clip answers these wrongly or at chance, so only picking out the named sound pays."""
-    cfg = tt.Config(contrast=0.6, drill_frac=0.5)  # run S's
+    cfg = run_r(contrast=0.6, drill_frac=0.5)  # run S's
     drills = [e for e in (tt.draw_example(cfg, 5000, i, 6.0) for i in range(300)) if e.task == "drill"]
     contrasts = [e for e in drills if len(e.events) > 1 and len(e.turns) == 2]  # other drills ask of every sound
     share = len(contrasts) / len(drills)
@@ -607,18 +625,18 @@ def test_contrast_drills_ask_of_one_sound_that_every_other_sound_of_the_clip_dif
     drill = tt.drill_about(scene, event, np.random.default_rng(0))
     assert drill.task == "drill" and sorted(drill.turns) == sorted(tt.property_questions(event))
     assert tt.recorded_config({"config": {}})["contrast"] == 0.0, "older checkpoints had none"
-    off = tt.Config()
-    assert off.contrast == 0.0, "off by default"
+    off = run_r()
+    assert tt.Config().contrast == 0.0, "off by default"
     same = [(tt.draw_example(off, 5000, i, 6.0), tt.draw_example(cfg, 5000, i, 6.0)) for i in range(60)]
     assert all(a.turns == b.turns and (a.wave == b.wave).all() for a, b in same if b.task != "drill"), "only drills change"
-    with_ladder = tt.Config(contrast=0.6, drill_frac=0.5, pitch_frac=0.3)
+    with_ladder = run_r(contrast=0.6, drill_frac=0.5, pitch_frac=0.3)
     assert all(tt.draw_example(with_ladder, 5000, i, 6.0) for i in range(200)), "one-event rungs are never contrast drills"
     assert not any(len(e.events) == 3 for e in (tt.draw_example(off, 5000, i, 6.0) for i in range(300)) if e.task == "drill")
 
 
 def test_pick_out_drills_ask_one_property_of_one_of_two_opposite_sounds_in_a_short_clip():
     """Each pick-out drill's two sounds differ in pitch and in level, so only picking out the named one scores."""
-    cfg = tt.Config(pick_frac=1.0, drill_frac=0.5)
+    cfg = run_r(pick_frac=1.0, drill_frac=0.5)
     drills = [e for e in (tt.draw_example(cfg, 5000, i, 6.0) for i in range(300)) if e.task == "drill"]
     assert len(drills) > 25
     for e in drills:
@@ -627,14 +645,14 @@ def test_pick_out_drills_ask_one_property_of_one_of_two_opposite_sounds_in_a_sho
     answers = Counter(a for e in drills for _, a in e.turns)
     assert set(answers) == {*tt.PITCHES, *tt.LEVELS}, answers
     assert tt.recorded_config({"config": {}})["pick_frac"] == 0.0, "older checkpoints had none"
-    off = tt.Config()
-    assert off.pick_frac == 0.0, "off by default"
+    off = run_r()
+    assert tt.Config().pick_frac == 1.0, "every drill is a pick-out drill in the shipped recipe"
     same = [(tt.draw_example(off, 5000, i, 6.0), tt.draw_example(cfg, 5000, i, 6.0)) for i in range(60)]
     assert all(a.turns == b.turns and (a.wave == b.wave).all() for a, b in same if b.task != "drill"), "only drills change"
 
 
 def test_pick_questions_asks_pitch_and_level_each_of_either_sound():
-    cfg = tt.Config(pick_frac=1.0, drill_frac=0.5, pick_questions=2)
+    cfg = run_r(pick_frac=1.0, drill_frac=0.5, pick_questions=2)
     drills = [e for e in (tt.draw_example(cfg, 5000, i, 6.0) for i in range(200)) if e.task == "drill"]
     for e in drills:
         assert sorted(a in tt.PITCHES for _, a in e.turns) == [False, True], e.turns
@@ -645,7 +663,7 @@ def test_pick_questions_asks_pitch_and_level_each_of_either_sound():
 
 
 def test_wide_pick_step_gives_pick_out_drills_two_to_four_sounds_in_clips_of_the_usual_length():
-    cfg = tt.Config(pick_frac=1.0, drill_frac=0.5, pick_questions=2, wide_pick_step=5000)
+    cfg = run_r(pick_frac=1.0, drill_frac=0.5, pick_questions=2, wide_pick_step=5000)
     before = [tt.draw_example(cfg, 4999, i, 6.0) for i in range(120)]
     assert {len(e.events) for e in before if e.task == "drill"} == {2}, "pick-out drills as before until that step"
     drills = [e for e in (tt.draw_example(cfg, 5000, i, 6.0) for i in range(300)) if e.task == "drill"]
@@ -660,7 +678,7 @@ def test_wide_pick_step_gives_pick_out_drills_two_to_four_sounds_in_clips_of_the
 
 
 def test_sighted_presence_step_keeps_the_audio_for_presence_questions_alone():
-    cfg = tt.Config.micro(audio_dropout=1.0, dropout_step=0, ramp_steps=1, property_step=0, drill_frac=0.0,
+    cfg = micro(audio_dropout=1.0, dropout_step=0, ramp_steps=1, property_step=0, drill_frac=0.0,
                           list_only_steps=0, speech_frac=0.0, stage2_speech_frac=0.0, list_frac=0.0, batch_size=8,
                           sighted_presence_step=5)
     batches = tt.Batches(cfg, tt.build_processor(cfg), 0, 0)
@@ -683,7 +701,7 @@ def test_sighted_presence_step_keeps_the_audio_for_presence_questions_alone():
 
 
 def test_name_step_asks_each_scene_the_class_word_of_one_of_its_sounds_and_draws_the_same_clips_and_other_turns():
-    cfg, off = tt.Config(pick_frac=1.0, drill_frac=0.7, pick_questions=2, name_step=5000), tt.Config(pick_frac=1.0, drill_frac=0.7, pick_questions=2)
+    cfg, off = run_r(pick_frac=1.0, drill_frac=0.7, pick_questions=2, name_step=5000), run_r(pick_frac=1.0, drill_frac=0.7, pick_questions=2)
     for step in (4999, 5000):
         for i in range(60):
             e, e_off = tt.draw_example(cfg, step, i, 6.0), tt.draw_example(off, step, i, 6.0)
@@ -695,7 +713,7 @@ def test_name_step_asks_each_scene_the_class_word_of_one_of_its_sounds_and_draws
             assert [t for t in e.turns if t not in named] == e_off.turns, "the other turns are the run's without it"
             (question, label), = named
             assert label in {ev.label for ev in e.events} and question.startswith("What is the ")
-    phrased = tt.Config(name_step=1, phrase_step=0, pick_frac=1.0)
+    phrased = run_r(name_step=1, phrase_step=0, pick_frac=1.0)
     examples = [tt.draw_example(phrased, 5000, i, 6.0) for i in range(200)]
     questions = {q for e in examples if e.task in tt.SCENE_QUESTIONS for q, a in e.turns if tt.QUESTION_KINDS.get(a) == "name"}
     assert all(q.startswith("What is the ") for q in questions)
@@ -704,7 +722,7 @@ def test_name_step_asks_each_scene_the_class_word_of_one_of_its_sounds_and_draws
 
 
 def test_batches_are_the_same_from_any_number_of_workers_in_step_order():
-    cfg = tt.Config.micro(durations=(3.0,))
+    cfg = micro(durations=(3.0,))
     batches = tt.Batches(cfg, tt.build_processor(cfg), 3, 9)
     loader = torch.utils.data.DataLoader(batches, batch_size=None, num_workers=2, worker_init_fn=tt._worker_init)
     got = [b["input_ids"] for b in loader]
@@ -714,7 +732,7 @@ def test_batches_are_the_same_from_any_number_of_workers_in_step_order():
 @pytest.mark.parametrize("seconds", [2.0, 9.99, 10.0])
 def test_training_features_equal_the_processors_features_of_the_clip_padded_to_its_full_length(seconds):
     """Batches pad to the longest clip plus a margin, not to ``max_seconds``: the frames they keep are the same."""
-    cfg = tt.Config.micro()
+    cfg = micro()
     processor = tt.build_processor(cfg)
     rng = np.random.default_rng(0)
     waves = [0.1 * rng.standard_normal(int(s * tt.SAMPLING_RATE)).astype(np.float32) for s in (seconds, 1.5)]
@@ -730,7 +748,7 @@ def test_training_features_equal_the_processors_features_of_the_clip_padded_to_i
 
 
 def test_the_device_a_run_trains_on_may_change_when_it_resumes(tmp_path):
-    cfg = tt.Config.micro(out=str(tmp_path / "run"), steps=2, checkpoint_every=1, log_every=1)
+    cfg = micro(out=str(tmp_path / "run"), steps=2, checkpoint_every=1, log_every=1)
     tt.train(cfg, until=1)
     tt.train(replace(cfg, device="cpu:0", workers=1, threads=1), resume=True)  # another device name than the first part's
     log = json.loads((tmp_path / "run" / "training_log.json").read_text())
@@ -739,7 +757,7 @@ def test_the_device_a_run_trains_on_may_change_when_it_resumes(tmp_path):
 
 
 def test_late_step_holds_the_answering_positions_late_mask_back_until_then():
-    cfg = tt.Config.micro(durations=(3.0,), audio_dropout=0.0, late_audio=1.0, dropout_step=0, late_step=5,
+    cfg = micro(durations=(3.0,), audio_dropout=0.0, late_audio=1.0, dropout_step=0, late_step=5,
                           stage2_step=10**6)
     batches = tt.Batches(cfg, tt.build_processor(cfg), 0, 8)
     assert batches.batch(4)["early_mask"] is None
@@ -750,7 +768,7 @@ def test_late_step_holds_the_answering_positions_late_mask_back_until_then():
 def test_balanced_clips_leave_picking_out_the_named_sound_as_the_only_way_to_score():
     """With ``balanced``, a clip of several sounds holds both answers of each property, and each question is asked
     so that the clip's majority answer is right half the time: neither the average nor its opposite pays."""
-    cfg = tt.Config(balanced=True)
+    cfg = run_r(balanced=True)
     examples = [tt.draw_example(cfg, 5000 + i // 16, i % 16, 6.0) for i in range(800)]
     majority_right, asked = 0.0, 0
     for e in examples:
@@ -778,7 +796,7 @@ def test_balanced_clips_leave_picking_out_the_named_sound_as_the_only_way_to_sco
 
 
 def test_focus_dropout_hides_the_audio_from_every_question_of_the_focus_whatever_the_ramp():
-    cfg = tt.Config.micro(durations=(3.0,), audio_dropout=0.0, focus_dropout=1.0, focus_step=2, focus_steps=2,
+    cfg = micro(durations=(3.0,), audio_dropout=0.0, focus_dropout=1.0, focus_step=2, focus_steps=2,
                           dropout_step=0, stage2_step=10**6)
     batches = tt.Batches(cfg, tt.build_processor(cfg), 0, 8)
     audio_id = batches.encode.audio_id
@@ -795,7 +813,7 @@ def test_focus_dropout_hides_the_audio_from_every_question_of_the_focus_whatever
 
 
 def test_focus_frozen_keeps_the_encoder_as_it_was_through_the_focus(tmp_path):
-    cfg = tt.Config.micro(out=str(tmp_path / "run"), steps=2, focus_step=0, focus_steps=2, focus_frozen=True)
+    cfg = micro(out=str(tmp_path / "run"), steps=2, focus_step=0, focus_steps=2, focus_frozen=True)
     before = tt.build_model(cfg, tt.build_processor(cfg).tokenizer).state_dict()
     after = tt.load_run(tt.train(cfg))[0].state_dict()
     changed = {k.startswith(tt.AUDIO_MODULES) for k, v in before.items() if not torch.equal(v, after[k])}
@@ -804,7 +822,7 @@ def test_focus_frozen_keeps_the_encoder_as_it_was_through_the_focus(tmp_path):
 
 
 def test_focus_frac_keeps_the_list_and_presence_in_the_focus_and_at_one_every_scene_is_a_drill():
-    cfg = tt.Config(focus_step=2000, focus_steps=400, pick_frac=1.0, ladder_steps=0, property_step=2000)
+    cfg = run_r(focus_step=2000, focus_steps=400, pick_frac=1.0, ladder_steps=0, property_step=2000)
     tasks = Counter(tt.draw_example(replace(cfg, focus_frac=0.6), 2000 + i // 16, i % 16, 6.0).task for i in range(240))
     assert 0.5 < tasks["drill"] / (240 - tasks["speech"]) < 0.85 and tasks["list"] and tasks["questions"]
     whole = [tt.draw_example(cfg, 2000 + i // 16, i % 16, 6.0) for i in range(32)]
