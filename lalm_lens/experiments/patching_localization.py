@@ -1,4 +1,4 @@
-"""Time-binned activation patching on lalm-toy: does the effect sit inside the queried event's interval?
+"""Time-binned activation patching on lalm-toy (or ``--model``): does the effect sit inside the queried event's interval?
 
 For each held-out three-event clip, ask "Is there a {label} sound?" about one of its events (cycling through
 the three), corrupt the clip by replacing that event with silence (or another class), and patch
@@ -29,7 +29,7 @@ def run(args):
     from lalm_lens.data.events import synth_event
     from lalm_lens.zoo.train_toy import PRESENCE_Q, heldout_seed
 
-    model = ll.HookedLALM.from_pretrained("lalm-toy")
+    model = ll.HookedLALM.from_pretrained(args.model)
     metric = patching.logit_diff(model, "yes", "no")
     start = time.time()
     with open(args.out, "w") as out:
@@ -104,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lalm_lens.experiments.patching_localization")
     sub = parser.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="patch clean -> corrupted per clip and write one JSON line per clip")
+    r.add_argument("--model", default="lalm-toy", help="folder, shipped name (lalm-toy) or tiny-* name")
     r.add_argument("--start", type=int, default=0)
     r.add_argument("--n", type=int, default=20)
     r.add_argument("--offset", type=int, default=400_000,

@@ -850,7 +850,8 @@ def decoder_output(model: Qwen2AudioForConditionalGeneration, batch: dict, audio
         learns = batch["encoder_learns"].repeat_interleave(tokens_after_whisper(batch["n_frames"]))
         audio = torch.where(learns[:, None], audio, audio.detach())
     embeds = embeds.masked_scatter((ids == model.config.audio_token_index)[..., None], audio.to(embeds.dtype))
-    language_model, early_mask = model.model.language_model, batch.get("early_mask")
+    language_model = model.model.language_model
+    mask, early_mask = (attention_mask_for(language_model, batch.get(key)) for key in ("attention_mask", "early_mask"))
 
     def swap_mask(module, args, layer_kwargs):
         return args, {**layer_kwargs, "attention_mask": early_mask}
@@ -858,10 +859,20 @@ def decoder_output(model: Qwen2AudioForConditionalGeneration, batch: dict, audio
     first_half = language_model.layers[: len(language_model.layers) // 2] if early_mask is not None else []
     handles = [layer.register_forward_pre_hook(swap_mask, with_kwargs=True) for layer in first_half]
     try:
-        return language_model(inputs_embeds=embeds, attention_mask=batch["attention_mask"], **kwargs)
+        return language_model(inputs_embeds=embeds, attention_mask=mask, **kwargs)
     finally:
         for handle in handles:
             handle.remove()
+
+
+def attention_mask_for(language_model: torch.nn.Module, mask: torch.Tensor | None) -> torch.Tensor | None:
+    """``mask`` as ``language_model``'s attention takes it: a 4D boolean mask stays boolean for SDPA (the kernel
+    the toy trains with) and becomes additive (0 or the dtype's minimum) otherwise, since eager attention adds a
+    4D mask to its scores as it is, so a boolean one would mask nothing."""
+    if mask is None or mask.dim() != 4 or mask.dtype != torch.bool or language_model.config._attn_implementation == "sdpa":
+        return mask
+    dtype = language_model.get_input_embeddings().weight.dtype
+    return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, torch.finfo(dtype).min)
 
 
 def answer_stats(logits: torch.Tensor, batch: dict) -> tuple[torch.Tensor, dict[str, np.ndarray]]:

@@ -197,6 +197,12 @@ def test_late_audio_hides_the_audio_from_a_scenes_answering_positions_in_the_dec
     assert changed.tolist() == [b in scenes for b in range(len(audio))]
     assert not model.model.language_model.layers[0]._forward_pre_hooks, "the swap is undone"
 
+    model.set_attn_implementation("eager")  # eager attention adds a 4D mask to its scores: it gets an additive one
+    with torch.no_grad():
+        eager = tt.forward_logits(model, batch)
+    real = batch["input_ids"] != processor.tokenizer.pad_token_id
+    torch.testing.assert_close(eager[real], late[real], atol=1e-5, rtol=1e-4)  # fp32, rows of a few hundred keys
+
 
 def test_the_curriculum_asks_presence_first_then_properties_and_paraphrases_and_hides_the_audio_gradually():
     cfg = run_r()
