@@ -5,9 +5,11 @@
 #
 # MODEL: a saved model folder (or the package's lalm_lens/zoo/lalm-toy); OUT: where the JSON files and logs go;
 # evaluate writes eval_results.json and MODEL_CARD.md into MODEL itself. STEP: any of
-# evaluate demo localize neurons gain transfer patching (the default) and bench, each the README's command for its
-# figures. Times on two CPU cores (one used): evaluate 10-20 min, localize 8-16, neurons 10-20, gain and
-# transfer 3-6 each, patching 25-50.
+# evaluate demo localize neurons gain transfer patching (the default) and bench: the README's commands for its
+# figures, except that the decoder-gate neuron rows draw 3 random controls (the README's took 1) and gain and
+# transfer, which the README describes without a command, are spelt out here. Measured on a slow 2-core machine,
+# one thread: one neurons run 2.7 min (the step makes 8), gain 11.3 min; evaluate took 9.5 min at --n 200 on two
+# threads (this runs --n 400 on one). localize, transfer and patching were not timed here.
 set -euo pipefail
 MODEL=${1:?model folder or lalm-toy}
 OUT=${2:?output folder}
