@@ -6,15 +6,15 @@
 # MODEL: a saved model folder (or the package's lalm_lens/zoo/lalm-toy); OUT: where the JSON files and logs go;
 # evaluate writes eval_results.json and MODEL_CARD.md into MODEL itself. STEP: any of
 # evaluate demo localize neurons gain transfer patching (the default) and bench: the README's commands for its
-# figures, except that the decoder-gate neuron rows draw 3 random controls (the README's took 1) and gain and
-# transfer, which the README describes without a command, are spelt out here. Measured on a slow 2-core machine,
-# one thread: one neurons run 2.7 min (the step makes 8), gain 11.3 min; evaluate took 9.5 min at --n 200 on two
-# threads (this runs --n 400 on one). localize, transfer and patching were not timed here.
+# toy figures, with the pitch question's localization run as localize_pitch (in the default steps too).
+# Measured on a slow 2-core machine, two of these running side by side on one thread each with other work beside
+# them: neurons 31.7 min (8 runs), transfer 3.0, localize 13.4, localize_pitch 9.2, gain 15.6; evaluate took
+# 9.5 min at --n 200 on two threads (this runs --n 400 on one).
 set -euo pipefail
 MODEL=${1:?model folder or lalm-toy}
 OUT=${2:?output folder}
 shift 2
-STEPS=${*:-evaluate demo localize neurons gain transfer patching}
+STEPS=${*:-evaluate demo localize localize_pitch neurons gain transfer patching}
 mkdir -p "$OUT"
 export OMP_NUM_THREADS=1
 NEURONS="python -m lalm_lens.experiments.emotion_neurons --model $MODEL --n-identify 16 --n-evaluate 32"
@@ -36,6 +36,10 @@ print(model.generate(batch, max_new_tokens=12))" > "$OUT/demo.log" 2>&1 ;;
       lalm-lens localize --model "$MODEL" --layout equal --n 100 --seed 0 \
         --methods steering,prompting,audio,direct,generation,random,null --json "$OUT/localize.json" \
         --plot "$OUT/localize.png" > "$OUT/localize.log" 2>&1 ;;
+    localize_pitch)  # the same study with the pitch question as the event-naming prompt
+      lalm-lens localize --model "$MODEL" --layout equal --n 100 --seed 0 --methods steering,prompting,random,null \
+        --naming "Is the {label} sound high or low?" --answers high,low --json "$OUT/localize_pitch.json" \
+        --plot "$OUT/localize_pitch.png" > "$OUT/localize_pitch.log" 2>&1 ;;
     bench)  # the study's cost, method by method (not run by default: it repeats localize's work)
       MALLOC_MMAP_THRESHOLD_=131072 python benchmarks/localization.py --model "$MODEL" --n 100 --threads 1 --sweep 25 \
         --json "$OUT/localization_bench.json" > "$OUT/bench.log" 2>&1 ;;

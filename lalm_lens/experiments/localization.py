@@ -5,7 +5,8 @@ three-event clips with exact intervals. Every event of every clip is queried.
 Read-outs, each giving an interval of the queried event's length:
 
 - ``steering``: class vectors built instruction-based (the clips of a
-  separate split under "Is there a {label} sound?" minus under the generic
+  separate split under the event-naming prompt, by default "Is there a
+  {label} sound?", minus under the generic
   "What sounds are in the audio?", last prompt token, residual stream; raw or
   class-centred), added at one layer while the model hears the test clip under
   the generic prompt; the read-out is the largest change of the last token's
@@ -36,11 +37,18 @@ clip-level bootstrap intervals, by event position. A knockout check asks
 whether the attention a read-out uses matters to the model's output: the
 change of an output measure when the read query's attention at the read
 layers is cut from the queried event, from another event, or from all the
-audio (prompting: the yes-minus-no logit of "Is there a {label} sound?";
+audio (prompting: the margin of the model's own answer to the event-naming
+prompt over the other answer, yes over no for "Is there a {label} sound?";
 steering: the queried class's logit margin in the steered generic run).
 The toy's vocabulary makes each class one token; the check needs one-token
-labels and ``yes`` / ``no``, and is skipped (said so in the JSON) where a
-tokenizer splits them.
+labels and answers, and is skipped (said so in the JSON) where a tokenizer
+splits them.
+
+The event-naming prompt is a choice (``naming``, ``--naming``, with its two
+one-word ``answers``): it makes the instruction-based vectors and the
+prompting read-outs. A model that looks a named sound up late, after the
+question is read, may do so for one kind of question and not for another
+(the toy: for "Is the {label} sound high or low?", not for presence).
 
     python -m lalm_lens.experiments.localization --model lalm-toy --layout equal --n 100 --seed 0 \\
         --methods steering,prompting,audio,direct,generation,random,null --json loc.json --plot loc.png
@@ -401,8 +409,10 @@ def steer_hooks(vectors: dict[str, SteeringVector], layer: int, scale: float, po
     return hooks
 
 
-def build_vectors(model, scenes: list[Scene], labels: Sequence[str], kind: str, batch_size: int, progress: bool) -> dict[str, SteeringVector]:
-    """One raw vector per class from the vector split (instruction-based or audio-based)."""
+def build_vectors(model, scenes: list[Scene], labels: Sequence[str], kind: str, batch_size: int, progress: bool,
+                  naming: str = NAMING_Q) -> dict[str, SteeringVector]:
+    """One raw vector per class from the vector split (instruction-based: ``naming`` minus the generic prompt; or
+    audio-based)."""
     vectors = {}
     rate = scenes[0].sampling_rate
     for label in tqdm(labels, desc=f"{kind} vectors", disable=not progress, leave=False):
@@ -412,7 +422,7 @@ def build_vectors(model, scenes: list[Scene], labels: Sequence[str], kind: str, 
             raise ValueError(f"the vector split has no clip {'with' if not with_label else 'without'} {label!r}; use more clips")
         if kind == "instructions":
             vectors[label] = SteeringVector.from_instructions(
-                model, with_label, NAMING_Q.format(label=label), GENERIC_Q, sampling_rate=rate, batch_size=batch_size
+                model, with_label, naming.format(label=label), GENERIC_Q, sampling_rate=rate, batch_size=batch_size
             )
         else:
             vectors[label] = SteeringVector.from_audio(model, with_label, without, GENERIC_Q, sampling_rate=rate, batch_size=batch_size)
@@ -441,13 +451,19 @@ class Study:
     def __init__(self, model, *, n: int = 100, seed: int = 0, layout: str = "equal", n_dev: int = 20, n_vectors: int = 24,
                  scales: Sequence[float] = (0.25, 1.0, 4.0, 16.0), steer_positions: Sequence[str] = ("all",),
                  batch_size: int = 24, duration_s: float = 6.0, progress: bool = True,
-                 data: str | Path | None = None, labels_file: str | None = None):
+                 data: str | Path | None = None, labels_file: str | None = None,
+                 naming: str = NAMING_Q, answers: Sequence[str] = ("yes", "no")):
+        if "{label}" not in naming:
+            raise ValueError(f"the event-naming prompt must name the event with {{label}}: {naming!r}")
+        if len(answers) != 2:
+            raise ValueError(f"give the naming prompt's two answers (the knockout measures one's margin over the other), not {list(answers)}")
         self.model, self.seed, self.progress = model, seed, progress
+        self.naming, self.answers = naming, tuple(answers)
         self.scales, self.steer_positions = list(scales), list(steer_positions)
         self.config = {
             "model": model.cfg.name, "layout": layout, "seed": seed, "n_clips": n, "n_dev_clips": n_dev,
             "n_vector_clips": n_vectors, "duration_s": duration_s, "scales": self.scales,
-            "steer_positions": self.steer_positions, "prompts": {"generic": GENERIC_Q, "naming": NAMING_Q, "direct": DIRECT_Q},
+            "steer_positions": self.steer_positions, "prompts": {"generic": GENERIC_Q, "naming": naming, "answers": list(answers), "direct": DIRECT_Q},
         }
         counts = {"vectors": n_vectors, "dev": n_dev, "test": n}
         records = None if data is None else load_event_records(data, labels_file)
@@ -495,7 +511,7 @@ class Study:
         """Instruction-based (``method="steering"``) or audio-based (``"audio"``) steering read-out, its class-blind
         control, and the knockout check of the attention it reads."""
         method = "steering" if kind == "instructions" else "audio"
-        raw = build_vectors(self.model, self.split["vectors"], self.labels, kind, self.runner.batch_size, self.progress)
+        raw = build_vectors(self.model, self.split["vectors"], self.labels, kind, self.runner.batch_size, self.progress, self.naming)
         families = {"raw": raw, "centred": SteeringVector.centre(raw)}
         grid = list(itertools.product(families, self.steer_layers, self.scales, self.steer_positions))
         candidates = {
@@ -552,7 +568,7 @@ class Study:
 
     def prompting(self) -> None:
         """Profiles under the event-naming prompt (last token, class word), the no-question control, and their knockout check."""
-        naming = {name: self.runner.batches(qs, lambda q: NAMING_Q.format(label=q.label), self.embeds[name])
+        naming = {name: self.runner.batches(qs, lambda q: self.naming.format(label=q.label), self.embeds[name])
                   for name, qs in self.queries.items()}
         grid = readout_grid(self.runner.layers, signed=False)
         for query in ("last", "word"):
@@ -565,16 +581,17 @@ class Study:
         _, setting, best = choose({"generic": self.plain["dev"]}, self.queries["dev"], grid)
         self.score("control", [predict(p, setting, q.width, q.clip_s) for p, q in zip(self.plain["test"], self.queries["test"])], "inside")
         self.chosen["control"], self.dev_score["control"] = setting, best
-        yes, no = self.runner.token("yes"), self.runner.token("no")
-        yes_no = lambda logits, chunk: (logits[:, yes] - logits[:, no]).tolist()
+        first, second = (self.runner.token(a) for a in self.answers)
+        margin = lambda logits, chunk: (logits[:, first] - logits[:, second]).tolist()
         for name, query in (("prompting_word", "word"), ("prompting_last", "last")):
-            if yes is None or no is None:
-                self.extra.setdefault("knockout", {})[name] = {"skipped": "'yes' or 'no' is not one token for this tokenizer"}
+            if first is None or second is None:
+                self.extra.setdefault("knockout", {})[name] = {"skipped": f"the answers {list(self.answers)} are not one token each for this tokenizer"}
                 continue
             self.extra.setdefault("knockout", {})[name] = {
-                "measure": "yes-minus-no logit, event-naming prompt",
-                **knockout_effects(self.runner, self.queries["test"], naming["test"], lambda chunk, batch: [], yes_no, query,
-                                   self.chosen[name]["read_layers"]),
+                "measure": f"the model's own answer's logit over the other's ({self.answers[0]!r} or {self.answers[1]!r}), "
+                           "event-naming prompt",
+                **knockout_effects(self.runner, self.queries["test"], naming["test"], lambda chunk, batch: [], margin, query,
+                                   self.chosen[name]["read_layers"], own_answer=True),
             }
 
     def direct(self) -> None:
@@ -682,29 +699,33 @@ def generation_profiles(runner: Runner, scenes: list[Scene | Clip], queries: lis
     return gen, order
 
 
-def knockout_effects(runner: Runner, queries: list[Query], prepared, base_hooks, measure, query: str, layers: list[int]) -> dict:
+def knockout_effects(runner: Runner, queries: list[Query], prepared, base_hooks, measure, query: str, layers: list[int],
+                     own_answer: bool = False) -> dict:
     """Mean change of ``measure`` when the read query's attention at ``layers`` is cut from the queried event,
     from another event of the clip (the next one), or from all the audio; clip-level 95 % intervals.
 
-    A read-out the model uses shows a larger change for the queried event than for another event.
+    ``own_answer``: ``measure`` is one answer's margin over another, and each query's change is signed so that a
+    negative change moves away from the answer the model gives without the cut (the baseline is then the mean
+    absolute margin). A read-out the model uses shows a larger change for the queried event than for another event.
     """
     order = {id(q): i for i, q in enumerate(queries)}
     index = [order[id(q)] for chunk, _ in prepared for q in chunk]
     clips = [queries[i].clip for i in index]
     plain = np.array(runner.measure(prepared, base_hooks, measure))
+    sign = np.where(plain < 0, -1.0, 1.0) if own_answer else np.ones_like(plain)
     other = lambda q: q.scene.events[(q.index + 1) % len(q.scene.events)]
     targets = {
         "queried_event": lambda q: q.truth,
         "other_event": lambda q: (other(q).start_s, other(q).stop_s),
         "all_audio": lambda q: None,
     }
-    result = {"query": query, "layers": layers, "baseline": float(plain.mean())}
+    result = {"query": query, "layers": layers, "baseline": float((sign * plain).mean())}
     for name, target in targets.items():
         def hooks(chunk, batch, target=target):
             keys = [batch.audio_positions(b, 0, *target(q)) if target(q) else batch.audio_positions(b) for b, q in enumerate(chunk)]
             rows = [-1] if query == "last" else sorted({batch.find_text(b, q.label)[0] for b, q in enumerate(chunk)})
             return [*base_hooks(chunk, batch), *Knockout(layers, keys, queries=rows).fwd_hooks()]
-        delta = np.array(runner.measure(prepared, hooks, measure)) - plain
+        delta = sign * (np.array(runner.measure(prepared, hooks, measure)) - plain)
         mean, lo, hi = clip_bootstrap(delta, clips)
         result[name] = {"delta": mean, "ci95": [lo, hi]}
     return result
@@ -760,6 +781,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated, from {','.join(METHODS)}")
     p.add_argument("--scales", default="0.25,1,4,16", help="steering scales tried on the development split")
     p.add_argument("--positions", default="all", help="steering positions tried on the development split: all,text")
+    p.add_argument("--naming", default=NAMING_Q, help="the event-naming prompt ({label} is the event's label): it makes the "
+                   "instruction-based vectors and the prompting read-outs")
+    p.add_argument("--answers", default="yes,no", help="the naming prompt's two one-word answers (for its knockout check)")
     p.add_argument("--batch-size", type=int, default=24)
     add_model_arguments(p)
     p.add_argument("--json", help="write the result here")
@@ -775,7 +799,7 @@ def main(argv: list[str] | None = None) -> int:
         model, n=args.n, seed=args.seed, layout=args.layout, methods=methods, n_dev=args.n_dev,
         n_vectors=args.n_vectors, scales=[float(s) for s in args.scales.split(",")],
         steer_positions=[p.strip() for p in args.positions.split(",")], batch_size=args.batch_size,
-        data=args.data, labels_file=args.labels,
+        data=args.data, labels_file=args.labels, naming=args.naming, answers=[a.strip() for a in args.answers.split(",")],
     )
     print(table(result))
     if args.json:

@@ -1,6 +1,7 @@
 """The three-event localization study: exact baselines, scoring, parsing, and a small end-to-end run on the toy."""
 
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -59,6 +60,33 @@ def test_a_small_run_writes_every_field(tmp_path):
     assert {"steering", "steering_raw", "steering_centred", "steering_control", "prompting_last", "prompting_word", "control", "direct"} <= set(result["overlap"])
     assert result["direct"]["n"] == 6 and "knockout" in result
     assert (tmp_path / "loc.png").stat().st_size > 0
+
+
+def test_the_event_naming_prompt_is_a_choice_and_its_knockout_measures_the_models_own_answer(tmp_path):
+    out = tmp_path / "loc.json"
+    argv = ["--model", "lalm-toy", "--n", "2", "--n-dev", "2", "--n-vectors", "10", "--scales", "4", "--methods",
+            "steering,prompting", "--naming", "Is the {label} sound high or low?", "--answers", "high,low", "--json", str(out)]
+    assert localization.main(argv) == 0
+    result = json.loads(out.read_text())
+    assert result["config"]["prompts"]["naming"] == "Is the {label} sound high or low?"
+    assert result["config"]["prompts"]["answers"] == ["high", "low"]
+    check = result["knockout"]["prompting_last"]
+    assert "'high' or 'low'" in check["measure"] and check["baseline"] >= 0, "the own answer's margin is never negative"
+    with pytest.raises(ValueError, match="label"):
+        localization.Study(None, naming="Is there a sound?")
+    with pytest.raises(ValueError, match="two answers"):
+        localization.Study(None, answers=["yes"])
+
+
+def test_an_own_answer_knockout_is_signed_towards_the_answer_given_without_the_cut():
+    class Runner:  # the margin is -2 and +3 unknocked, -1 and +1 with any cut
+        def measure(self, prepared, hooks, measure):
+            return [-2.0, 3.0] if hooks is None else [-1.0, 1.0]
+
+    queries = [SimpleNamespace(clip=0), SimpleNamespace(clip=1)]
+    effects = localization.knockout_effects(Runner(), queries, [(queries, None)], None, None, "last", [3], own_answer=True)
+    assert effects["baseline"] == 2.5
+    assert effects["queried_event"]["delta"] == pytest.approx(-1.5), "both cuts move away from the model's own answer"
 
 
 def test_unknown_methods_are_refused():
