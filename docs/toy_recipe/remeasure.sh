@@ -9,7 +9,7 @@
 # toy figures, with the pitch question's localization run as localize_pitch (in the default steps too).
 # Measured on a slow 2-core machine, two of these running side by side on one thread each with other work beside
 # them: neurons 31.7 min (8 runs), transfer 3.0, localize 13.4, localize_pitch 9.2, gain 15.6; evaluate took
-# 9.5 min at --n 200 on two threads (this runs --n 400 on one).
+# 9.5 min at --n 200 on two threads (the shipped card's n; this runs it on one).
 set -euo pipefail
 MODEL=${1:?model folder or lalm-toy}
 OUT=${2:?output folder}
@@ -23,7 +23,7 @@ for step in $STEPS; do
   echo "== $step $(date +%H:%M:%S)"
   case $step in
     evaluate)  # held-out accuracy, diagnostics and the model card (a saved run's folder: --write-card writes there)
-      python -m lalm_lens.zoo.train_toy --evaluate --out "$MODEL" --threads 1 --n 400 --write-card > "$OUT/evaluate.log" 2>&1 ;;
+      python -m lalm_lens.zoo.train_toy --evaluate --out "$MODEL" --threads 1 --n 200 --write-card > "$OUT/evaluate.log" 2>&1 ;;
     demo)
       python -c "
 import lalm_lens as ll

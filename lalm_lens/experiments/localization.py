@@ -437,6 +437,19 @@ def shared_vector(vectors: dict[str, SteeringVector]) -> SteeringVector:
                           info={**first.info, "shared_mean_of": sorted(vectors)})
 
 
+def check_naming(naming: str, answers: Sequence[str]) -> None:
+    """Refuse an event-naming prompt without ``{label}`` (or with other fields), or answers other than two distinct words."""
+    try:
+        named = naming.format(label="\0")
+    except (KeyError, IndexError, ValueError) as error:
+        raise ValueError(f"the event-naming prompt may hold only the field {{label}}: {naming!r} ({error!r})") from None
+    if "\0" not in named:
+        raise ValueError(f"the event-naming prompt must name the event with {{label}}: {naming!r}")
+    if len(answers) != 2 or answers[0] == answers[1]:
+        raise ValueError(f"give the naming prompt's two different answers (the knockout measures one's margin over the "
+                         f"other), not {list(answers)}")
+
+
 # -- the study -----------------------------------------------------------------
 class Study:
     """The clips, queries and recorded scores of one localization run; one method per read-out.
@@ -453,10 +466,7 @@ class Study:
                  batch_size: int = 24, duration_s: float = 6.0, progress: bool = True,
                  data: str | Path | None = None, labels_file: str | None = None,
                  naming: str = NAMING_Q, answers: Sequence[str] = ("yes", "no")):
-        if "{label}" not in naming:
-            raise ValueError(f"the event-naming prompt must name the event with {{label}}: {naming!r}")
-        if len(answers) != 2:
-            raise ValueError(f"give the naming prompt's two answers (the knockout measures one's margin over the other), not {list(answers)}")
+        check_naming(naming, answers)
         self.model, self.seed, self.progress = model, seed, progress
         self.naming, self.answers = naming, tuple(answers)
         self.scales, self.steer_positions = list(scales), list(steer_positions)
@@ -705,8 +715,8 @@ def knockout_effects(runner: Runner, queries: list[Query], prepared, base_hooks,
     from another event of the clip (the next one), or from all the audio; clip-level 95 % intervals.
 
     ``own_answer``: ``measure`` is one answer's margin over another, and each query's change is signed so that a
-    negative change moves away from the answer the model gives without the cut (the baseline is then the mean
-    absolute margin). A read-out the model uses shows a larger change for the queried event than for another event.
+    negative change moves away from the model's own answer without the cut (of the two, the one with the larger
+    logit; the baseline is then the mean absolute margin). A read-out the model uses shows a larger change for the queried event than for another event.
     """
     order = {id(q): i for i, q in enumerate(queries)}
     index = [order[id(q)] for chunk, _ in prepared for q in chunk]
@@ -793,13 +803,15 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    answers = [a.strip() for a in args.answers.split(",")]
+    check_naming(args.naming, answers)
     model = load_from_args(args)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     result = run(
         model, n=args.n, seed=args.seed, layout=args.layout, methods=methods, n_dev=args.n_dev,
         n_vectors=args.n_vectors, scales=[float(s) for s in args.scales.split(",")],
         steer_positions=[p.strip() for p in args.positions.split(",")], batch_size=args.batch_size,
-        data=args.data, labels_file=args.labels, naming=args.naming, answers=[a.strip() for a in args.answers.split(",")],
+        data=args.data, labels_file=args.labels, naming=args.naming, answers=answers,
     )
     print(table(result))
     if args.json:

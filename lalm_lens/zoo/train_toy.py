@@ -1586,14 +1586,16 @@ def reproduction_section(folder: Path, results: dict, log: dict) -> str:
     rows = "\n".join(f"| {t} | {100 * results[t]['accuracy']:.1f} % | {100 * again['accuracy'][t]:.1f} % | "
                       f"{100 * (again['accuracy'][t] - results[t]['accuracy']):+.1f} |" for t in tasks)
     note = f"\n{again['note']}\n" if again.get("note") else ""
+    where = again.get("where", f"on {again.get('threads', '?')} threads")
+    evaluate = again.get("evaluate", "python -m lalm_lens.zoo.train_toy --evaluate --out RUN")
     return f"""
 ## Another run of the same recipe
 
-`{again["command"]}` ({again["steps"]} steps, {again["wall_seconds"] / 60:.1f} min of training, {again["where"]}),
-then `{again["evaluate"]}` on the same held-out sets (the shipped run made {log["steps"]} steps in
+`{again["command"]}` ({again["steps"]} steps, {again["wall_seconds"] / 60:.1f} min of training, {where}),
+then `{evaluate}` on the same held-out sets (the shipped run made {log["steps"]} steps in
 {log["wall_seconds"] / 60:.1f} min).
 {note}
-| task | shipped | other run | difference, points |
+| task | shipped | other run | other run − shipped, points |
 |---|---|---|---|
 {rows}
 """

@@ -70,12 +70,18 @@ def test_the_event_naming_prompt_is_a_choice_and_its_knockout_measures_the_model
     result = json.loads(out.read_text())
     assert result["config"]["prompts"]["naming"] == "Is the {label} sound high or low?"
     assert result["config"]["prompts"]["answers"] == ["high", "low"]
-    check = result["knockout"]["prompting_last"]
-    assert "'high' or 'low'" in check["measure"] and check["baseline"] >= 0, "the own answer's margin is never negative"
-    with pytest.raises(ValueError, match="label"):
-        localization.Study(None, naming="Is there a sound?")
-    with pytest.raises(ValueError, match="two answers"):
-        localization.Study(None, answers=["yes"])
+    assert "'high' or 'low'" in result["knockout"]["prompting_last"]["measure"]
+    for naming, answers, error in (("Is there a sound?", ("yes", "no"), "label"), ("Is the {label} {kind}?", ("a", "b"), "only"),
+                                   ("Is there a {label}?", ("yes",), "two different"), ("Is there a {label}?", ("yes", "yes"), "two different")):
+        with pytest.raises(ValueError, match=error):
+            localization.Study(None, naming=naming, answers=answers)
+
+
+def test_instruction_vectors_are_built_from_the_event_naming_prompt(toy):
+    scenes = [localization.make_scene(seed, layout="equal") for seed in (1, 3, 5, 7)]
+    label = scenes[0].labels[0]
+    vectors = localization.build_vectors(toy, scenes, [label], "instructions", 4, False, naming="Is the {label} sound high or low?")
+    assert vectors[label].info["instruction"] == f"Is the {label} sound high or low?"
 
 
 def test_an_own_answer_knockout_is_signed_towards_the_answer_given_without_the_cut():

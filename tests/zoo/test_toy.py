@@ -480,14 +480,19 @@ def test_model_card_is_what_the_measured_logs_give(toy, tmp_path):
     results = json.loads((shipped / "eval_results.json").read_text())
     assert results["list_3_events"]["accuracy"] >= 0.8 and results["presence"]["accuracy"] >= 0.95
     card = (shipped / "MODEL_CARD.md").read_text()
-    assert "## Against its targets" in card and "| pitch | 87.0 % | 66.0 % | -21.0 |" in card, "says what it misses"
+    assert "| pitch of a named sound | 87.0 | ≥ 90 | **missed** |" in card, "the card says which targets the toy misses"
 
 
 def test_the_targets_table_marks_each_figure_met_or_missed():
-    results = {"list_3_events": {"accuracy": 0.91}, "presence": {"accuracy": 0.96}, "mlp_ablation": {"all": {"accuracy": 0.4}}}
+    cut = [{"drop": 0.0}] * 3 + [{"drop": 0.25}] + [{"drop": 0.0}] * 2  # points lost from each layer on; 6 layers
+    results = {"list_3_events": {"accuracy": 0.91}, "presence": {"accuracy": 0.96}, "mlp_ablation": {"all": {"accuracy": 0.4}},
+               "retrieval": {"pitch": {"last_from": cut}, "level": {"last_from": [{"drop": -0.02}] * 6}}}
     table = tt.targets_section(results)
     assert "| list, three events | 91.0 | ≥ 90 | met |" in table and "| presence | 96.0 | ≥ 97 | **missed** |" in table
-    assert "| emotion, every decoder MLP mean-ablated | 40.0 | ≤ 40 | met |" in table and "misses 1 of 3" in table
+    assert "| emotion, every decoder MLP mean-ablated | 40.0 | ≤ 40 | met |" in table
+    assert "| pitch: points lost, last position's audio cut from layer 3 | 25.0 | ≥ 20 | met |" in table
+    assert "| level: points lost, last position's audio cut from layer 3 | -2.0 | ≥ 20 | **missed** |" in table
+    assert "misses 2 of 5" in table
 
 
 @pytest.mark.parametrize("frame_weight", [0, 1])
