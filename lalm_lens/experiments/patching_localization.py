@@ -60,6 +60,7 @@ def run(args):
                 inside = [event.start_s <= groups[j].centre_s < event.stop_s for j in audio]
                 norm = exact.normalized.reshape(-1, len(groups))
                 entry = {
+                    "rows": exact.row_labels(),
                     "share_inside": exact.share_inside(event.start_s, event.stop_s).tolist(),
                     "bins_inside": float(np.mean(inside)),
                     "max_audio_effect": norm[:, audio].max(-1).tolist(),
@@ -88,12 +89,13 @@ def summary(paths):
         print(f"\n{site}: chance share (bins inside the event) {fmt(clip_bootstrap([r['bins_inside'] for r in rows]))}")
         share = np.array([r["share_inside"] for r in rows], dtype=float)
         peak = np.array([r["max_audio_effect"] for r in rows])
-        for layer in range(share.shape[1]):
+        labels = rows[0].get("rows", [f"layer {i}" for i in range(share.shape[1])])  # records before "rows" name layers
+        for layer, label in enumerate(labels):
             ok = np.isfinite(share[:, layer])
             if not ok.any():
-                print(f"  layer {layer}: no positive audio-bin effect in any clip")
+                print(f"  {label}: no positive audio-bin effect in any clip")
                 continue
-            print(f"  layer {layer}: share inside {fmt(clip_bootstrap(share[ok, layer]))} (n={ok.sum()}), "
+            print(f"  {label}: share inside {fmt(clip_bootstrap(share[ok, layer]))} (n={ok.sum()}), "
                   f"largest normalised audio-bin effect {fmt(clip_bootstrap(peak[:, layer]))}")
         if "attribution_corr" in rows[0]:
             c = np.array([r["attribution_corr"] for r in rows])
