@@ -716,7 +716,9 @@ def knockout_effects(runner: Runner, queries: list[Query], prepared, base_hooks,
 
     ``own_answer``: ``measure`` is one answer's margin over another, and each query's change is signed so that a
     negative change moves away from the model's own answer without the cut (of the two, the one with the larger
-    logit; the baseline is then the mean absolute margin). A read-out the model uses shows a larger change for the queried event than for another event.
+    logit; the baseline is then the mean absolute margin).
+
+    A read-out the model uses shows a larger change for the queried event than for another event.
     """
     order = {id(q): i for i, q in enumerate(queries)}
     index = [order[id(q)] for chunk, _ in prepared for q in chunk]
