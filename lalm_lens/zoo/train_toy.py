@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 from collections import Counter
 import dataclasses
+import difflib
 import json
 import math
 import os
@@ -273,7 +274,7 @@ class Config:
     seed: int = 0
     steps: int = 7400
     stage2_step: int = 4400
-    minutes: float = 120.0
+    minutes: float = 0.0
     threads: int = 0
     device: str = "cpu"
     batch_size: int = 16
@@ -904,11 +905,15 @@ def answer_stats(logits: torch.Tensor, batch: dict) -> tuple[torch.Tensor, dict[
 
 
 def lr_at(step: int, cfg: Config, elapsed_s: float = 0.0) -> float:
-    """Linear warm-up, then cosine decay to ``min_lr`` by the planned last step or the end of the time
-    budget, whichever comes first (so a run cut short by the clock is still annealed)."""
+    """Linear warm-up, then cosine decay to ``min_lr`` by the planned last step, a function of the step alone, so
+    that a run is the same run on any machine. With a time budget (``minutes``), by the end of the budget where
+    that comes first, so that a run the clock cuts short is still annealed (it then depends on the machine's speed:
+    on the slower of two machines the rate falls sooner)."""
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
-    progress = max((step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps), elapsed_s / (60 * cfg.minutes))
+    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    if cfg.minutes:
+        progress = max(progress, elapsed_s / (60 * cfg.minutes))
     progress = min(1.0, progress)
     return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * progress))
 
@@ -1102,7 +1107,7 @@ def train(cfg: Config, resume: bool = False, until: int | None = None) -> Path:
             bar.close()
             print(f"stopped after step {done}; go on with --resume")
             return checkpoint
-        if time.time() - start > cfg.minutes * 60:
+        if cfg.minutes and time.time() - start > cfg.minutes * 60:
             bar.write(f"time budget of {cfg.minutes:g} min reached after {done} of {cfg.steps} steps")
             break
     bar.close()
@@ -1358,9 +1363,29 @@ def property_rows(model, n: int, batch_size: int, utts, score) -> None:
     answers = greedy_answers(model, waves, prompts, batch_size)
     for kind in dict.fromkeys(kinds):
         score(kind, [a == t for a, t, k in zip(answers, truth, kinds) if k == kind])
+    presence_wordings(model, scenes[: n // 2], batch_size, score)
     for kind, options in (("pitch", PITCHES), ("level", LEVELS)):
         for option in options:
             score(f"{kind}_{option}", [a == t for a, t, k in zip(answers, truth, kinds) if k == kind and t == option])
+
+
+def presence_wordings(model, scenes, batch_size: int, score) -> None:
+    """Presence about a present and an absent sound of each scene, asked two ways apart, to tell which part of the
+    ``presence_phrased`` rows the model misses: ``presence_reworded`` names the sound by its class word in another
+    wording of the question ("Can you hear the dog?"), ``presence_paraphrased`` names it by a paraphrase in the
+    usual wording ("Is there a barking dog sound?"). Drawn from a stream of their own, so the other rows stay as
+    they were."""
+    rng = np.random.default_rng(EVAL_SEED + 3)
+    waves, prompts, truth, kinds = [], [], [], []
+    for s in scenes:
+        _, absent = asked_about(s, rng)
+        for label, answer in ((str(rng.choice(s.labels)), "yes"), (absent, "no")):
+            for kind, question in (("presence_reworded", str(rng.choice(PRESENCE_QS[1:])).format(label=label)),
+                                   ("presence_paraphrased", PRESENCE_Q.format(label=name(label, rng, 1.0)))):
+                waves.append(s.wave), prompts.append(question), truth.append(answer), kinds.append(kind)
+    answers = greedy_answers(model, waves, prompts, batch_size)
+    for kind in dict.fromkeys(kinds):
+        score(kind, [a == t for a, t, k in zip(answers, truth, kinds) if k == kind])
 
 
 def retrieval_diagnostic(model, scenes, batch_size: int, properties: bool = True) -> dict:
@@ -1452,7 +1477,8 @@ def attention_peaks(model, scenes, batch_size: int, question: str = PRESENCE_Q) 
 def format_results(r: dict) -> str:
     lines = ["| task | held-out accuracy | n | 95 % Wilson interval |", "|---|---|---|---|"]
     keys = ("list_3_events", "presence", "presence_yes", "presence_no", "emotion", *(f"emotion_{c}" for c in CONDITIONS),
-            "pitch", *(f"pitch_{p}" for p in PITCHES), "level", *(f"level_{v}" for v in LEVELS), "presence_phrased", "pitch_phrased", "level_phrased",
+            "pitch", *(f"pitch_{p}" for p in PITCHES), "level", *(f"level_{v}" for v in LEVELS), "presence_phrased",
+            "presence_reworded", "presence_paraphrased", "pitch_phrased", "level_phrased",
             "pitch_contrast", "level_contrast", "speaker")
     for key in keys:
         if key not in r:
@@ -1759,7 +1785,7 @@ seed {c["seed"]}, **{log["wall_seconds"] / 60:.1f} minutes on {where}**.
 
 ```bash
 {recipe_command(c, log["threads"])}
-# (retrains into out/lalm-toy; stops after {c["minutes"]:g} min at most)
+# (retrains into out/lalm-toy{f'; stops after {c["minutes"]:g} min at most' if c["minutes"] else ""})
 python -m lalm_lens.zoo.train_toy --evaluate{evaluate_n}    # the tables below (add --write-card to update this card)
 ```
 
@@ -1768,7 +1794,9 @@ python -m lalm_lens.zoo.train_toy --evaluate{evaluate_n}    # the tables below (
 By greedy generation, on fresh clips from held-out seeds: {results["n"] // 2} equal-layout and
 {results["n"] - results["n"] // 2} random-layout three-event scenes of 6 s (one "yes" and one "no"
 question, one pitch and one level question each, with the class word; the
-`_phrased` rows ask half of them with a paraphrase and another wording), and
+`_phrased` rows ask half of them with a paraphrase and another wording; `presence_reworded`
+asks presence in another wording with the class word, `presence_paraphrased` in the usual wording with a
+paraphrase), and
 {results["n"]} utterances balanced over emotions, speakers and recording conditions.
 
 {format_results(results)}
@@ -1826,12 +1854,32 @@ held-out clips):
     return path
 
 
+def config_override(item: str) -> tuple[str, object]:
+    """``KEY=VALUE`` of ``--set`` as a ``Config`` field and its value: JSON (``true``, ``0.5``, ``[4, 6]``; Python's
+    ``True`` / ``False`` too) for all but the text fields, whose value is taken as written."""
+    fields = {f.name: f for f in dataclasses.fields(Config)}
+    key, sep, value = item.partition("=")
+    if not sep or key not in fields:
+        close = difflib.get_close_matches(key, fields, n=1)
+        raise ValueError(f"--set {item}: not a Config field" + (f" (did you mean {close[0]}?)" if close else "")
+                         if sep else f"--set {item}: expected KEY=VALUE")
+    if fields[key].type == "str":
+        return key, value
+    try:
+        parsed = json.loads({"True": "true", "False": "false"}.get(value, value))
+    except json.JSONDecodeError:
+        raise ValueError(f"--set {item}: {value!r} is not a JSON value (true, 0.5, [4, 6], ...)") from None
+    return key, tuple(parsed) if isinstance(parsed, list) else parsed
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default=None,
                         help=f"folder to train into (default: {TRAIN_OUT}; copy it into lalm_lens/zoo/lalm-toy to ship it); "
                              "with --evaluate, the model to evaluate (default: the shipped lalm-toy)")
-    parser.add_argument("--minutes", type=float, default=Config.minutes, help="wall-clock budget; training stops there")
+    parser.add_argument("--minutes", type=float, default=Config.minutes,
+                        help="wall-clock budget (0: none): training stops there, and the learning rate anneals by it "
+                             "where the clock runs ahead of the steps")
     parser.add_argument("--steps", type=int, default=Config.steps, help="planned steps (the learning-rate schedule's length)")
     parser.add_argument("--seed", type=int, default=Config.seed)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
@@ -1877,13 +1925,11 @@ def main(argv: list[str] | None = None) -> None:
         if args.write_card and Path(args.out, "training_log.json").exists():
             print(f"wrote {write_model_card(args.out)}")
         return
-    fields = {f.name: f for f in dataclasses.fields(Config)}
     overrides = dict(out=args.out or str(TRAIN_OUT), minutes=args.minutes, steps=args.steps, seed=args.seed, threads=args.threads)
-    for item in args.set:
-        key, value = item.split("=", 1)
-        overrides[key] = json.loads(value) if fields[key].type not in ("str",) else value
-        if isinstance(overrides[key], list):
-            overrides[key] = tuple(overrides[key])
+    try:
+        overrides.update(config_override(item) for item in args.set)
+    except ValueError as error:
+        parser.error(str(error))
     cfg = Config.micro(**overrides) if args.micro else Config(**overrides)
     train(cfg, resume=args.resume, until=args.until)
 

@@ -427,6 +427,7 @@ def test_evaluation_leaves_the_evaluated_folder_alone(micro_toy, tmp_path, monke
     results = json.loads((tmp_path / "out" / f"eval-{micro_toy.name}" / "eval_results.json").read_text())
     assert results["n"] == 4 and results["emotion"]["n"] == 4 and results["pitch_probe"]["given_class"]["n"] == 4
     assert results["attention"]["n"] == results["attention_pitch"]["n"] == 3, "one equal-layout clip, each event asked"
+    assert results["presence_reworded"]["n"] == results["presence_paraphrased"]["n"] == 4, "two scenes, yes and no"
     tt.main(["--evaluate", "--n", "4", "--threads", "1", "--out", str(micro_toy), "--results", str(tmp_path / "mine")])
     assert json.loads((tmp_path / "mine" / "eval_results.json").read_text())["n"] == 4
 
@@ -497,7 +498,7 @@ def test_the_targets_table_marks_each_figure_met_or_missed():
 
 @pytest.mark.parametrize("frame_weight", [0, 1])
 def test_a_run_stopped_and_resumed_equals_a_run_in_one_go(tmp_path, frame_weight):
-    micro = ["--micro", "--steps", "4", "--threads", "1", "--minutes", "1e9"]
+    micro = ["--micro", "--steps", "4", "--threads", "1"]
     # the recipe as it was before those fields existed; with the frame objective its heads must resume too
     before = ["--set", "ladder_steps=0", "plain_frac=0", f"frame_weight={frame_weight}"]
     tt.main([*micro, "--out", str(tmp_path / "whole"), *before])
@@ -523,6 +524,28 @@ def test_a_run_stopped_and_resumed_equals_a_run_in_one_go(tmp_path, frame_weight
     assert (tmp_path / "to_the_end" / "model.safetensors").exists(), "stopping at the last step ends the run with its model"
 
 
+def test_the_learning_rate_follows_the_steps_unless_a_time_budget_is_set():
+    steps = tt.Config(steps=1000, warmup_steps=100)
+    assert tt.lr_at(99, steps) == steps.lr and tt.lr_at(999, steps) == pytest.approx(steps.min_lr, rel=1e-4)
+    assert tt.lr_at(550, steps, elapsed_s=1e9) == tt.lr_at(550, steps), "the machine's speed plays no part"
+    budget = dataclasses.replace(steps, minutes=10.0)
+    assert tt.lr_at(550, budget, elapsed_s=0) == tt.lr_at(550, steps)
+    assert tt.lr_at(550, budget, elapsed_s=600) == pytest.approx(steps.min_lr), "the budget spent: annealed"
+
+
+def test_set_takes_json_or_python_booleans_and_names_a_misspelt_field():
+    assert tt.config_override("freeze_encoder=True") == ("freeze_encoder", True)
+    assert tt.config_override("freeze_encoder=false") == ("freeze_encoder", False)
+    assert tt.config_override("durations=[4, 6]") == ("durations", (4, 6))
+    assert tt.config_override("init_from=some/folder") == ("init_from", "some/folder")
+    with pytest.raises(ValueError, match="did you mean freeze_encoder"):
+        tt.config_override("freeze_encode=true")
+    with pytest.raises(ValueError, match="not a JSON value"):
+        tt.config_override("lr=fast")
+    with pytest.raises(SystemExit):
+        tt.main(["--micro", "--set", "lr"])
+
+
 def test_the_card_gives_the_command_that_trains_its_recipe_and_each_legs_threads():
     config = json.loads(json.dumps(dataclasses.asdict(tt.Config(steps=6400, name_step=2000, pick_frac=0.5))))
     command = tt.recipe_command(config, threads=2)
@@ -537,7 +560,7 @@ def test_the_card_gives_the_command_that_trains_its_recipe_and_each_legs_threads
 
 
 def test_a_quick_look_reads_a_run_in_progress_and_a_saved_model(micro_toy, tmp_path, monkeypatch, capsys):
-    tt.main(["--micro", "--steps", "4", "--threads", "1", "--minutes", "1e9", "--out", str(tmp_path), "--until", "2"])
+    tt.main(["--micro", "--steps", "4", "--threads", "1", "--out", str(tmp_path), "--until", "2"])
     running, saved = tt.quick_look(tmp_path, n=8, threads=1), tt.quick_look(micro_toy, n=8, threads=1)
     assert running["step"] == 2 and saved["step"] is None
     for look in (running, saved):
