@@ -1361,12 +1361,17 @@ def property_rows(model, n: int, batch_size: int, utts, score) -> None:
         for kind, (question, answer) in zip(("pitch_contrast", "level_contrast"), property_questions(event)):
             waves.append(s.wave), prompts.append(question), truth.append(answer), kinds.append(kind)
     answers = greedy_answers(model, waves, prompts, batch_size)
-    for kind in dict.fromkeys(kinds):
-        score(kind, [a == t for a, t, k in zip(answers, truth, kinds) if k == kind])
+    score_by_kind(score, answers, truth, kinds)
     presence_wordings(model, scenes[: n // 2], batch_size, score)
     for kind, options in (("pitch", PITCHES), ("level", LEVELS)):
         for option in options:
             score(f"{kind}_{option}", [a == t for a, t, k in zip(answers, truth, kinds) if k == kind and t == option])
+
+
+def score_by_kind(score, answers: list[str], truth: list[str], kinds: list[str]) -> None:
+    """``score`` each kind of question (in the order first asked) by whether its answers equal the truth."""
+    for kind in dict.fromkeys(kinds):
+        score(kind, [a == t for a, t, k in zip(answers, truth, kinds) if k == kind])
 
 
 def presence_wordings(model, scenes, batch_size: int, score) -> None:
@@ -1384,8 +1389,7 @@ def presence_wordings(model, scenes, batch_size: int, score) -> None:
                                    ("presence_paraphrased", PRESENCE_Q.format(label=name(label, rng, 1.0)))):
                 waves.append(s.wave), prompts.append(question), truth.append(answer), kinds.append(kind)
     answers = greedy_answers(model, waves, prompts, batch_size)
-    for kind in dict.fromkeys(kinds):
-        score(kind, [a == t for a, t, k in zip(answers, truth, kinds) if k == kind])
+    score_by_kind(score, answers, truth, kinds)
 
 
 def retrieval_diagnostic(model, scenes, batch_size: int, properties: bool = True) -> dict:
@@ -1859,10 +1863,11 @@ def config_override(item: str) -> tuple[str, object]:
     ``True`` / ``False`` too) for all but the text fields, whose value is taken as written."""
     fields = {f.name: f for f in dataclasses.fields(Config)}
     key, sep, value = item.partition("=")
-    if not sep or key not in fields:
+    if not sep:
+        raise ValueError(f"--set {item}: expected KEY=VALUE")
+    if key not in fields:
         close = difflib.get_close_matches(key, fields, n=1)
-        raise ValueError(f"--set {item}: not a Config field" + (f" (did you mean {close[0]}?)" if close else "")
-                         if sep else f"--set {item}: expected KEY=VALUE")
+        raise ValueError(f"--set {item}: not a Config field" + (f" (did you mean {close[0]}?)" if close else ""))
     if fields[key].type == "str":
         return key, value
     try:
