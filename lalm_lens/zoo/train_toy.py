@@ -1031,6 +1031,7 @@ def train(cfg: Config, resume: bool = False, until: int | None = None) -> Path:
     processor = build_processor(cfg)
     model = build_model(cfg, processor.tokenizer)
     device = torch.device(cfg.device)
+    continues = None if cfg.fresh_decoder else base_run(cfg.init_from)
     if cfg.init_from:
         trained = Qwen2AudioForConditionalGeneration.from_pretrained(cfg.init_from, dtype=torch.float32).state_dict()
         if cfg.fresh_decoder:
@@ -1118,15 +1119,51 @@ def train(cfg: Config, resume: bool = False, until: int | None = None) -> Path:
     log = {
         "config": dataclasses.asdict(cfg), "parameters": n_params, "steps": done, "wall_seconds": round(wall, 1),
         "threads": torch.get_num_threads(), "legs": all_legs(), "history": history,
+        **({"continues": continues} if continues else {}),
     }
     (out / "training_log.json").write_text(json.dumps(log, indent=1))
-    plot_curves(history, out / "training_curve.png")
+    plot_curves(*whole_history(log), out / "training_curve.png")
     shutil.rmtree(checkpoint, ignore_errors=True)
     print(f"saved {n_params / 1e6:.2f} M parameters to {out} after {done} steps in {wall / 60:.1f} min")
     return out
 
 
-def plot_curves(history: list[dict], path: Path) -> None:
+def base_run(init_from: str) -> dict | None:
+    """The training log of the run saved in ``init_from``, with its held-out ``eval_results`` where it has them:
+    what a run that starts from those weights records as the run it ``continues``, so that its own log and card
+    tell the whole story (the base's folder may be overwritten later, as the shipped toy's is). None where
+    ``init_from`` is empty or holds no training log."""
+    folder = Path(init_from) if init_from else None
+    if folder is None or not (folder / "training_log.json").exists():
+        return None
+    base = json.loads((folder / "training_log.json").read_text())
+    if (folder / "eval_results.json").exists():
+        base["eval_results"] = json.loads((folder / "eval_results.json").read_text())
+    return base
+
+
+def stages(log: dict) -> list[dict]:
+    """A training log and the logs of the runs it continues (see :func:`base_run`), the first run first."""
+    chain = [log]
+    while "continues" in chain[0]:
+        chain.insert(0, chain[0]["continues"])
+    return chain
+
+
+def whole_history(log: dict) -> tuple[list[dict], list[int]]:
+    """The training curves of a run and of every run it continues, one after another with their steps counted
+    from the first run's start; and the steps where each continuation began."""
+    rows, starts, offset = [], [], 0
+    for stage in stages(log):
+        if offset:
+            starts.append(offset)
+        rows += [{**row, "step": row["step"] + offset} for row in stage["history"]]
+        offset += stage["steps"]
+    return rows, starts
+
+
+def plot_curves(history: list[dict], starts: list[int], path: Path) -> None:
+    """Teacher-forced accuracy and loss per task over the steps; a dotted line where a continuation began."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -1143,6 +1180,8 @@ def plot_curves(history: list[dict], path: Path) -> None:
     ax_acc.set(xlabel="step", ylabel="answers exactly right (teacher forced)", ylim=(0, 1.02), title="training accuracy")
     ax_loss.set(xlabel="step", ylabel="answer loss (nats / token)", yscale="log", title="training loss")
     for ax in (ax_acc, ax_loss):
+        for step in starts:
+            ax.axvline(step, color="grey", linestyle=":")
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
@@ -1577,8 +1616,9 @@ TARGETS = (("list_3_events", "list, three events", ">=", 0.90), ("presence", "pr
            ("pitch", "pitch of a named sound", ">=", 0.90), ("level", "level of a named sound", ">=", 0.90))
 
 
-def targets_section(r: dict) -> str:
-    """The held-out figures against the targets this version was trained for, each marked met or missed."""
+def target_rows(r: dict) -> list[tuple[str, float, str, float]]:
+    """``(measure, value, ">=" or "<=", goal)`` for each target this version was trained for that ``r``
+    (``eval_results.json``) measures: the held-out accuracies, the decoder-MLP ablation and the retrieval cut."""
     rows = [(label, r[key]["accuracy"], op, goal) for key, label, op, goal in TARGETS if key in r]
     if "mlp_ablation" in r:
         rows.append(("emotion, every decoder MLP mean-ablated", r["mlp_ablation"]["all"]["accuracy"], "<=", 0.40))
@@ -1587,6 +1627,12 @@ def targets_section(r: dict) -> str:
         for kind in ("pitch", "level"):
             rows.append((f"{kind}: points lost, last position's audio cut from layer {half}",
                          r["retrieval"][kind]["last_from"][half]["drop"], ">=", 0.20))
+    return rows
+
+
+def targets_section(r: dict) -> str:
+    """The held-out figures against the targets this version was trained for, each marked met or missed."""
+    rows = target_rows(r)
     if not rows:
         return ""
     met = [value >= goal if op == ">=" else value <= goal for _, value, op, goal in rows]
@@ -1605,27 +1651,30 @@ misses {missed} of {len(rows)}.
 """
 
 
-def reproduction_section(folder: Path, results: dict, log: dict) -> str:
+def reproduction_section(folder: Path, results: dict, log: dict, first_of: int = 1) -> str:
     """A table comparing the shipped run with another run of its recipe, if ``reproduction.json`` holds one
-    (``command``, ``steps``, ``wall_seconds``, ``where``, ``evaluate``, ``accuracy`` by task, optional ``note``)."""
+    (``command``, ``steps``, ``wall_seconds``, ``where``, ``evaluate``, ``accuracy`` by task, optional ``note``).
+    For a continuation (``first_of``: how many runs made the model), ``log`` and ``results`` are its first run's:
+    the recipe that ``reproduction.json`` ran again."""
     path = folder / "reproduction.json"
-    if not path.exists():
+    if not path.exists() or not results:
         return ""
     again = json.loads(path.read_text())
     tasks = [t for t in again["accuracy"] if t in results]
     rows = "\n".join(f"| {t} | {100 * results[t]['accuracy']:.1f} % | {100 * again['accuracy'][t]:.1f} % | "
                       f"{100 * (again['accuracy'][t] - results[t]['accuracy']):+.1f} |" for t in tasks)
     note = f"\n{again['note']}\n" if again.get("note") else ""
+    shipped = "shipped run" if first_of == 1 else "shipped model's first run"
     where = again.get("where", f"on {again.get('threads', '?')} threads")
     evaluate = again.get("evaluate", "python -m lalm_lens.zoo.train_toy --evaluate --out RUN")
     return f"""
 ## Another run of the same recipe
 
 `{again["command"]}` ({again["steps"]} steps, {again["wall_seconds"] / 60:.1f} min of training, {where}),
-then `{evaluate}` on the same held-out sets (the shipped run made {log["steps"]} steps in
+then `{evaluate}` on the same held-out sets (the {shipped} made {log["steps"]} steps in
 {log["wall_seconds"] / 60:.1f} min).
 {note}
-| task | shipped | other run | other run − shipped, points |
+| task | {shipped} | other run | other run − {shipped}, points |
 |---|---|---|---|
 {rows}
 """
@@ -1642,6 +1691,56 @@ def recipe_command(config: dict, threads: int | None) -> str:
     return " ".join(["python -m lalm_lens.zoo.train_toy", *flags, *(["--set", *changed] if changed else [])])
 
 
+CONTINUATION_ROWS = (("presence_reworded", "presence, class word, another wording"),
+                     ("presence_paraphrased", "presence, paraphrase, usual wording"), ("speaker", "speaker"))
+
+
+def continuation_section(chain: list[dict], results: dict, evaluate: str) -> str:
+    """What each run that continues the first one changed (its settings and command, the last one's followed by
+    the ``evaluate`` command) and, where the run it started from was evaluated, the held-out figures before and
+    after it (``chain``: :func:`stages`)."""
+    parts = []
+    for k, (before, stage) in enumerate(zip(chain, chain[1:]), start=1):
+        a, b = recorded_config(before), recorded_config(stage)
+        skip = (*RESUMABLE_CHANGES, "init_from", "steps")
+        changed = "\n".join(f"| `{key}` | {json.dumps(a.get(key))} | {json.dumps(value)} |"
+                             for key, value in b.items() if key not in skip and a.get(key) != value)
+        b = {**b, "init_from": str(TRAIN_OUT) if k == 1 else f"{TRAIN_OUT}-{k}"}
+        frozen = ("do not learn" if b["stage2_step"] == 0 else f"are frozen at step {b['stage2_step']}"
+                  ) if b["freeze_encoder"] else "learn too"
+        parts.append(f"""
+**Continuation {k}**: {stage["steps"]} more steps from the weights above, with the learning rate restarted
+(warm-up {b["warmup_steps"]} steps to {b["lr"]:g}, cosine to {b["min_lr"]:g}) and every setting as in the
+run before except those below; the audio encoder and projector {frozen}.
+{stage["wall_seconds"] / 60:.1f} minutes on {where_trained(stage, b)}.
+
+| setting | before | this run |
+|---|---|---|
+{changed}
+
+```bash
+{recipe_command(b, stage["threads"])} --out {TRAIN_OUT}-{k + 1}{evaluate if k == len(chain) - 1 else ""}
+```
+""")
+    before = chain[-2].get("eval_results") if len(chain) > 1 else None
+    if before:
+        def measures(r: dict) -> dict[str, float]:
+            return {**{label: value for label, value, _, _ in target_rows(r)},
+                    **{label: r[key]["accuracy"] for key, label in CONTINUATION_ROWS if key in r}}
+
+        after = measures(results)
+        lines = "\n".join(f"| {label} | {100 * value:.1f} | {100 * after[label]:.1f} | {100 * (after[label] - value):+.1f} |"
+                           for label, value in measures(before).items() if label in after)
+        parts.append(f"""
+Held out, before and after the last continuation (accuracy in %, the cut in points; the same clips):
+
+| measure | before | after | after − before |
+|---|---|---|---|
+{lines}
+""")
+    return "" if not parts else "\n## Continued training\n" + "".join(parts)
+
+
 def where_trained(log: dict, config: dict) -> str:
     """Where a run trained, in words: its device, or its CPU threads (each leg's, when a resumed run changed them)."""
     if config["device"] != "cpu":
@@ -1655,7 +1754,8 @@ def where_trained(log: dict, config: dict) -> str:
 def write_model_card(folder: str | Path) -> Path:
     """``MODEL_CARD.md`` in ``folder`` from its ``training_log.json`` and ``eval_results.json``: every number in it is measured."""
     folder = Path(folder)
-    log = json.loads((folder / "training_log.json").read_text())
+    chain = stages(json.loads((folder / "training_log.json").read_text()))
+    log = chain[0]
     results = json.loads((folder / "eval_results.json").read_text())
     c = recorded_config(log)
     size_mb = (folder / "model.safetensors").stat().st_size / 1e6
@@ -1724,6 +1824,8 @@ clips have no frame targets, so nothing about emotion is among them.""" if c["fr
                     else "never sent a gradient by an emotion answer")
     events = ", ".join(EVENT_CLASSES)
     evaluate_n = f" --n {results['n']}" if results["n"] != EVALUATE_N else ""
+    evaluate = (f"\npython -m lalm_lens.zoo.train_toy --evaluate{evaluate_n}    "
+                "# the tables below, on the shipped model (add --write-card to update this card)")
     text = f"""# lalm-toy
 
 A `Qwen2AudioForConditionalGeneration` trained from scratch on synthetic audio,
@@ -1789,10 +1891,9 @@ seed {c["seed"]}, **{log["wall_seconds"] / 60:.1f} minutes on {where}**.
 
 ```bash
 {recipe_command(c, log["threads"])}
-# (retrains into out/lalm-toy{f'; stops after {c["minutes"]:g} min at most' if c["minutes"] else ""})
-python -m lalm_lens.zoo.train_toy --evaluate{evaluate_n}    # the tables below (add --write-card to update this card)
+# (retrains into out/lalm-toy{f'; stops after {c["minutes"]:g} min at most' if c["minutes"] else ""}){evaluate if len(chain) == 1 else ""}
 ```
-
+{continuation_section(chain, results, evaluate)}
 ## Held-out accuracy
 
 By greedy generation, on fresh clips from held-out seeds: {results["n"] // 2} equal-layout and
@@ -1808,7 +1909,7 @@ paraphrase), and
 The attention tables are what the localization study probes: without any
 training on timing, how often the attention over the audio peaks inside the
 event the question names, per decoder layer. {attention_summary(results)}
-{targets_section(results)}{reproduction_section(folder, results, log)}
+{targets_section(results)}{reproduction_section(folder, log.get("eval_results") if len(chain) > 1 else results, log, len(chain))}
 ## Why a second version, and how this recipe was found
 
 Measured with the library's own hooks, the first `lalm-toy` (6 layers, one

@@ -419,6 +419,32 @@ def test_fresh_decoder_takes_the_encoder_and_projector_from_init_from_and_nothin
         tt.main(["--micro", "--steps", "1", "--threads", "1", "--out", str(tmp_path / "none"), "--set", "fresh_decoder=true"])
 
 
+def test_a_run_from_a_saved_model_records_the_run_it_continues_and_its_card_tells_both(micro_toy, tmp_path):
+    base, more = shutil.copytree(micro_toy, tmp_path / "base"), tmp_path / "more"
+    evaluate = ["--evaluate", "--n", "4", "--threads", "1", "--write-card", "--out"]
+    tt.main([*evaluate, str(base)])
+    tt.main(["--micro", "--steps", "2", "--threads", "1", "--out", str(more), "--set", f"init_from={base}",
+             "lr=1e-4", "freeze_encoder=true", "stage2_step=0"])
+    log = json.loads((more / "training_log.json").read_text())
+    before = json.loads((base / "eval_results.json").read_text())
+    assert log["continues"]["steps"] == 3 and log["continues"]["eval_results"] == before
+    assert [stage["steps"] for stage in tt.stages(log)] == [3, 2]
+    history, starts = tt.whole_history(log)
+    assert starts == [3] and [row["step"] for row in history][-1] == 5
+
+    shutil.rmtree(base)  # the card needs nothing from the base's folder
+    tt.main([*evaluate, str(more)])
+    after = json.loads((more / "eval_results.json").read_text())
+    card = (more / "MODEL_CARD.md").read_text()
+    assert "Run: 3 steps of batch" in card, "the story is the first run's"
+    assert "**Continuation 1**: 2 more steps from the weights above" in card
+    assert "the audio encoder and projector do not learn" in card
+    assert "| `lr` | 0.001 | 0.0001 |" in card and "| `freeze_encoder` | false | true |" in card
+    assert "init_from=\"out/lalm-toy\"" in card and "--out out/lalm-toy-2" in card
+    a, b = before["speaker"]["accuracy"], after["speaker"]["accuracy"]
+    assert f"| speaker | {100 * a:.1f} | {100 * b:.1f} | {100 * (b - a):+.1f} |" in card, "held out, before and after"
+
+
 def test_evaluation_leaves_the_evaluated_folder_alone(micro_toy, tmp_path, monkeypatch):
     before = sorted(p.name for p in micro_toy.iterdir())
     monkeypatch.chdir(tmp_path)
@@ -481,7 +507,8 @@ def test_model_card_is_what_the_measured_logs_give(toy, tmp_path):
     results = json.loads((shipped / "eval_results.json").read_text())
     assert results["list_3_events"]["accuracy"] >= 0.8 and results["presence"]["accuracy"] >= 0.95
     card = (shipped / "MODEL_CARD.md").read_text()
-    assert "| pitch of a named sound | 87.0 | ≥ 90 | **missed** |" in card, "the card says which targets the toy misses"
+    assert "| level of a named sound | 84.5 | ≥ 90 | **missed** |" in card, "the card says which targets the toy misses"
+    assert "## Continued training" in card and "| emotion, clean | 84.0 | 92.0 | +8.0 |" in card
 
 
 def test_the_targets_table_marks_each_figure_met_or_missed():
