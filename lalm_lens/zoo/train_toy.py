@@ -935,7 +935,7 @@ ADDED_FIELDS = {
     "ladder_steps": 0, "pitch_frac": 0.0, "plain_frac": 0.0, "emotion_weight": 1.0, "frame_weight": 0.0, "late_audio": 0.0,
     "contrast": 0.0, "balanced": False, "late_lookup": False, "fresh_decoder": False, "pick_frac": 0.0, "late_step": 0,
     "pick_questions": 1, "device": "cpu", "focus_frac": 1.0, "focus_dropout": 0.0, "focus_frozen": False,
-    "wide_pick_step": 0, "sighted_presence_step": 0, "name_step": 0, "property_weight": 1.0,
+    "wide_pick_step": 0, "sighted_presence_step": 0, "name_step": 0, "property_weight": 1.0, "freeze_encoder": True,
 }
 
 
@@ -952,11 +952,12 @@ def recorded_config(meta: dict) -> dict:
 
 def save_checkpoint(
     folder: Path, cfg: Config, model, optimizer, step: int, seconds: float, history: list[dict], heads=None,
-    legs: list[dict] = (),
+    legs: list[dict] = (), continues: dict | None = None,
 ) -> None:
     """Everything a run needs to go on after ``step`` steps: weights (and the frame objective's ``heads``) and
-    AdamW moments (safetensors), and the config, the step, the training seconds spent, the curves so far and
-    the ``legs`` (see :func:`train`) it ran in (JSON). Written to temporary names, then renamed."""
+    AdamW moments (safetensors), and the config, the step, the training seconds spent, the curves so far, the
+    ``legs`` (see :func:`train`) it ran in and the run it ``continues`` (JSON). Written to temporary names, then
+    renamed."""
     tensors = {f"model.{k}": v.contiguous().cpu() for k, v in model.state_dict().items()}
     if heads is not None:
         tensors.update({f"frames.{k}": v.contiguous().cpu() for k, v in heads.state_dict().items()})
@@ -966,7 +967,7 @@ def save_checkpoint(
     folder.mkdir(parents=True, exist_ok=True)
     save_file(tensors, folder / "state.tmp")
     meta = {"config": dataclasses.asdict(cfg), "step": step, "seconds": seconds, "history": history,
-            "legs": list(legs), "param_groups": optim["param_groups"]}
+            "legs": list(legs), "param_groups": optim["param_groups"], **({"continues": continues} if continues else {})}
     (folder / "state.json.tmp").write_text(json.dumps(meta))
     (folder / "state.tmp").replace(folder / "state.safetensors")
     (folder / "state.json.tmp").replace(folder / "state.json")
@@ -1031,8 +1032,10 @@ def train(cfg: Config, resume: bool = False, until: int | None = None) -> Path:
     processor = build_processor(cfg)
     model = build_model(cfg, processor.tokenizer)
     device = torch.device(cfg.device)
-    continues = None if cfg.fresh_decoder else base_run(cfg.init_from)
-    if cfg.init_from:
+    checkpoint = out / "checkpoint"
+    resuming = resume and (checkpoint / "state.json").exists()
+    continues = None if cfg.fresh_decoder or resuming else base_run(cfg.init_from)
+    if cfg.init_from and not resuming:
         trained = Qwen2AudioForConditionalGeneration.from_pretrained(cfg.init_from, dtype=torch.float32).state_dict()
         if cfg.fresh_decoder:
             trained = {k: v for k, v in trained.items() if k.startswith(AUDIO_MODULES)}
@@ -1049,10 +1052,9 @@ def train(cfg: Config, resume: bool = False, until: int | None = None) -> Path:
     history: list[dict] = []
     legs: list[dict] = []
     first, spent = 0, 0.0
-    checkpoint = out / "checkpoint"
-    if resume and (checkpoint / "state.json").exists():
+    if resuming:
         meta = load_checkpoint(checkpoint, cfg, model, optimizer, heads)
-        first, spent, history = meta["step"], meta["seconds"], meta["history"]
+        first, spent, history, continues = meta["step"], meta["seconds"], meta["history"], meta.get("continues")
         legs = meta.get("legs") or [{"from": 0, "to": first, "threads": None, "seconds": round(spent, 1)}]
         print(f"resuming from step {first} ({spent / 60:.1f} min of training so far)")
     elif resume:
@@ -1103,7 +1105,8 @@ def train(cfg: Config, resume: bool = False, until: int | None = None) -> Path:
             bar.set_postfix({k.removesuffix("_acc"): f"{v:.2f}" for k, v in row.items() if k.endswith("_acc")})
         done = step + 1
         if done == until or (done % cfg.checkpoint_every == 0 and done < cfg.steps):
-            save_checkpoint(checkpoint, cfg, model, optimizer, done, time.time() - start, history, heads, all_legs())
+            save_checkpoint(checkpoint, cfg, model, optimizer, done, time.time() - start, history, heads, all_legs(),
+                            continues)
         if done == until:
             bar.close()
             print(f"stopped after step {done}; go on with --resume")
@@ -1114,6 +1117,10 @@ def train(cfg: Config, resume: bool = False, until: int | None = None) -> Path:
     bar.close()
     wall = time.time() - start
     model.cpu().eval()
+    for stale in ("eval_results.json", "MODEL_CARD.md"):
+        if (out / stale).exists():
+            (out / stale).unlink()
+            print(f"removed {out / stale}: it described the weights this run replaces")
     model.save_pretrained(out)
     processor.save_pretrained(out)
     log = {
@@ -1129,10 +1136,8 @@ def train(cfg: Config, resume: bool = False, until: int | None = None) -> Path:
 
 
 def base_run(init_from: str) -> dict | None:
-    """The training log of the run saved in ``init_from``, with its held-out ``eval_results`` where it has them:
-    what a run that starts from those weights records as the run it ``continues``, so that its own log and card
-    tell the whole story (the base's folder may be overwritten later, as the shipped toy's is). None where
-    ``init_from`` is empty or holds no training log."""
+    """The training log of the run saved in ``init_from`` with its ``eval_results`` (where it has them), which a
+    run from those weights keeps as the run it ``continues``; None where ``init_from`` holds no training log."""
     folder = Path(init_from) if init_from else None
     if folder is None or not (folder / "training_log.json").exists():
         return None
@@ -1651,11 +1656,11 @@ misses {missed} of {len(rows)}.
 """
 
 
-def reproduction_section(folder: Path, results: dict, log: dict, first_of: int = 1) -> str:
+def reproduction_section(folder: Path, results: dict | None, log: dict, shipped: str = "shipped run") -> str:
     """A table comparing the shipped run with another run of its recipe, if ``reproduction.json`` holds one
     (``command``, ``steps``, ``wall_seconds``, ``where``, ``evaluate``, ``accuracy`` by task, optional ``note``).
-    For a continuation (``first_of``: how many runs made the model), ``log`` and ``results`` are its first run's:
-    the recipe that ``reproduction.json`` ran again."""
+    For a model made by several runs, ``log`` and ``results`` are the first run's (the recipe that
+    ``reproduction.json`` ran again), and ``shipped`` says so."""
     path = folder / "reproduction.json"
     if not path.exists() or not results:
         return ""
@@ -1664,7 +1669,6 @@ def reproduction_section(folder: Path, results: dict, log: dict, first_of: int =
     rows = "\n".join(f"| {t} | {100 * results[t]['accuracy']:.1f} % | {100 * again['accuracy'][t]:.1f} % | "
                       f"{100 * (again['accuracy'][t] - results[t]['accuracy']):+.1f} |" for t in tasks)
     note = f"\n{again['note']}\n" if again.get("note") else ""
-    shipped = "shipped run" if first_of == 1 else "shipped model's first run"
     where = again.get("where", f"on {again.get('threads', '?')} threads")
     evaluate = again.get("evaluate", "python -m lalm_lens.zoo.train_toy --evaluate --out RUN")
     return f"""
@@ -1693,46 +1697,71 @@ def recipe_command(config: dict, threads: int | None) -> str:
 
 CONTINUATION_ROWS = (("presence_reworded", "presence, class word, another wording"),
                      ("presence_paraphrased", "presence, paraphrase, usual wording"), ("speaker", "speaker"))
+NOT_SETTINGS = (*RESUMABLE_CHANGES, "init_from", "steps")
+"""Config fields a continuation's card does not list as changed settings (its command gives them)."""
 
 
-def continuation_section(chain: list[dict], results: dict, evaluate: str) -> str:
-    """What each run that continues the first one changed (its settings and command, the last one's followed by
-    the ``evaluate`` command) and, where the run it started from was evaluated, the held-out figures before and
-    after it (``chain``: :func:`stages`)."""
+def headline_measures(r: dict) -> dict[str, float]:
+    """The targets' measures of ``eval_results.json`` (see :func:`target_rows`) and a few more, by label."""
+    return {**{label: value for label, value, _, _ in target_rows(r)},
+            **{label: r[key]["accuracy"] for key, label in CONTINUATION_ROWS if key in r}}
+
+
+def stage_out(k: int) -> str:
+    """Where the card's commands put run ``k`` of a model made by several (0: the first run)."""
+    return str(TRAIN_OUT) if k == 0 else f"{TRAIN_OUT}-{k + 1}"
+
+
+def stage_commands(chain: list[dict]) -> list[str]:
+    """The command that trains each run of ``chain`` (:func:`stages`), each continuation starting from the one
+    before; where a continuation follows, the run before is evaluated too (its card's "before" figures)."""
+    first = recorded_config(chain[0])
+    budget = f'; stops after {first["minutes"]:g} min at most' if first["minutes"] else ""
+    commands = [f'{recipe_command(first, chain[0]["threads"])}\n# (retrains into {stage_out(0)}{budget})']
+    for k, stage in enumerate(chain[1:], start=1):
+        config = {**recorded_config(stage), "init_from": stage_out(k - 1)}
+        commands.append(f'{recipe_command(config, stage["threads"])} --out {stage_out(k)}')
+    evaluate = "python -m lalm_lens.zoo.train_toy --evaluate --n {n} --write-card --out {out}    # the figures it continues from"
+    return [command + (f"\n{evaluate.format(n=stage.get('eval_results', {}).get('n', EVALUATE_N), out=stage_out(k))}"
+                       if k < len(chain) - 1 else "") for k, (command, stage) in enumerate(zip(commands, chain))]
+
+
+def continuation_section(chain: list[dict], results: dict, commands: list[str]) -> str:
+    """What each run that continues the first one changed (its settings; ``commands``: its command, as
+    :func:`stage_commands` writes it) and, where the run it started from was evaluated, the held-out figures
+    before and after the last one (``chain``: :func:`stages`)."""
     parts = []
-    for k, (before, stage) in enumerate(zip(chain, chain[1:]), start=1):
-        a, b = recorded_config(before), recorded_config(stage)
-        skip = (*RESUMABLE_CHANGES, "init_from", "steps")
-        changed = "\n".join(f"| `{key}` | {json.dumps(a.get(key))} | {json.dumps(value)} |"
-                             for key, value in b.items() if key not in skip and a.get(key) != value)
-        b = {**b, "init_from": str(TRAIN_OUT) if k == 1 else f"{TRAIN_OUT}-{k}"}
-        frozen = ("do not learn" if b["stage2_step"] == 0 else f"are frozen at step {b['stage2_step']}"
-                  ) if b["freeze_encoder"] else "learn too"
+    for k, (previous, stage, command) in enumerate(zip(chain, chain[1:], commands), start=1):
+        was, now = recorded_config(previous), recorded_config(stage)
+        changed = [f"| `{key}` | {json.dumps(was.get(key))} | {json.dumps(value)} |"
+                   for key, value in now.items() if key not in NOT_SETTINGS and was.get(key) != value]
+        table = "\n| setting | before | this run |\n|---|---|---|\n" + "\n".join(changed) + "\n" if changed else ""
+        if not now["freeze_encoder"] or now["stage2_step"] >= stage["steps"]:
+            encoder = "the audio encoder and projector learn too"
+        elif now["stage2_step"] == 0:
+            encoder = "the audio encoder and projector do not learn, and every speech clip is asked its emotion"
+        else:
+            encoder = (f"from step {now['stage2_step']} the audio encoder and projector are frozen and every speech"
+                       " clip is asked its emotion")
         parts.append(f"""
 **Continuation {k}**: {stage["steps"]} more steps from the weights above, with the learning rate restarted
-(warm-up {b["warmup_steps"]} steps to {b["lr"]:g}, cosine to {b["min_lr"]:g}) and every setting as in the
-run before except those below; the audio encoder and projector {frozen}.
-{stage["wall_seconds"] / 60:.1f} minutes on {where_trained(stage, b)}.
-
-| setting | before | this run |
-|---|---|---|
-{changed}
-
+(warm-up {now["warmup_steps"]} steps to {now["lr"]:g}, cosine to {now["min_lr"]:g}) and every setting as in the
+run before except those below; {encoder}.
+{stage["wall_seconds"] / 60:.1f} minutes on {where_trained(stage, now)}.
+{table}
 ```bash
-{recipe_command(b, stage["threads"])} --out {TRAIN_OUT}-{k + 1}{evaluate if k == len(chain) - 1 else ""}
+{command}
 ```
 """)
     before = chain[-2].get("eval_results") if len(chain) > 1 else None
     if before:
-        def measures(r: dict) -> dict[str, float]:
-            return {**{label: value for label, value, _, _ in target_rows(r)},
-                    **{label: r[key]["accuracy"] for key, label in CONTINUATION_ROWS if key in r}}
-
-        after = measures(results)
+        after = headline_measures(results)
         lines = "\n".join(f"| {label} | {100 * value:.1f} | {100 * after[label]:.1f} | {100 * (after[label] - value):+.1f} |"
-                           for label, value in measures(before).items() if label in after)
+                           for label, value in headline_measures(before).items() if label in after)
+        clips = ("the same clips" if before["n"] == results["n"]
+                 else f"n = {before['n']} before and {results['n']} after: not the same clips")
         parts.append(f"""
-Held out, before and after the last continuation (accuracy in %, the cut in points; the same clips):
+Held out, before and after the last continuation (accuracy in %, the cut in points; {clips}):
 
 | measure | before | after | after − before |
 |---|---|---|---|
@@ -1791,7 +1820,7 @@ def write_model_card(folder: str | Path) -> Path:
                    "\n  of one of its sounds, named as the other questions name it;")
     if c["property_weight"] != 1.0:
         drills += f"\n- each token of a pitch or level answer weighs {c['property_weight']:g} times another in the loss;"
-    if c.get("freeze_encoder", True):
+    if c["freeze_encoder"]:
         stage2 = f"""**Stage 2** (from step {c["stage2_step"]}): the audio encoder and projector are frozen, and every
 speech clip ({100 * c["stage2_speech_frac"]:g} % of clips) is also asked "{EMOTION_Q}" →
 neutral / happy / angry / sad. Emotion is learnt by the decoder alone, from an
@@ -1820,12 +1849,15 @@ clips have no frame targets, so nothing about emotion is among them.""" if c["fr
                       "property to the answering position." if c["sighted_presence_step"] else
                       "Presence is first learnt the easy way, from the class word, and the dropout then moves the "
                       "lookup to the answering position.")
-    encoder_then = ("frozen before emotion is taught" if c.get("freeze_encoder", True)
+    encoder_then = ("frozen before emotion is taught" if c["freeze_encoder"]
                     else "never sent a gradient by an emotion answer")
     events = ", ".join(EVENT_CLASSES)
     evaluate_n = f" --n {results['n']}" if results["n"] != EVALUATE_N else ""
-    evaluate = (f"\npython -m lalm_lens.zoo.train_toy --evaluate{evaluate_n}    "
-                "# the tables below, on the shipped model (add --write-card to update this card)")
+    commands = stage_commands(chain)
+    commands[-1] += (f"\npython -m lalm_lens.zoo.train_toy --evaluate{evaluate_n}    "
+                     "# the tables below, of the shipped model (add --write-card to update this card)")
+    continued = len(chain) > 1
+    continued_note = ', and its training was continued once it had finished ("Continued training")' if continued else ""
     text = f"""# lalm-toy
 
 A `Qwen2AudioForConditionalGeneration` trained from scratch on synthetic audio,
@@ -1835,7 +1867,7 @@ loads offline with `HookedLALM.from_pretrained("lalm-toy")` and exists so that
 every experiment of lalm-lens runs in seconds without a 7B checkpoint. It is a
 teaching and testing model, not a model of real audio. This is its second
 version: it is trained so that its decoder, not its encoder, does the work the
-two studies of lalm-lens probe (see "Why a second version" below).
+two studies of lalm-lens probe (see "Why a second version" below){continued_note}.
 
 ## Architecture
 
@@ -1887,13 +1919,13 @@ training-free probe.
 
 Run: {log["steps"]} steps of batch {c["batch_size"]}, AdamW (lr {c["lr"]:g}, cosine to {c["min_lr"]:g}),
 seed {c["seed"]}, **{log["wall_seconds"] / 60:.1f} minutes on {where}**.
-`training_curve.png` shows the teacher-forced accuracy and loss per task.
+`training_curve.png` shows the teacher-forced accuracy and loss per task{
+" of every run, a dotted line where each continuation began" if continued else ""}.
 
 ```bash
-{recipe_command(c, log["threads"])}
-# (retrains into out/lalm-toy{f'; stops after {c["minutes"]:g} min at most' if c["minutes"] else ""}){evaluate if len(chain) == 1 else ""}
+{commands[0]}
 ```
-{continuation_section(chain, results, evaluate)}
+{continuation_section(chain, results, commands[1:])}
 ## Held-out accuracy
 
 By greedy generation, on fresh clips from held-out seeds: {results["n"] // 2} equal-layout and
@@ -1909,7 +1941,8 @@ paraphrase), and
 The attention tables are what the localization study probes: without any
 training on timing, how often the attention over the audio peaks inside the
 event the question names, per decoder layer. {attention_summary(results)}
-{targets_section(results)}{reproduction_section(folder, log.get("eval_results") if len(chain) > 1 else results, log, len(chain))}
+{targets_section(results)}{reproduction_section(folder, log.get("eval_results") if continued else results, log,
+                                                  "shipped model's first run" if continued else "shipped run")}
 ## Why a second version, and how this recipe was found
 
 Measured with the library's own hooks, the first `lalm-toy` (6 layers, one

@@ -443,6 +443,21 @@ def test_a_run_from_a_saved_model_records_the_run_it_continues_and_its_card_tell
     assert "init_from=\"out/lalm-toy\"" in card and "--out out/lalm-toy-2" in card
     a, b = before["speaker"]["accuracy"], after["speaker"]["accuracy"]
     assert f"| speaker | {100 * a:.1f} | {100 * b:.1f} | {100 * (b - a):+.1f} |" in card, "held out, before and after"
+    assert "--evaluate --n 4 --write-card --out out/lalm-toy " in card, "the first run is evaluated before it is continued"
+
+    # a continuation of that, in two legs, its base's folder gone before the second: the log keeps all three runs
+    again, leg = tmp_path / "again", ["--micro", "--steps", "2", "--threads", "1", "--set", f"init_from={more}", "lr=1e-4"]
+    tt.main([*leg, "--out", str(again), "--until", "1"])
+    shutil.rmtree(more)
+    (again / "eval_results.json").write_text("{}")  # figures of other weights: the run removes them when it saves
+    tt.main([*leg, "--out", str(again), "--resume"])
+    assert not (again / "eval_results.json").exists()
+    log = json.loads((again / "training_log.json").read_text())
+    assert [stage["steps"] for stage in tt.stages(log)] == [3, 2, 2] and tt.whole_history(log)[1] == [3, 5]
+    tt.main([*evaluate, str(again)])
+    card = (again / "MODEL_CARD.md").read_text()
+    assert "**Continuation 2**" in card and "the audio encoder and projector learn too" in card
+    assert 'init_from=\"out/lalm-toy-2\"' in card and "--out out/lalm-toy-3" in card
 
 
 def test_evaluation_leaves_the_evaluated_folder_alone(micro_toy, tmp_path, monkeypatch):
