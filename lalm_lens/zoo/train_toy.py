@@ -1721,9 +1721,11 @@ def stage_commands(chain: list[dict]) -> list[str]:
     for k, stage in enumerate(chain[1:], start=1):
         config = {**recorded_config(stage), "init_from": stage_out(k - 1)}
         commands.append(f'{recipe_command(config, stage["threads"])} --out {stage_out(k)}')
-    evaluate = "python -m lalm_lens.zoo.train_toy --evaluate --n {n} --write-card --out {out}    # the figures it continues from"
-    return [command + (f"\n{evaluate.format(n=stage.get('eval_results', {}).get('n', EVALUATE_N), out=stage_out(k))}"
-                       if k < len(chain) - 1 else "") for k, (command, stage) in enumerate(zip(commands, chain))]
+    for k, stage in enumerate(chain[:-1]):
+        n = stage.get("eval_results", {}).get("n", EVALUATE_N)
+        commands[k] += (f"\npython -m lalm_lens.zoo.train_toy --evaluate --n {n} --write-card --out {stage_out(k)}"
+                        "    # the figures it continues from")
+    return commands
 
 
 def continuation_section(chain: list[dict], results: dict, commands: list[str]) -> str:
