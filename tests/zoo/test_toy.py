@@ -471,6 +471,23 @@ def test_evaluation_leaves_the_evaluated_folder_alone(micro_toy, tmp_path, monke
     assert results["presence_reworded"]["n"] == results["presence_paraphrased"]["n"] == 4, "two scenes, yes and no"
     tt.main(["--evaluate", "--n", "4", "--threads", "1", "--out", str(micro_toy), "--results", str(tmp_path / "mine")])
     assert json.loads((tmp_path / "mine" / "eval_results.json").read_text())["n"] == 4
+    tt.main(["--evaluate", "--n", "4", "--threads", "1", "--out", str(micro_toy), "--split", "20261205",
+             "--results", str(tmp_path / "fresh")])
+    fresh = json.loads((tmp_path / "fresh" / "eval_results.json").read_text())
+    assert fresh["split"] == 20261205 and "split" not in results
+    assert [truth for truth, _ in fresh["list_examples"]] != [truth for truth, _ in results["list_examples"]]
+
+
+def test_a_held_out_split_draws_other_clips_and_gives_the_default_back():
+    default = tt.heldout_seed(7)
+    with tt.heldout_split(20261205):
+        assert tt.heldout_seed(7) != default
+    with pytest.raises(RuntimeError), tt.heldout_split(20261205):
+        raise RuntimeError("an evaluation that fails")
+    assert tt.heldout_seed(7) == default
+    for refused in (["--split", "3"], ["--evaluate", "--split", "3", "--write-card"]):
+        with pytest.raises(SystemExit):
+            tt.main(refused)
 
 
 def test_only_write_card_updates_the_models_own_card(micro_toy, tmp_path):
