@@ -2067,7 +2067,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.results and args.write_card:
         parser.error("--write-card writes into the model's folder (--out); drop --results")
     if args.split is not None and args.write_card:
-        parser.error(f"the model card reports the default split ({EVAL_SEED}); write another split's figures with --results")
+        parser.error(f"--split and --write-card do not go together: the model card reports the default split ({EVAL_SEED}); "
+                     "write another split's figures with --results")
+    if args.split is not None and args.split < 0:
+        parser.error(f"--split {args.split}: a split is a non-negative seed")
     if args.quick_look and (args.evaluate or args.set or args.resume or args.until):
         parser.error("--quick-look only reads the run in --out (with --threads); it trains and evaluates nothing")
     if args.quick_look:

@@ -474,20 +474,24 @@ def test_evaluation_leaves_the_evaluated_folder_alone(micro_toy, tmp_path, monke
     tt.main(["--evaluate", "--n", "4", "--threads", "1", "--out", str(micro_toy), "--split", "20261205",
              "--results", str(tmp_path / "fresh")])
     fresh = json.loads((tmp_path / "fresh" / "eval_results.json").read_text())
-    assert fresh["split"] == 20261205 and "split" not in results
+    assert fresh["split"] == 20261205 and "split" not in results and tt.EVAL_SEED == 20260611
     assert [truth for truth, _ in fresh["list_examples"]] != [truth for truth, _ in results["list_examples"]]
+    assert sorted(p.name for p in micro_toy.iterdir()) == before
 
 
-def test_a_held_out_split_draws_other_clips_and_gives_the_default_back():
+def test_a_held_out_split_draws_other_clips_and_gives_the_default_back(capsys):
     default = tt.heldout_seed(7)
     with tt.heldout_split(20261205):
         assert tt.heldout_seed(7) != default
     with pytest.raises(RuntimeError), tt.heldout_split(20261205):
         raise RuntimeError("an evaluation that fails")
     assert tt.heldout_seed(7) == default
-    for refused in (["--split", "3"], ["--evaluate", "--split", "3", "--write-card"]):
+    for refused, message in ((["--split", "3"], "go with --evaluate"),
+                             (["--evaluate", "--split", "3", "--write-card"], "the model card reports the default split"),
+                             (["--evaluate", "--split", "-5"], "a split is a non-negative seed")):
         with pytest.raises(SystemExit):
             tt.main(refused)
+        assert message in capsys.readouterr().err
 
 
 def test_only_write_card_updates_the_models_own_card(micro_toy, tmp_path):
