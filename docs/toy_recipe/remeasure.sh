@@ -7,9 +7,9 @@
 # evaluate writes eval_results.json and MODEL_CARD.md into MODEL itself. STEP: any of
 # evaluate demo localize neurons gain transfer patching (the default) and bench: the README's commands for its
 # toy figures, with the pitch question's localization run as localize_pitch (in the default steps too).
-# Measured on a slow 2-core machine, two of these running side by side on one thread each with other work beside
-# them: neurons 31.7 min (8 runs), transfer 3.0, localize 13.4, localize_pitch 9.2, gain 15.6; evaluate took
-# 9.5 min at --n 200 on two threads (the shipped card's n; this runs it on one).
+# Measured on a slow 2-core machine, two of these running side by side on one thread each (run L2): evaluate 15.7 min
+# (--n 200, the shipped card's n), localize 9.5, localize_pitch 5.9, transfer 3.2, gain 11.6, neurons 25.4 (8 runs),
+# patching 34.1, bench 12.1.
 set -euo pipefail
 MODEL=${1:?model folder or lalm-toy}
 OUT=${2:?output folder}
