@@ -7,6 +7,7 @@
 # evaluate writes eval_results.json and MODEL_CARD.md into MODEL itself. STEP: any of
 # evaluate demo localize neurons gain transfer patching (the default) and bench: the README's commands for its
 # toy figures, with the pitch question's localization run as localize_pitch (in the default steps too).
+# notebooks runs every notebook and saves it with its outputs in OUT (the shipped toy only; not a default step).
 # Measured on a slow 2-core machine, two of these running side by side on one thread each (run L2): evaluate 15.7 min
 # (--n 200, the shipped card's n), localize 9.5, localize_pitch 5.9, transfer 3.2, gain 11.6, neurons 25.4 (8 runs),
 # patching 34.1, bench 12.1.
@@ -69,6 +70,16 @@ print(model.generate(batch, max_new_tokens=12))" > "$OUT/demo.log" 2>&1 ;;
       $P run --model "$MODEL" --n 20 --sites resid_pre attn_out mlp_out z --text after_audio --bin-s 1.0 --attribution \
         --out "$OUT/patch_attribution.jsonl" >> "$OUT/patching.log" 2>&1
       $P summary "$OUT/patch_attribution.jsonl" > "$OUT/patching_attribution_summary.txt" 2>&1 ;;
+    notebooks)  # every notebook run and saved with its outputs into OUT, to read what their text describes; they load
+      # lalm-toy by name, so this step measures the shipped toy whatever MODEL is (not run by default)
+      for nb in notebooks/*.ipynb; do
+        python -c "
+import sys, nbformat
+from nbclient import NotebookClient
+notebook = nbformat.read(sys.argv[1], as_version=4)
+NotebookClient(notebook, timeout=900, kernel_name='python3', resources={'metadata': {'path': sys.argv[2]}}).execute()
+nbformat.write(notebook, sys.argv[2] + '/' + sys.argv[1].split('/')[-1])" "$nb" "$OUT" >> "$OUT/notebooks.log" 2>&1
+      done ;;
     *) echo "unknown step $step" >&2; exit 2 ;;
   esac
 done
