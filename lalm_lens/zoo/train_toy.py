@@ -1148,6 +1148,55 @@ def train(cfg: Config, resume: bool = False, until: int | None = None) -> Path:
     return out
 
 
+def retrain(folder: str | Path, out: str | Path = TRAIN_OUT, threads: int | None = None, resume: bool = False) -> Path:
+    """Train the model in ``folder`` again in one go: its first run and each run that continued it
+    (:func:`stages`), one after another, each with the settings its training log records and from the weights
+    of the one before, into ``out``, ``out-2``, ... (:func:`stage_out`). Where a run was continued from
+    evaluated weights, those are evaluated the same way first, with their card (the "before" figures of the
+    last card). ``threads``: as each run had (None) or this many. With ``resume``, a run already finished in
+    its folder is kept and a stopped one goes on from its checkpoint. Returns the last run's folder."""
+    log_path = Path(folder, "training_log.json")
+    if not log_path.exists():
+        raise FileNotFoundError(f"{log_path} not found: --retrain takes a folder that a training run wrote")
+    chain = stages(json.loads(log_path.read_text()))
+    minutes = sum(stage["wall_seconds"] for stage in chain) / 60
+    print(f"retraining {folder}: {len(chain)} run(s), {sum(s['steps'] for s in chain)} steps "
+          f"({minutes:.0f} min of training when they were made)")
+    fields = {f.name: f for f in dataclasses.fields(Config)}
+    for k, stage in enumerate(chain):
+        target = Path(stage_out(k, out))
+        config = {**recorded_config(stage), "out": str(target), "threads": stage["threads"] if threads is None else threads,
+                  **({"init_from": stage_out(k - 1, out)} if k else {})}
+        cfg = Config(**{key: tuple(v) if isinstance(v, list) else v for key, v in config.items() if key in fields})
+        done = target / "training_log.json"
+        if resume and done.exists():
+            saved = recorded_config(json.loads(done.read_text()))
+            changed = sorted(key for key, v in config_as_saved(cfg).items()
+                             if key not in RESUMABLE_CHANGES and saved.get(key) != v)
+            if changed:
+                raise ValueError(f"{target} holds another run (its {', '.join(changed)} differ): move it, or retrain "
+                                 "into another --out")
+            print(f"run {k + 1}: kept, finished in {target}")
+        else:
+            print(f"run {k + 1} of {len(chain)}: {stage['steps']} steps into {target}")
+            train(cfg, resume=resume)
+        if k + 1 < len(chain) and "eval_results" in stage and not (resume and (target / "eval_results.json").exists()):
+            n = stage["eval_results"].get("n", EVALUATE_N)
+            save_evaluation(target, evaluate(target, n=n, threads=cfg.threads), target, card=True)
+    return Path(stage_out(len(chain) - 1, out))
+
+
+def save_evaluation(folder: str | Path, results: dict, target: Path, card: bool = False) -> None:
+    """Write ``results`` (of :func:`evaluate` on the model in ``folder``) as ``target/eval_results.json`` and print
+    them; with ``card``, ``target`` is the model's folder and its ``MODEL_CARD.md`` is written too."""
+    target.mkdir(parents=True, exist_ok=True)
+    (target / "eval_results.json").write_text(json.dumps(results, indent=1))
+    print(format_results(results))
+    print(f"wrote {target / 'eval_results.json'}")
+    if card and Path(folder, "training_log.json").exists():
+        print(f"wrote {write_model_card(folder)}")
+
+
 def base_run(init_from: str) -> dict | None:
     """The training log of the run saved in ``init_from`` with its ``eval_results`` (where it has them), which a
     run from those weights keeps as the run it ``continues``; None where ``init_from`` holds no training log."""
@@ -1726,9 +1775,10 @@ def headline_measures(r: dict) -> dict[str, float]:
             **{label: r[key]["accuracy"] for key, label in CONTINUATION_ROWS if key in r}}
 
 
-def stage_out(k: int) -> str:
-    """Where the card's commands put run ``k`` of a model made by several (0: the first run)."""
-    return str(TRAIN_OUT) if k == 0 else f"{TRAIN_OUT}-{k + 1}"
+def stage_out(k: int, root: str | Path = TRAIN_OUT) -> str:
+    """Where run ``k`` of a model made by several goes (0: the first run) when the first goes to ``root``: the
+    card's commands and :func:`retrain` put them there."""
+    return str(root) if k == 0 else f"{root}-{k + 1}"
 
 
 def stage_commands(chain: list[dict]) -> list[str]:
@@ -1772,6 +1822,16 @@ run before except those below; {encoder}.
 {table}
 ```bash
 {command}
+```
+""")
+    if parts:
+        parts.append(f"""
+Every run above and the evaluations between them, one after another, in one command ({stage_out(0)},
+{stage_out(1)}, ...; `lalm-toy` names the shipped model, the folder of another goes in its place; `--resume`
+goes on where it stopped):
+
+```bash
+python -m lalm_lens.zoo.train_toy --retrain lalm-toy
 ```
 """)
     before = chain[-2].get("eval_results") if len(chain) > 1 else None
@@ -2048,6 +2108,10 @@ def main(argv: list[str] | None = None) -> None:
                         help="go on from the checkpoint in --out (written every checkpoint_every steps), if there is one")
     parser.add_argument("--until", type=int, default=None, help="stop after this step with a checkpoint (then --resume)")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override any Config field")
+    parser.add_argument("--retrain", default=None, metavar="FOLDER",
+                        help="train the model in FOLDER ('lalm-toy': the shipped one) again, every run that made it one "
+                             "after another with its recorded settings, into --out, --out-2, ... (with --resume: go on "
+                             "where it stopped; --threads: instead of each run's own)")
     parser.add_argument("--evaluate", action="store_true", help="evaluate the model in --out instead of training")
     parser.add_argument("--n", type=int, default=EVALUATE_N, help="held-out examples per task for --evaluate")
     parser.add_argument("--quick-look", action="store_true",
@@ -2071,6 +2135,8 @@ def main(argv: list[str] | None = None) -> None:
                      "write another split's figures with --results")
     if args.split is not None and args.split < 0:
         parser.error(f"--split {args.split}: a split is a non-negative seed")
+    if args.retrain and (args.evaluate or args.quick_look):
+        parser.error("--retrain trains; evaluate or look at the runs it writes afterwards")
     if args.quick_look and (args.evaluate or args.set or args.resume or args.until):
         parser.error("--quick-look only reads the run in --out (with --threads); it trains and evaluates nothing")
     if args.quick_look:
@@ -2086,12 +2152,15 @@ def main(argv: list[str] | None = None) -> None:
         args.out = args.out or str(DEFAULT_OUT)
         results = evaluate(args.out, n=args.n, threads=args.threads, split=args.split)
         target = Path(args.out) if args.write_card else Path(args.results or Path("out", f"eval-{Path(args.out).name}"))
-        target.mkdir(parents=True, exist_ok=True)
-        (target / "eval_results.json").write_text(json.dumps(results, indent=1))
-        print(format_results(results))
-        print(f"wrote {target / 'eval_results.json'}")
-        if args.write_card and Path(args.out, "training_log.json").exists():
-            print(f"wrote {write_model_card(args.out)}")
+        save_evaluation(args.out, results, target, card=args.write_card)
+        return
+    if args.retrain:
+        if args.set or args.micro or args.until:
+            parser.error("--retrain trains with the settings each run recorded: drop --set, --micro and --until")
+        folder = DEFAULT_OUT if args.retrain == "lalm-toy" else Path(args.retrain)
+        if not Path(folder, "training_log.json").exists():
+            parser.error(f"--retrain {args.retrain}: no training_log.json there (a folder that a training run wrote)")
+        retrain(folder, out=args.out or TRAIN_OUT, threads=args.threads or None, resume=args.resume)
         return
     overrides = dict(out=args.out or str(TRAIN_OUT), minutes=args.minutes, steps=args.steps, seed=args.seed, threads=args.threads)
     try:

@@ -460,6 +460,35 @@ def test_a_run_from_a_saved_model_records_the_run_it_continues_and_its_card_tell
     assert 'init_from=\"out/lalm-toy-2\"' in card and "--out out/lalm-toy-3" in card
 
 
+def test_retrain_trains_every_run_of_a_model_again_in_one_command(micro_toy, tmp_path, capsys):
+    first, second = shutil.copytree(micro_toy, tmp_path / "first"), tmp_path / "second"
+    tt.main(["--evaluate", "--n", "4", "--threads", "1", "--write-card", "--out", str(first)])
+    tt.main(["--micro", "--steps", "2", "--threads", "1", "--out", str(second), "--set", f"init_from={first}",
+             "lr=1e-4", "freeze_encoder=true", "stage2_step=0"])
+    again = tmp_path / "again"
+    tt.main(["--retrain", str(second), "--out", str(again)])
+    assert "2 run(s), 5 steps" in capsys.readouterr().out
+    made, remade = (load_file(folder / "model.safetensors") for folder in (second, tmp_path / "again-2"))
+    assert all(torch.equal(made[k], remade[k]) for k in made), "same settings, batches and kernels, run after run"
+    log = json.loads((tmp_path / "again-2" / "training_log.json").read_text())
+    assert log["config"]["init_from"] == str(again) and [s["steps"] for s in tt.stages(log)] == [3, 2]
+    before = json.loads((first / "eval_results.json").read_text())
+    assert log["continues"]["eval_results"] == {**before, "folder": str(again)}, "the same figures of the same weights"
+    assert (again / "MODEL_CARD.md").exists(), "the first run evaluated and its card written before it is continued"
+
+    tt.main(["--retrain", str(second), "--out", str(again), "--resume"])
+    assert capsys.readouterr().out.count(": kept, finished in") == 2, "a finished run is not trained again"
+    changed = json.loads((again / "training_log.json").read_text())
+    changed["config"]["lr"] = 0.5
+    (again / "training_log.json").write_text(json.dumps(changed))
+    with pytest.raises(ValueError, match="holds another run .*lr"):
+        tt.main(["--retrain", str(second), "--out", str(again), "--resume"])
+    with pytest.raises(SystemExit):
+        tt.main(["--retrain", str(tmp_path / "nothing")])
+    with pytest.raises(SystemExit):
+        tt.main(["--retrain", str(second), "--set", "lr=1"])
+
+
 def test_evaluation_leaves_the_evaluated_folder_alone(micro_toy, tmp_path, monkeypatch):
     before = sorted(p.name for p in micro_toy.iterdir())
     monkeypatch.chdir(tmp_path)
