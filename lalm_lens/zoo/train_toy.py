@@ -1162,7 +1162,7 @@ def retrain(folder: str | Path, out: str | Path = TRAIN_OUT, threads: int | None
     minutes = sum(stage["wall_seconds"] for stage in chain) / 60
     print(f"retraining {folder}: {len(chain)} run(s), {sum(s['steps'] for s in chain)} steps "
           f"({minutes:.0f} min of training when they were made)")
-    fields = {f.name: f for f in dataclasses.fields(Config)}
+    fields = {f.name for f in dataclasses.fields(Config)}
     for k, stage in enumerate(chain):
         target = Path(stage_out(k, out))
         config = {**recorded_config(stage), "out": str(target), "threads": stage["threads"] if threads is None else threads,
@@ -2155,8 +2155,9 @@ def main(argv: list[str] | None = None) -> None:
         save_evaluation(args.out, results, target, card=args.write_card)
         return
     if args.retrain:
-        if args.set or args.micro or args.until:
-            parser.error("--retrain trains with the settings each run recorded: drop --set, --micro and --until")
+        if args.set or args.micro or args.until or (args.steps, args.seed, args.minutes) != (Config.steps, Config.seed, Config.minutes):
+            parser.error("--retrain trains with the settings each run recorded: drop --set, --micro, --until, --steps, "
+                         "--seed and --minutes")
         folder = DEFAULT_OUT if args.retrain == "lalm-toy" else Path(args.retrain)
         if not Path(folder, "training_log.json").exists():
             parser.error(f"--retrain {args.retrain}: no training_log.json there (a folder that a training run wrote)")

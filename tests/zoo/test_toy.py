@@ -485,8 +485,9 @@ def test_retrain_trains_every_run_of_a_model_again_in_one_command(micro_toy, tmp
         tt.main(["--retrain", str(second), "--out", str(again), "--resume"])
     with pytest.raises(SystemExit):
         tt.main(["--retrain", str(tmp_path / "nothing")])
-    with pytest.raises(SystemExit):
-        tt.main(["--retrain", str(second), "--set", "lr=1"])
+    for other in (["--set", "lr=1"], ["--steps", "9"]):
+        with pytest.raises(SystemExit):
+            tt.main(["--retrain", str(second), *other])
 
 
 def test_evaluation_leaves_the_evaluated_folder_alone(micro_toy, tmp_path, monkeypatch):
