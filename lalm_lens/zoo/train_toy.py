@@ -1318,6 +1318,7 @@ def asked_about(scene: Scene, rng: np.random.Generator) -> tuple[EventInterval, 
     return event, str(rng.choice([c for c in EVENT_CLASSES if c not in scene.labels]))
 
 
+QUICK_LOOK_N = 160  # clips of --quick-look, 40 per number of events
 QUICK_LOOK = ("presence, yes", "presence, no", "pitch", "loudness", "pitch, contrast", "loudness, contrast")
 
 
@@ -1347,7 +1348,7 @@ def load_hooked(folder: str | Path) -> HookedLALM:
     return HookedLALM.from_hf(model.eval(), processor)
 
 
-def quick_look(folder: str | Path, n: int = 160, batch_size: int = 32, threads: int = 0) -> dict:
+def quick_look(folder: str | Path, n: int = QUICK_LOOK_N, batch_size: int = 32, threads: int = 0) -> dict:
     """Teacher-forced accuracy of the presence, pitch and loudness questions (class word, audio visible to
     every token) on ``n`` held-out clips of 1-4 events, by question and number of events: a minute's look
     at a run in progress (``folder/checkpoint``) or a saved model, where ``--evaluate`` takes a quarter of an
@@ -1384,6 +1385,13 @@ def quick_look(folder: str | Path, n: int = 160, batch_size: int = 32, threads: 
                 totals[key] = totals.get(key, np.zeros(2)) + (right, asked)
     return {"step": step, **{q: [float(totals[f"{q}|{k}"][0] / totals[f"{q}|{k}"][1]) if f"{q}|{k}" in totals else None
                                  for k in range(1, 5)] for q in QUICK_LOOK}}
+
+
+def row_means(look: dict) -> dict[str, float]:
+    """Each question's accuracy over the columns of :func:`quick_look` that asked it (the columns hold equal
+    numbers of clips). Recipes were chosen by the sum of the four property rows (pitch and loudness, on
+    clips of 1-4 events and on contrast clips)."""
+    return {q: float(np.mean([a for a in look[q] if a is not None])) for q in QUICK_LOOK}
 
 
 def evaluate(folder: str | Path = DEFAULT_OUT, n: int = 400, batch_size: int = 32, threads: int = 0,
@@ -2113,7 +2121,9 @@ def main(argv: list[str] | None = None) -> None:
                              "after another with its recorded settings, into --out, --out-2, ... (with --resume: go on "
                              "where it stopped; --threads: instead of each run's own)")
     parser.add_argument("--evaluate", action="store_true", help="evaluate the model in --out instead of training")
-    parser.add_argument("--n", type=int, default=EVALUATE_N, help="held-out examples per task for --evaluate")
+    parser.add_argument("--n", type=int, default=None,
+                        help=f"held-out examples per task for --evaluate (default {EVALUATE_N}); clips for --quick-look "
+                             f"(default {QUICK_LOOK_N}, a multiple of 4)")
     parser.add_argument("--quick-look", action="store_true",
                         help="teacher-forced accuracy by question and number of events of the run in --out "
                              "(its checkpoint while it trains), in about a minute; --threads 1 beside a training run")
@@ -2135,22 +2145,29 @@ def main(argv: list[str] | None = None) -> None:
                      "write another split's figures with --results")
     if args.split is not None and args.split < 0:
         parser.error(f"--split {args.split}: a split is a non-negative seed")
+    if args.n is not None and not (args.evaluate or args.quick_look):
+        parser.error("--n goes with --evaluate or --quick-look")
     if args.retrain and (args.evaluate or args.quick_look):
         parser.error("--retrain trains; evaluate or look at the runs it writes afterwards")
     if args.quick_look and (args.evaluate or args.set or args.resume or args.until):
         parser.error("--quick-look only reads the run in --out (with --threads); it trains and evaluates nothing")
     if args.quick_look:
-        n = 160
+        n = args.n or QUICK_LOOK_N
+        if n < 4 or n % 4:
+            parser.error(f"--quick-look --n {n}: a positive multiple of 4 (clips of 1-4 events alike)")
         look = quick_look(args.out or TRAIN_OUT, n=n, threads=args.threads)
         print(f"{args.out or TRAIN_OUT}" + (f" at step {look['step']}" if look["step"] is not None else "")
               + f": teacher-forced accuracy on {n // 4} held-out clips per column")
-        print(f"{'':19}" + "".join(f"{k} event{'s' * (k > 1)}".rjust(10) for k in range(1, 5)))
+        print(f"{'':19}" + "".join(f"{k} event{'s' * (k > 1)}".rjust(10) for k in range(1, 5)) + "mean".rjust(10))
+        means = row_means(look)
         for question in QUICK_LOOK:
-            print(f"{question:19}" + "".join("-".rjust(10) if a is None else f"{a:10.2f}" for a in look[question]))
+            print(f"{question:19}" + "".join("-".rjust(10) if a is None else f"{a:10.2f}" for a in look[question])
+                  + f"{means[question]:10.3f}")
+        print(f"sum of the four property rows' means: {sum(means[q] for q in QUICK_LOOK[2:]):.3f}")
         return
     if args.evaluate:
         args.out = args.out or str(DEFAULT_OUT)
-        results = evaluate(args.out, n=args.n, threads=args.threads, split=args.split)
+        results = evaluate(args.out, n=args.n or EVALUATE_N, threads=args.threads, split=args.split)
         target = Path(args.out) if args.write_card else Path(args.results or Path("out", f"eval-{Path(args.out).name}"))
         save_evaluation(args.out, results, target, card=args.write_card)
         return

@@ -661,8 +661,13 @@ def test_a_quick_look_reads_a_run_in_progress_and_a_saved_model(micro_toy, tmp_p
         assert set(look) == {"step", *tt.QUICK_LOOK}
         assert all(len(look[q]) == 4 and all(0 <= a <= 1 for a in look[q] if a is not None) for q in tt.QUICK_LOOK)
         assert look["pitch, contrast"][0] is None and None not in look["pitch, contrast"][1:], "no contrast in one event"
-    tt.main(["--quick-look", "--out", str(tmp_path), "--threads", "1"])
-    assert "at step 2" in capsys.readouterr().out
+    tt.main(["--quick-look", "--out", str(tmp_path), "--threads", "1", "--n", "8"])
+    printed = capsys.readouterr().out
+    assert "at step 2" in printed and "on 2 held-out clips per column" in printed
+    means = tt.row_means(running)
+    assert f"sum of the four property rows' means: {sum(means[q] for q in tt.QUICK_LOOK[2:]):.3f}" in printed
+    with pytest.raises(SystemExit):
+        tt.main(["--quick-look", "--out", str(tmp_path), "--n", "6"])
 
     yes, no = tt.Qwen2AudioProcessor.from_pretrained(micro_toy).tokenizer.convert_tokens_to_ids(["yes", "no"])
 
@@ -676,6 +681,7 @@ def test_a_quick_look_reads_a_run_in_progress_and_a_saved_model(micro_toy, tmp_p
     assert look["presence, yes"] == [1.0] * 4 and look["presence, no"] == [0.0] * 4
     assert look["pitch"] == look["loudness"] == [1.0] * 4
     assert look["pitch, contrast"] == look["loudness, contrast"] == [None, 1.0, 1.0, 1.0]
+    assert tt.row_means(look) == {**dict.fromkeys(tt.QUICK_LOOK, 1.0), "presence, no": 0.0}
     with pytest.raises(ValueError, match="multiple of 4"):
         tt.quick_look(micro_toy, n=6)
 
