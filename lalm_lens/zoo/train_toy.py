@@ -996,11 +996,10 @@ def load_checkpoint(folder: Path, cfg: Config, model, optimizer, heads=None) -> 
     history. Refuses a checkpoint of another recipe (only ``RESUMABLE_CHANGES`` may differ; see
     :func:`recorded_config`)."""
     tensors, meta = load_file(folder / "state.safetensors"), json.loads((folder / "state.json").read_text())
-    now = config_as_saved(cfg)
     # checkpoints written before the config was recorded are taken on trust
-    saved = recorded_config(meta) if "config" in meta else now
-    changed = sorted(k for k in now if k not in RESUMABLE_CHANGES and saved.get(k) != now[k])
+    changed = settings_changed(meta, cfg) if "config" in meta else []
     if changed:
+        saved, now = recorded_config(meta), config_as_saved(cfg)
         differences = ", ".join(f"{k}: {saved.get(k)!r} there, {now[k]!r} now" for k in changed)
         raise ValueError(f"the checkpoint in {folder} was made with other settings ({differences}); "
                          "resume with the same --set options or start afresh")
@@ -1153,37 +1152,56 @@ def retrain(folder: str | Path, out: str | Path = TRAIN_OUT, threads: int | None
     (:func:`stages`), one after another, each with the settings its training log records and from the weights
     of the one before, into ``out``, ``out-2``, ... (:func:`stage_out`). Where a run was continued from
     evaluated weights, those are evaluated the same way first, with their card (the "before" figures of the
-    last card). ``threads``: as each run had (None) or this many. With ``resume``, a run already finished in
-    its folder is kept and a stopped one goes on from its checkpoint. Returns the last run's folder."""
+    last card). ``threads``: as each run had (None) or this many. With ``resume``, runs already finished in
+    their folders are kept up to the first that is not, which goes on from its checkpoint if it has one.
+    Returns the last run's folder."""
     log_path = Path(folder, "training_log.json")
     if not log_path.exists():
         raise FileNotFoundError(f"{log_path} not found: --retrain takes a folder that a training run wrote")
     chain = stages(json.loads(log_path.read_text()))
+    targets = [Path(stage_out(k, out)) for k in range(len(chain))]
+    if Path(folder).resolve() in [t.resolve() for t in targets]:
+        raise ValueError(f"retraining {folder} into {', '.join(map(str, targets))} would overwrite it: "
+                         "choose another --out")
+    first_from = recorded_config(chain[0])["init_from"]
+    if first_from and not Path(first_from).exists():
+        raise FileNotFoundError(f"the first run started from {first_from}, which is not there (run it from where it was)")
     minutes = sum(stage["wall_seconds"] for stage in chain) / 60
     print(f"retraining {folder}: {len(chain)} run(s), {sum(s['steps'] for s in chain)} steps "
-          f"({minutes:.0f} min of training when they were made)")
+          f"({minutes:.0f} min of training when they were made)"
+          + (f"; the first starts from {first_from} as it is now" if first_from else ""))
     fields = {f.name for f in dataclasses.fields(Config)}
-    for k, stage in enumerate(chain):
-        target = Path(stage_out(k, out))
+    keep = resume
+    for k, (stage, target) in enumerate(zip(chain, targets)):
         config = {**recorded_config(stage), "out": str(target), "threads": stage["threads"] if threads is None else threads,
-                  **({"init_from": stage_out(k - 1, out)} if k else {})}
+                  **({"init_from": str(targets[k - 1])} if k else {})}
         cfg = Config(**{key: tuple(v) if isinstance(v, list) else v for key, v in config.items() if key in fields})
-        done = target / "training_log.json"
-        if resume and done.exists():
-            saved = recorded_config(json.loads(done.read_text()))
-            changed = sorted(key for key, v in config_as_saved(cfg).items()
-                             if key not in RESUMABLE_CHANGES and saved.get(key) != v)
-            if changed:
-                raise ValueError(f"{target} holds another run (its {', '.join(changed)} differ): move it, or retrain "
-                                 "into another --out")
+        records = [target / "training_log.json", target / "checkpoint" / "state.json"]
+        for meta in (json.loads(r.read_text()) for r in records if resume and r.exists()):
+            if "config" in meta and (changed := settings_changed(meta, cfg)):
+                raise ValueError(f"{target} holds a run of other settings (its {', '.join(changed)} differ): move it, "
+                                 "or retrain into another --out")
+        keep = keep and (target / "training_log.json").exists()
+        if keep:
             print(f"run {k + 1}: kept, finished in {target}")
         else:
             print(f"run {k + 1} of {len(chain)}: {stage['steps']} steps into {target}")
             train(cfg, resume=resume)
-        if k + 1 < len(chain) and "eval_results" in stage and not (resume and (target / "eval_results.json").exists()):
-            n = stage["eval_results"].get("n", EVALUATE_N)
-            save_evaluation(target, evaluate(target, n=n, threads=cfg.threads), target, card=True)
-    return Path(stage_out(len(chain) - 1, out))
+        before = stage.get("eval_results")
+        if k + 1 < len(chain) and before:
+            kept = json.loads((target / "eval_results.json").read_text()) if (target / "eval_results.json").exists() else {}
+            if not (keep and (kept.get("n"), kept.get("split")) == (before.get("n"), before.get("split"))):
+                results = evaluate(target, n=before.get("n", EVALUATE_N), threads=cfg.threads, split=before.get("split"))
+                save_evaluation(target, results, target, card=True)
+    return targets[-1]
+
+
+def settings_changed(meta: dict, cfg: Config) -> list[str]:
+    """The ``Config`` fields in which the run that a training log or checkpoint's ``meta`` records differs from
+    ``cfg``, beyond those a run may change when it resumes (``RESUMABLE_CHANGES``)."""
+    saved = recorded_config(meta)
+    return sorted(key for key, value in config_as_saved(cfg).items()
+                  if key not in RESUMABLE_CHANGES and saved.get(key) != value)
 
 
 def save_evaluation(folder: str | Path, results: dict, target: Path, card: bool = False) -> None:
@@ -1786,6 +1804,7 @@ def headline_measures(r: dict) -> dict[str, float]:
 def stage_out(k: int, root: str | Path = TRAIN_OUT) -> str:
     """Where run ``k`` of a model made by several goes (0: the first run) when the first goes to ``root``: the
     card's commands and :func:`retrain` put them there."""
+    root = Path(root)
     return str(root) if k == 0 else f"{root}-{k + 1}"
 
 
@@ -2119,7 +2138,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--retrain", default=None, metavar="FOLDER",
                         help="train the model in FOLDER ('lalm-toy': the shipped one) again, every run that made it one "
                              "after another with its recorded settings, into --out, --out-2, ... (with --resume: go on "
-                             "where it stopped; --threads: instead of each run's own)")
+                             "where it stopped; --threads N: N instead of each run's own, 0 or none: each run's own)")
     parser.add_argument("--evaluate", action="store_true", help="evaluate the model in --out instead of training")
     parser.add_argument("--n", type=int, default=None,
                         help=f"held-out examples per task for --evaluate (default {EVALUATE_N}); clips for --quick-look "
@@ -2152,7 +2171,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.quick_look and (args.evaluate or args.set or args.resume or args.until):
         parser.error("--quick-look only reads the run in --out (with --threads); it trains and evaluates nothing")
     if args.quick_look:
-        n = args.n or QUICK_LOOK_N
+        n = QUICK_LOOK_N if args.n is None else args.n
         if n < 4 or n % 4:
             parser.error(f"--quick-look --n {n}: a positive multiple of 4 (clips of 1-4 events alike)")
         look = quick_look(args.out or TRAIN_OUT, n=n, threads=args.threads)
@@ -2167,7 +2186,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.evaluate:
         args.out = args.out or str(DEFAULT_OUT)
-        results = evaluate(args.out, n=args.n or EVALUATE_N, threads=args.threads, split=args.split)
+        results = evaluate(args.out, n=EVALUATE_N if args.n is None else args.n, threads=args.threads, split=args.split)
         target = Path(args.out) if args.write_card else Path(args.results or Path("out", f"eval-{Path(args.out).name}"))
         save_evaluation(args.out, results, target, card=args.write_card)
         return

@@ -466,7 +466,7 @@ def test_retrain_trains_every_run_of_a_model_again_in_one_command(micro_toy, tmp
     tt.main(["--micro", "--steps", "2", "--threads", "1", "--out", str(second), "--set", f"init_from={first}",
              "lr=1e-4", "freeze_encoder=true", "stage2_step=0"])
     again = tmp_path / "again"
-    tt.main(["--retrain", str(second), "--out", str(again)])
+    tt.main(["--retrain", str(second), "--out", f"{again}/"])
     assert "2 run(s), 5 steps" in capsys.readouterr().out
     made, remade = (load_file(folder / "model.safetensors") for folder in (second, tmp_path / "again-2"))
     assert all(torch.equal(made[k], remade[k]) for k in made), "same settings, batches and kernels, run after run"
@@ -477,11 +477,17 @@ def test_retrain_trains_every_run_of_a_model_again_in_one_command(micro_toy, tmp
     assert (again / "MODEL_CARD.md").exists(), "the first run evaluated and its card written before it is continued"
 
     tt.main(["--retrain", str(second), "--out", str(again), "--resume"])
-    assert capsys.readouterr().out.count(": kept, finished in") == 2, "a finished run is not trained again"
+    printed = capsys.readouterr().out
+    assert printed.count(": kept, finished in") == 2 and "wrote" not in printed, "nothing trained or evaluated again"
+    shutil.rmtree(again)
+    tt.main(["--retrain", str(second), "--out", str(again), "--resume"])
+    assert "run 1 of 2" in (printed := capsys.readouterr().out) and "run 2 of 2" in printed, "after a run trained anew, none is kept"
+    with pytest.raises(ValueError, match="would overwrite it"):
+        tt.retrain(tmp_path / "again-2", out=again)
     changed = json.loads((again / "training_log.json").read_text())
     changed["config"]["lr"] = 0.5
     (again / "training_log.json").write_text(json.dumps(changed))
-    with pytest.raises(ValueError, match="holds another run .*lr"):
+    with pytest.raises(ValueError, match="holds a run of other settings .*lr"):
         tt.main(["--retrain", str(second), "--out", str(again), "--resume"])
     with pytest.raises(SystemExit):
         tt.main(["--retrain", str(tmp_path / "nothing")])
