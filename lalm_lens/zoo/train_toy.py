@@ -963,6 +963,11 @@ def recorded_config(meta: dict) -> dict:
     return {**ADDED_FIELDS, **meta.get("config", {})}
 
 
+def config_from_record(record: dict) -> Config:
+    """The ``Config`` that a recorded config (JSON, as :func:`recorded_config` gives it) stands for."""
+    return Config(**{key: tuple(v) if isinstance(v, list) else v for key, v in record.items()})
+
+
 def save_checkpoint(
     folder: Path, cfg: Config, model, optimizer, step: int, seconds: float, history: list[dict], heads=None,
     legs: list[dict] = (), continues: dict | None = None,
@@ -1170,12 +1175,11 @@ def retrain(folder: str | Path, out: str | Path = TRAIN_OUT, threads: int | None
     print(f"retraining {folder}: {len(chain)} run(s), {sum(s['steps'] for s in chain)} steps "
           f"({minutes:.0f} min of training when they were made)"
           + (f"; the first starts from {first_from} as it is now" if first_from else ""))
-    fields = {f.name for f in dataclasses.fields(Config)}
     keep = resume
     for k, (stage, target) in enumerate(zip(chain, targets)):
         config = {**recorded_config(stage), "out": str(target), "threads": stage["threads"] if threads is None else threads,
                   **({"init_from": str(targets[k - 1])} if k else {})}
-        cfg = Config(**{key: tuple(v) if isinstance(v, list) else v for key, v in config.items() if key in fields})
+        cfg = config_from_record(config)
         records = [target / "training_log.json", target / "checkpoint" / "state.json"]
         for meta in (json.loads(r.read_text()) for r in records if resume and r.exists()):
             if "config" in meta and (changed := settings_changed(meta, cfg)):
@@ -1351,7 +1355,7 @@ def load_run(folder: str | Path) -> tuple[Qwen2AudioForConditionalGeneration, Qw
         model = Qwen2AudioForConditionalGeneration.from_pretrained(folder, dtype=torch.float32)
         return model, Qwen2AudioProcessor.from_pretrained(folder), None
     meta = json.loads((checkpoint / "state.json").read_text())
-    cfg = Config(**{k: tuple(v) if isinstance(v, list) else v for k, v in recorded_config(meta).items()})
+    cfg = config_from_record(recorded_config(meta))
     processor = build_processor(cfg)
     model = build_model(cfg, processor.tokenizer)
     model.load_state_dict(model_weights(load_file(checkpoint / "state.safetensors")))
