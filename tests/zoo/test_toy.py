@@ -728,7 +728,8 @@ def test_the_recipe_pages_scripts_run_on_a_trained_toy(micro_toy, monkeypatch, c
         module = script(name)
         monkeypatch.setattr(module, "N_CLIPS", n_clips)
         module.main(str(micro_toy))
-    script("windows").main(str(micro_toy / "training_log.json"), every=1)
+    log = str(micro_toy / "training_log.json")
+    script("windows").main([log], every=1)
     out = capsys.readouterr().out
     rows = out.splitlines()
     assert "| steps | list | presence | pitch | level | drill | emotion |" in rows and "| 0–1 | " in out
@@ -751,6 +752,10 @@ def test_the_recipe_pages_scripts_run_on_a_trained_toy(micro_toy, monkeypatch, c
     assert "training clips of 3 sounds in 4 s" in out
     assert "| answers | " in out and out.count("| encoder probe | ") == 2
     assert out.count("cut second half:  pitch ") == out.count("cut every layer:  pitch ") == 1 + 2 + 2 + 2
+    script("windows").main([log, log], every=1)
+    side_by_side = capsys.readouterr().out.splitlines()
+    assert side_by_side[0] == f"each cell: {log} / {log}" and side_by_side[3].startswith("| 0–1 | ")
+    assert side_by_side[3].count(" / ") == side_by_side[1].count(" | "), "two runs' means in every task's cell"
     script("answer_attention").main(str(micro_toy), pick=True)
     out = capsys.readouterr().out
     assert out.count("pitch answers right") == out.count("level answers right") == 1 and "(level questions)" in out
