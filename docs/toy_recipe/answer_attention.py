@@ -17,7 +17,8 @@ import sys
 import numpy as np
 import torch
 
-from lalm_lens.zoo import train_toy as tt
+from lalm_lens.data import LEVELS, PITCHES
+from lalm_lens.zoo.toy import evaluation, recipe
 
 N_CLIPS, BATCH = 96, 32
 
@@ -25,16 +26,16 @@ N_CLIPS, BATCH = 96, 32
 def pick_questions(model, question: str):
     """Two-sound 3 s held-out contrast clips, each asked ``question`` about its contrasting sound."""
     rng = np.random.default_rng(5)
-    items = [tt.contrast_scene(tt.heldout_seed(900_000 + i), 2, rng, duration_s=tt.PICK_SECONDS) for i in range(N_CLIPS)]
+    items = [evaluation.contrast_scene(evaluation.heldout_seed(900_000 + i), 2, rng, duration_s=recipe.PICK_SECONDS) for i in range(N_CLIPS)]
     for i in range(0, N_CLIPS, BATCH):
         chunk, asked = [s for s, _ in items[i : i + BATCH]], [e for _, e in items[i : i + BATCH]]
         prompts = [question.format(label=e.label) for e in asked]
-        yield model.prepare([s.wave for s in chunk], prompts, sampling_rate=tt.SAMPLING_RATE), chunk, asked
+        yield model.prepare([s.wave for s in chunk], prompts, sampling_rate=recipe.SAMPLING_RATE), chunk, asked
 
 
 def shares(model, batches, question: str, answers: tuple[str, ...], attribute: str) -> None:
     """Print the answering position's attention shares over ``batches`` and how often ``attribute`` is answered right."""
-    positions = list(range(-(tt.n_tokens(question.format(label="dog")) + tt.CHAT_TOKENS_AFTER_QUESTION), 0))
+    positions = list(range(-(recipe.n_tokens(question.format(label="dog")) + recipe.CHAT_TOKENS_AFTER_QUESTION), 0))
     options = [model.to_single_token(a) for a in answers]
     named, others, text, right = [], [], [], []
     for batch, chunk, asked in batches:
@@ -64,13 +65,13 @@ def shares(model, batches, question: str, answers: tuple[str, ...], attribute: s
 
 def main(run: str, pick: bool = False) -> None:
     torch.set_num_threads(1)
-    model = tt.load_hooked(run)
+    model = evaluation.load_hooked(run)
     np.set_printoptions(precision=2, suppress=True)
     print(f"{run}: {N_CLIPS} clips; rows: layers, columns: heads")
     if not pick:
-        shares(model, tt.pitch_questions(model, N_CLIPS, BATCH), tt.PITCH_Q, tt.PITCHES, "pitch")
+        shares(model, evaluation.pitch_questions(model, N_CLIPS, BATCH), recipe.PITCH_Q, PITCHES, "pitch")
         return
-    for question, answers, attribute in ((tt.PITCH_Q, tt.PITCHES, "pitch"), (tt.LEVEL_Q, tt.LEVELS, "level")):
+    for question, answers, attribute in ((recipe.PITCH_Q, PITCHES, "pitch"), (recipe.LEVEL_Q, LEVELS, "level")):
         shares(model, pick_questions(model, question), question, answers, attribute)
 
 

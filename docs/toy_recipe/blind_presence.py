@@ -14,29 +14,29 @@ import sys
 import numpy as np
 import torch
 
-from lalm_lens.data import make_scene
-from lalm_lens.zoo import train_toy as tt
+from lalm_lens.data import EVENT_CLASSES, make_scene
+from lalm_lens.zoo.toy import batching, drawing, evaluation, recipe
 
 N_CLIPS = 64  # per number of events, half asked of a present sound
 
 
-def questions(n_events: int) -> list[tt.Example]:
+def questions(n_events: int) -> list[drawing.Example]:
     examples = []
     for i in range(N_CLIPS):
-        scene = make_scene(tt.heldout_seed(700_000 + 1000 * n_events + i), n_events=n_events, duration_s=5.0,
+        scene = make_scene(evaluation.heldout_seed(700_000 + 1000 * n_events + i), n_events=n_events, duration_s=5.0,
                            layout="equal")
         answer = ("yes", "no")[i % 2]
-        label = scene.labels[0] if answer == "yes" else next(c for c in tt.EVENT_CLASSES if c not in scene.labels)
-        turns = [(tt.PRESENCE_Q.format(label=label), answer)]
-        examples.append(tt.Example(scene.wave, turns, "questions", tuple(scene.events)))
+        label = scene.labels[0] if answer == "yes" else next(c for c in EVENT_CLASSES if c not in scene.labels)
+        turns = [(recipe.PRESENCE_Q.format(label=label), answer)]
+        examples.append(drawing.Example(scene.wave, turns, "questions", tuple(scene.events)))
     return examples
 
 
 def main(run: str) -> None:
     torch.set_num_threads(1)
-    model, processor, step = tt.load_run(run)
+    model, processor, step = evaluation.load_run(run)
     model.eval()
-    collate = tt.Batches(tt.Config(), processor, 0, 0).collate
+    collate = batching.Batches(recipe.Config(), processor, 0, 0).collate
     print(f"{run} at step {step}: the share of presence questions answered right, {N_CLIPS} clips per number of events")
     print("question tokens  events   yes    no")
     clips = {n_events: questions(n_events) for n_events in range(1, 5)}
@@ -48,7 +48,7 @@ def main(run: str) -> None:
                 batch = collate(chunk, audio_dropout=float(mode != "sighted"), rng=np.random.default_rng(0),
                                 blind_early_only=mode == "first half blind")
                 with torch.no_grad():
-                    logits = tt.forward_logits(model, batch)
+                    logits = batching.forward_logits(model, batch)
                 rows, first = torch.arange(len(chunk)), (batch["targets"] != -100).int().argmax(-1)
                 hits = logits[rows, first].argmax(-1) == batch["targets"][rows, first]
                 for example, hit in zip(chunk, hits.tolist()):

@@ -48,24 +48,24 @@ import argparse
 import numpy as np
 import torch
 
-from lalm_lens.data import CONDITIONS, EMOTIONS, SPEAKERS, make_scene, make_utterance
-from lalm_lens.zoo import train_toy as tt
+from lalm_lens.data import CONDITIONS, EMOTIONS, LEVELS, PITCHES, SPEAKERS, make_scene, make_utterance
+from lalm_lens.zoo.toy import batching, drawing, evaluation, recipe
 
 FORMATS = ("one-event", "one-class", "one-or-two", "drills", "level-mixed", "speech-level", "emotion", "contrast", "balanced", "name", "presence")
 
 
-def example(fmt: str, rng: np.random.Generator) -> tt.Example:
+def example(fmt: str, rng: np.random.Generator) -> drawing.Example:
     if "+" in fmt:
         fmt = str(rng.choice(fmt.split("+")))
     seed = 2 * int(rng.integers(2**30)) + 1  # odd: a training seed
     if fmt in ("emotion", "speech-level"):
         utt = make_utterance(str(rng.choice(EMOTIONS)), SPEAKERS[rng.integers(len(SPEAKERS))], seed,
                              condition=str(rng.choice(CONDITIONS)))
-        wave = utt.wave[: 10 * tt.SAMPLING_RATE]
+        wave = utt.wave[: 10 * recipe.SAMPLING_RATE]
         if fmt == "emotion":
-            return tt.Example(wave, [(tt.EMOTION_Q, utt.emotion)], "emotion")
-        level = str(rng.choice(tt.LEVELS))
-        return tt.Example(tt.speech_at_level(wave, level, rng), [(tt.SPEECH_LEVEL_Q, level)], "speech")
+            return drawing.Example(wave, [(recipe.EMOTION_Q, utt.emotion)], "emotion")
+        level = str(rng.choice(LEVELS))
+        return drawing.Example(drawing.speech_at_level(wave, level, rng), [(recipe.SPEECH_LEVEL_Q, level)], "speech")
     if fmt == "level-mixed":
         duration, layout = float(rng.uniform(4, 6)), str(rng.choice(["equal", "random"]))
         for seed in range(seed, seed + 2**20, 2):  # odd seeds from this one, until a clip is mixed
@@ -73,34 +73,34 @@ def example(fmt: str, rng: np.random.Generator) -> tt.Example:
             if len({e.level for e in scene.events}) == 2:
                 break
         event = scene.events[int(rng.integers(2))]
-        return tt.Example(scene.wave, [(tt.LEVEL_Q.format(label=event.label), event.level)], "drill")
+        return drawing.Example(scene.wave, [(recipe.LEVEL_Q.format(label=event.label), event.level)], "drill")
     if fmt == "contrast":
-        scene, event = tt.contrast_scene(seed, 2 + int(rng.integers(2)), rng, duration_s=float(rng.uniform(4, 6)),
+        scene, event = evaluation.contrast_scene(seed, 2 + int(rng.integers(2)), rng, duration_s=float(rng.uniform(4, 6)),
                                          layout=str(rng.choice(["equal", "random"])))
-        return tt.drill_about(scene, event, rng)
+        return drawing.drill_about(scene, event, rng)
     if fmt == "balanced":
         n_events = 2 * (1 + int(rng.integers(2)))
-        pitches, levels = (list(rng.permutation(list(pair) * (n_events // 2))) for pair in (tt.PITCHES, tt.LEVELS))
+        pitches, levels = (list(rng.permutation(list(pair) * (n_events // 2))) for pair in (PITCHES, LEVELS))
         scene = make_scene(seed, n_events=n_events, duration_s=float(rng.uniform(4, 6)), properties=True,
                            layout=str(rng.choice(["equal", "random"])), pitches=pitches, levels=levels)
-        return tt.drill_about(scene, scene.events[int(rng.integers(n_events))], rng)
+        return drawing.drill_about(scene, scene.events[int(rng.integers(n_events))], rng)
     if fmt == "name":
         scene = make_scene(seed, n_events=1 + int(rng.integers(3)), duration_s=float(rng.uniform(4, 6)),
                            layout=str(rng.choice(["equal", "random"])), properties=True)
         label = scene.events[int(rng.integers(len(scene.events)))].label
-        return tt.Example(scene.wave, [(tt.NAME_Q.format(label=tt.name(label, rng, 1.0)), label)], "list")
+        return drawing.Example(scene.wave, [(recipe.NAME_Q.format(label=drawing.name(label, rng, 1.0)), label)], "list")
     if fmt == "presence":
         scene = make_scene(seed, n_events=1 + int(rng.integers(4)), duration_s=float(rng.uniform(4, 6)),
                            layout=str(rng.choice(["equal", "random"])))
-        return tt.Example(scene.wave, tt.presence_turns(scene.labels, 4, rng), "questions")
+        return drawing.Example(scene.wave, drawing.presence_turns(scene.labels, 4, rng), "questions")
     if fmt in ("one-event", "one-class"):
         scene = make_scene(seed, n_events=1, duration_s=3.0, properties=True, classes=("dog",) if fmt == "one-class" else None)
     else:
         scene = make_scene(seed, n_events=1 + int(rng.integers(2)), duration_s=float(rng.uniform(4, 6)),
                            layout=str(rng.choice(["equal", "random"])), properties=True)
     if fmt == "drills":
-        return tt.Example(scene.wave, tt.property_turns(scene.events, 4, rng), "drill")
-    return tt.pitch_drill(scene, rng)
+        return drawing.Example(scene.wave, drawing.property_turns(scene.events, 4, rng), "drill")
+    return drawing.pitch_drill(scene, rng)
 
 
 def main(run: str, formats: str, sighted: bool = False, steps: int = 150, save: str | None = None,
@@ -109,10 +109,10 @@ def main(run: str, formats: str, sighted: bool = False, steps: int = 150, save: 
     if unknown:
         raise SystemExit(f"formats must be among {FORMATS}, got {unknown}")
     torch.set_num_threads(1)
-    model, processor, step = tt.load_run(run)
+    model, processor, step = evaluation.load_run(run)
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-4, weight_decay=0.01)
-    collate, rng = tt.Batches(tt.Config(), processor, 0, 0).collate, np.random.default_rng(1)
+    collate, rng = batching.Batches(recipe.Config(), processor, 0, 0).collate, np.random.default_rng(1)
     rungs = formats.split(",")
     for r, fmt in enumerate(rungs):
         tail = (len(rungs) - 1 - r) / len(rungs) if slide else 0.0
@@ -141,7 +141,7 @@ def train(
     for i in range(steps):
         examples = [example(fmt, rng) for _ in range(16)]
         batch = collate(examples, audio_dropout=audio_dropout, rng=rng, sighted_tail=sighted_tail, blind_early_only=late)
-        loss, stats = tt.answer_stats(tt.forward_logits(model, batch), batch)
+        loss, stats = batching.answer_stats(batching.forward_logits(model, batch), batch)
         optimizer.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

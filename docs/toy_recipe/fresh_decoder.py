@@ -31,18 +31,18 @@ import numpy as np
 import torch
 
 from lalm_lens.data import make_scene
-from lalm_lens.zoo import train_toy as tt
+from lalm_lens.zoo.toy import batching, drawing, evaluation, recipe, training
 
 N_TEST, BATCH = 512, 32
 
 
-def clips(n: int, seed, rng: np.random.Generator, n_events: int = 2, seconds: float = 3.0) -> list[tt.Example]:
+def clips(n: int, seed, rng: np.random.Generator, n_events: int = 2, seconds: float = 3.0) -> list[drawing.Example]:
     examples = []
     for i in range(n):
-        pitches, levels = tt.balanced_properties(n_events, rng)
+        pitches, levels = drawing.balanced_properties(n_events, rng)
         scene = make_scene(seed(i), n_events=n_events, duration_s=seconds, layout=str(rng.choice(["equal", "random"])),
                            properties=True, pitches=pitches, levels=levels)
-        examples.append(tt.Example(scene.wave, tt.balanced_turns(scene.events, 1, rng), "drill", tuple(scene.events)))
+        examples.append(drawing.Example(scene.wave, drawing.balanced_turns(scene.events, 1, rng), "drill", tuple(scene.events)))
     return examples
 
 
@@ -59,13 +59,13 @@ answering position, in the second half only for the question (``late_lookup``); 
 (``Config.audio_dropout`` and ``late_audio``, drawn per question turn)."""
 
 
-def embedded(model, collate, examples: list[tt.Example], mask: str) -> list[dict]:
+def embedded(model, collate, examples: list[drawing.Example], mask: str) -> list[dict]:
     """Collated batches of ``examples`` under ``MASKS[mask]``, each with its audio embeddings under ``"audio"``."""
     batches = []
     for i in range(0, len(examples), BATCH):
         batch = collate(examples[i : i + BATCH], rng=np.random.default_rng(i), **MASKS[mask])
         with torch.no_grad():
-            batch["audio"] = tt.batch_audio_embeds(model, batch)
+            batch["audio"] = batching.batch_audio_embeds(model, batch)
         batches.append(batch)
     return batches
 
@@ -85,7 +85,7 @@ def accuracy(learner, batches: list[dict]) -> dict[str, float]:
     right = {"pitch": np.zeros(4), "level": np.zeros(4)}
     with torch.no_grad():
         for b in batches:
-            stats = tt.answer_stats(tt.forward_logits(learner, b, b["audio"]), b)[1]
+            stats = batching.answer_stats(batching.forward_logits(learner, b, b["audio"]), b)[1]
             for kind in right:
                 right[kind] += stats.get(kind, np.zeros(4))
     return {k: r[2] / max(r[3], 1) for k, r in right.items()}
@@ -94,24 +94,24 @@ def accuracy(learner, batches: list[dict]) -> dict[str, float]:
 def main(run: str, steps: int = 1500, n_clips: int = 4000, decoder: str = "fresh", mask: str = "sighted",
          threads: int = 2, save: str = "", lr: float = 1e-3, n_events: int = 2, seconds: float = 3.0) -> None:
     torch.set_num_threads(threads)
-    model, processor, step = tt.load_run(run)
+    model, processor, step = evaluation.load_run(run)
     model.eval()
-    cfg, started = tt.Config(), time.time()
-    collate = tt.Batches(cfg, processor, 0, 0).collate
-    train_clips = clips(n_clips, lambda i: tt.train_seed(cfg.seed, i), np.random.default_rng(0), n_events, seconds)
+    cfg, started = recipe.Config(), time.time()
+    collate = batching.Batches(cfg, processor, 0, 0).collate
+    train_clips = clips(n_clips, lambda i: drawing.train_seed(cfg.seed, i), np.random.default_rng(0), n_events, seconds)
     train = embedded(model, collate, train_clips, mask)
-    held_out = clips(N_TEST, tt.heldout_seed, np.random.default_rng(1), n_events, seconds)
+    held_out = clips(N_TEST, evaluation.heldout_seed, np.random.default_rng(1), n_events, seconds)
     test = embedded(model, collate, held_out, mask)
     sighted = test if mask == "sighted" else [
         {**collate(held_out[i : i + BATCH]), "audio": b["audio"]} for i, b in zip(range(0, N_TEST, BATCH), test)]
     if decoder == "run":
         learner = model
     else:
-        torch.manual_seed(cfg.seed)  # as tt.build_model seeds it: the same fresh weights as a run of this shape
+        torch.manual_seed(cfg.seed)  # as recipe.build_model seeds it: the same fresh weights as a run of this shape
         learner = type(model)(model.config)
-        audio = {name: w for name, w in model.state_dict().items() if name.startswith(tt.AUDIO_MODULES)}
+        audio = {name: w for name, w in model.state_dict().items() if name.startswith(training.AUDIO_MODULES)}
         learner.load_state_dict(audio, strict=False)  # RUN's encoder, so that --save keeps a whole model
-    params = [p for name, p in learner.named_parameters() if not name.startswith(tt.AUDIO_MODULES)]
+    params = [p for name, p in learner.named_parameters() if not name.startswith(training.AUDIO_MODULES)]
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     at = "" if step is None else f" at step {step}"
     print(f"{decoder} decoder on {run}'s encoder{at}, {n_clips} training clips of {n_events} sounds in {seconds:g} s, audio attention {mask} "
@@ -124,7 +124,7 @@ def main(run: str, steps: int = 1500, n_clips: int = 4000, decoder: str = "fresh
         if i == steps:
             break
         batch = train[i % len(train)]
-        loss, _ = tt.answer_stats(tt.forward_logits(learner, batch, batch["audio"]), batch)
+        loss, _ = batching.answer_stats(batching.forward_logits(learner, batch, batch["audio"]), batch)
         optimizer.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)

@@ -14,7 +14,7 @@ import sys
 from collections import Counter
 
 from lalm_lens import HookedLALM
-from lalm_lens.zoo import train_toy as tt
+from lalm_lens.zoo.toy import evaluation, recipe
 
 
 def kind(truth: list[str], answer: list[str]) -> str:
@@ -34,8 +34,8 @@ def kind(truth: list[str], answer: list[str]) -> str:
 def main(run: str, n: int = 200) -> None:
     model = HookedLALM.from_pretrained(run)
     for properties in (False, True):
-        scenes = tt.heldout_mix(n, properties=properties)
-        answers = tt.greedy_answers(model, [s.wave for s in scenes], [tt.LIST_Q] * n, 32)
+        scenes = evaluation.heldout_mix(n, properties=properties)
+        answers = evaluation.greedy_answers(model, [s.wave for s in scenes], [recipe.LIST_Q] * n, 32)
         counts = Counter(kind(s.labels, a.split(", ")) for s, a in zip(scenes, answers))
         print(f"{run}, {n} clips, {'pitch and level varied' if properties else 'as --evaluate'}:")
         for k, c in counts.most_common():

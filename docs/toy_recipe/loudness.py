@@ -24,7 +24,7 @@ from transformers import WhisperFeatureExtractor
 from lalm_lens import HookedLALM
 from lalm_lens.data import EVENT_CLASSES, LEVELS, PITCHES, loudness, make_event, make_scene
 from lalm_lens.zoo import diagnostics
-from lalm_lens.zoo import train_toy as tt
+from lalm_lens.zoo.toy import evaluation, recipe
 
 
 def peaks_against_loudness() -> None:
@@ -38,7 +38,7 @@ def labels_against_spectrogram() -> None:
     relative, quiet = [], []
     for n_events in (2, 3, 4):
         for i in range(150):
-            scene = make_scene(tt.heldout_seed(900_000 + 1000 * n_events + i), n_events=n_events, duration_s=6.0,
+            scene = make_scene(evaluation.heldout_seed(900_000 + 1000 * n_events + i), n_events=n_events, duration_s=6.0,
                                layout="random", properties=True)
             log_mel = extractor(scene.wave, sampling_rate=16000, return_tensors="np").input_features[0] * 4 - 4
             frames = [log_mel[:, int(e.start_s * 100) + 2 : int(e.stop_s * 100) - 2] for e in scene.events]
@@ -55,11 +55,11 @@ def probes(run: str) -> None:
     model = HookedLALM.from_pretrained(run)
     rows = []
     for n_events in (1, 2, 3):
-        scenes = [make_scene(tt.heldout_seed(900_000 + 1000 * n_events + i), n_events=n_events, duration_s=6.0,
+        scenes = [make_scene(evaluation.heldout_seed(900_000 + 1000 * n_events + i), n_events=n_events, duration_s=6.0,
                              properties=True) for i in range(160)]
         for i in range(0, len(scenes), 32):
             chunk = scenes[i : i + 32]
-            batch = model.prepare([s.wave for s in chunk], tt.LIST_Q, sampling_rate=tt.SAMPLING_RATE)
+            batch = model.prepare([s.wave for s in chunk], recipe.LIST_Q, sampling_rate=recipe.SAMPLING_RATE)
             with torch.no_grad():
                 _, cache = model.run_with_cache(batch, names_filter=["hook_audio_embeds"])
             for j, scene in enumerate(chunk):

@@ -14,24 +14,24 @@ import sys
 import torch
 
 from lalm_lens.data import make_scene
-from lalm_lens.zoo import train_toy as tt
+from lalm_lens.zoo.toy import batching, drawing, evaluation, recipe
 
 N_CLIPS = 48
 
 
 def main(run: str) -> None:
     torch.set_num_threads(1)
-    model, processor, step = tt.load_run(run)
+    model, processor, step = evaluation.load_run(run)
     model.eval()
-    collate = tt.Batches(tt.Config(), processor, 0, 0).collate
-    scenes = [make_scene(tt.heldout_seed(900_000 + i), n_events=2, duration_s=3.0, properties=True) for i in range(N_CLIPS)]
+    collate = batching.Batches(recipe.Config(), processor, 0, 0).collate
+    scenes = [make_scene(evaluation.heldout_seed(900_000 + i), n_events=2, duration_s=3.0, properties=True) for i in range(N_CLIPS)]
     print(f"{run}" + (f" at step {step}" if step is not None else "") + f": {N_CLIPS} two-event clips, asked the name of")
     for which in (0, 1):
-        examples = [tt.Example(s.wave, [(tt.NAME_Q.format(label=s.events[which].label), s.events[which].label)], "drill",
+        examples = [drawing.Example(s.wave, [(recipe.NAME_Q.format(label=s.events[which].label), s.events[which].label)], "drill",
                                tuple(s.events)) for s in scenes]
         batch = collate(examples)
         with torch.no_grad():
-            logits = tt.forward_logits(model, batch)
+            logits = batching.forward_logits(model, batch)
         answer = (batch["targets"] != -100).int().argmax(-1)
         words = processor.tokenizer.convert_ids_to_tokens(logits[torch.arange(N_CLIPS), answer].argmax(-1).tolist())
         asked = sum(w == s.events[which].label for w, s in zip(words, scenes))

@@ -15,8 +15,9 @@ import sys
 import numpy as np
 import torch
 
-from lalm_lens.data import make_scene
-from lalm_lens.zoo import diagnostics, train_toy as tt
+from lalm_lens.data import LEVELS, PITCHES, make_scene
+from lalm_lens.zoo import diagnostics
+from lalm_lens.zoo.toy import evaluation, recipe
 
 N_CLIPS, BATCH = 320, 32
 
@@ -26,8 +27,8 @@ def balanced_pairs(n: int) -> tuple[list, list]:
     rng = np.random.default_rng(5)
     scenes, asked = [], []
     for i in range(n):
-        pitches, levels = (list(rng.permutation(list(pair))) for pair in (tt.PITCHES, tt.LEVELS))
-        scene = make_scene(tt.heldout_seed(500_000 + i), n_events=2, duration_s=5.0, properties=True, layout="equal",
+        pitches, levels = (list(rng.permutation(list(pair))) for pair in (PITCHES, LEVELS))
+        scene = make_scene(evaluation.heldout_seed(500_000 + i), n_events=2, duration_s=5.0, properties=True, layout="equal",
                            pitches=pitches, levels=levels)
         scenes.append(scene)
         asked.append(scene.events[int(rng.integers(2))])
@@ -36,25 +37,25 @@ def balanced_pairs(n: int) -> tuple[list, list]:
 
 def main(run: str) -> None:
     torch.set_num_threads(1)
-    model = tt.load_hooked(run)
+    model = evaluation.load_hooked(run)
     names = ["blocks.0.hook_resid_pre", *(f"blocks.{layer}.hook_resid_post" for layer in range(model.cfg.n_layers))]
     at_word: dict[str, list[np.ndarray]] = {name: [] for name in names}
     at_answer: dict[str, list[np.ndarray]] = {name: [] for name in names}
-    options = [model.to_single_token(p) for p in tt.PITCHES]
+    options = [model.to_single_token(p) for p in PITCHES]
     scenes, asked = balanced_pairs(N_CLIPS)
     right = []
     for i in range(0, N_CLIPS, BATCH):
         events = asked[i : i + BATCH]
-        batch = model.prepare([s.wave for s in scenes[i : i + BATCH]], [tt.PITCH_Q.format(label=e.label) for e in events],
-                              sampling_rate=tt.SAMPLING_RATE)
+        batch = model.prepare([s.wave for s in scenes[i : i + BATCH]], [recipe.PITCH_Q.format(label=e.label) for e in events],
+                              sampling_rate=recipe.SAMPLING_RATE)
         with torch.no_grad():
             logits, cache = model.run_with_cache(batch, names_filter=lambda name: name in at_word)
-        right += [tt.PITCHES[k] == e.pitch for k, e in zip(logits[:, -1, options].argmax(-1).tolist(), events)]
+        right += [PITCHES[k] == e.pitch for k, e in zip(logits[:, -1, options].argmax(-1).tolist(), events)]
         words = [int((batch.input_ids[b] == model.to_single_token(e.label)).nonzero()[-1]) for b, e in enumerate(events)]
         for name in names:
             at_word[name].append(cache[name][torch.arange(len(events)), words].numpy())
             at_answer[name].append(cache[name][:, -1].numpy())
-    pitch = np.array([tt.PITCHES.index(e.pitch) for e in asked])
+    pitch = np.array([PITCHES.index(e.pitch) for e in asked])
     half = N_CLIPS // 2
     print(f"{run}: {N_CLIPS} two-event clips, one sound high and one low; answers right "
           f"{100 * np.mean(right):.1f} %; linear probes for the named sound's pitch ({half} clips to train, "

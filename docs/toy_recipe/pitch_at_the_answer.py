@@ -14,28 +14,28 @@ import sys
 import numpy as np
 import torch
 
-from lalm_lens.data import EVENT_CLASSES, make_scene
+from lalm_lens.data import EVENT_CLASSES, PITCHES, make_scene
 from lalm_lens.zoo import diagnostics
-from lalm_lens.zoo import train_toy as tt
+from lalm_lens.zoo.toy import batching, drawing, evaluation, recipe
 
 N_TRAIN, N_TEST = 480, 160
 
 
 def main(run: str) -> None:
     torch.set_num_threads(1)
-    model, processor, step = tt.load_run(run)
+    model, processor, step = evaluation.load_run(run)
     model.eval()
-    scenes = [make_scene(tt.heldout_seed(800_000 + i), n_events=1, duration_s=3.0, properties=True)
+    scenes = [make_scene(evaluation.heldout_seed(800_000 + i), n_events=1, duration_s=3.0, properties=True)
               for i in range(N_TRAIN + N_TEST)]
-    pitch = np.array([tt.PITCHES.index(s.events[0].pitch) for s in scenes])
+    pitch = np.array([PITCHES.index(s.events[0].pitch) for s in scenes])
     label = np.array([EVENT_CLASSES.index(s.events[0].label) for s in scenes])
-    examples = [tt.pitch_drill(s, np.random.default_rng(0)) for s in scenes]  # one event: always it
-    collate, states, right = tt.Batches(tt.Config(), processor, 0, 0).collate, [], 0
+    examples = [drawing.pitch_drill(s, np.random.default_rng(0)) for s in scenes]  # one event: always it
+    collate, states, right = batching.Batches(recipe.Config(), processor, 0, 0).collate, [], 0
     with torch.no_grad():
         for i in range(0, len(examples), 32):
             batch = collate(examples[i : i + 32], audio_dropout=1.0, rng=np.random.default_rng(0))
             rows = torch.arange(len(batch["input_ids"]))
-            out = tt.decoder_output(model, batch, output_hidden_states=True)
+            out = batching.decoder_output(model, batch, output_hidden_states=True)
             answer = (batch["targets"] != -100).int().argmax(-1)
             states.append(torch.stack(out.hidden_states)[:, rows, answer].double().numpy())
             right += int((model.lm_head(out.last_hidden_state[rows, answer]).argmax(-1) == batch["targets"][rows, answer]).sum())

@@ -18,10 +18,12 @@ from collections import defaultdict
 import numpy as np
 import torch
 
-from lalm_lens.zoo import diagnostics, train_toy as tt
+from lalm_lens.data import EVENT_CLASSES, LEVELS, PITCHES
+from lalm_lens.zoo import diagnostics
+from lalm_lens.zoo.toy import evaluation, recipe
 
 N_CLIPS, BATCH = 480, 32
-KINDS = (("pitch", tt.PITCH_Q, tt.PITCHES), ("level", tt.LEVEL_Q, tt.LEVELS))
+KINDS = (("pitch", recipe.PITCH_Q, PITCHES), ("level", recipe.LEVEL_Q, LEVELS))
 
 
 def answers(model, scenes, asked, kind: str, question: str, options) -> list[bool]:
@@ -30,7 +32,7 @@ def answers(model, scenes, asked, kind: str, question: str, options) -> list[boo
     for i in range(0, len(scenes), BATCH):
         events = asked[i : i + BATCH]
         batch = model.prepare([s.wave for s in scenes[i : i + BATCH]], [question.format(label=e.label) for e in events],
-                              sampling_rate=tt.SAMPLING_RATE)
+                              sampling_rate=recipe.SAMPLING_RATE)
         with torch.no_grad():
             chosen = model(batch)[:, -1, ids].argmax(-1).tolist()
         right += [options[k] == getattr(e, kind) for k, e in zip(chosen, events)]
@@ -42,7 +44,7 @@ def event_embeds(model, scenes) -> np.ndarray:
     rows = []
     for i in range(0, len(scenes), BATCH):
         chunk = scenes[i : i + BATCH]
-        batch = model.prepare([s.wave for s in chunk], tt.LIST_Q, sampling_rate=tt.SAMPLING_RATE)
+        batch = model.prepare([s.wave for s in chunk], recipe.LIST_Q, sampling_rate=recipe.SAMPLING_RATE)
         with torch.no_grad():
             _, cache = model.run_with_cache(batch, names_filter=["hook_audio_embeds"])
         for j, scene in enumerate(chunk):
@@ -54,13 +56,13 @@ def event_embeds(model, scenes) -> np.ndarray:
 
 def main(run: str) -> None:
     torch.set_num_threads(1)
-    model = tt.load_hooked(run)
-    scenes = tt.heldout_scenes(N_CLIPS, "equal", 700_000, properties=True)
+    model = evaluation.load_hooked(run)
+    scenes = evaluation.heldout_scenes(N_CLIPS, "equal", 700_000, properties=True)
     rng = np.random.default_rng(11)
     asked = [s.events[int(rng.integers(len(s.events)))] for s in scenes]
     x = event_embeds(model, scenes)
     half = N_CLIPS // 2
-    classes = np.array([[tt.EVENT_CLASSES.index(e.label) for e in s.events] for s in scenes])
+    classes = np.array([[EVENT_CLASSES.index(e.label) for e in s.events] for s in scenes])
     print(f"{run}: {N_CLIPS} three-event clips; answers right, % (n), and an encoder probe per class")
     for kind, question, options in KINDS:
         right = answers(model, scenes, asked, kind, question, options)
@@ -74,10 +76,10 @@ def main(run: str) -> None:
               + ", ".join(f"{k} {100 * np.mean(groups[k]):.0f} ({len(groups[k])})" for k in range(3) if groups[k])
               + "; by the clip's quiet sounds: "
               + ", ".join(f"{k} {100 * np.mean(groups[f'quiet {k}']):.0f} ({len(groups[f'quiet {k}'])})" for k in range(3) if groups[f"quiet {k}"]))
-        print(f"| {kind} | " + " | ".join(tt.EVENT_CLASSES) + " |\n|---|" + "---|" * len(tt.EVENT_CLASSES))
-        print("| answers | " + " | ".join(f"{100 * np.mean(groups[c]):.0f} ({len(groups[c])})" if groups[c] else "–" for c in tt.EVENT_CLASSES) + " |")
+        print(f"| {kind} | " + " | ".join(EVENT_CLASSES) + " |\n|---|" + "---|" * len(EVENT_CLASSES))
+        print("| answers | " + " | ".join(f"{100 * np.mean(groups[c]):.0f} ({len(groups[c])})" if groups[c] else "–" for c in EVENT_CLASSES) + " |")
         probes = []
-        for k in range(len(tt.EVENT_CLASSES)):
+        for k in range(len(EVENT_CLASSES)):
             train, test = classes[:half] == k, classes[half:] == k
             fit = train.any() and test.any()
             probes.append(f"{100 * diagnostics.linear_probe(x[:half][train], y[:half][train], x[half:][test], y[half:][test])['accuracy']:.0f}"

@@ -14,17 +14,17 @@ import sys
 
 import torch
 
-from lalm_lens.zoo import train_toy as tt
+from lalm_lens.zoo.toy import evaluation
 
 N_CLIPS = 64
 
 
 def main(run: str) -> None:
     torch.set_num_threads(2)
-    model = tt.load_hooked(run)
-    result = tt.retrieval_diagnostic(model, tt.heldout_scenes(N_CLIPS, "equal", 400_000, properties=True), 32)
+    model = evaluation.load_hooked(run)
+    result = evaluation.retrieval_diagnostic(model, evaluation.heldout_scenes(N_CLIPS, "equal", 400_000, properties=True), 32)
     print(run)
-    print("\n".join(tt.retrieval_table(result)))
+    print("\n".join(evaluation.retrieval_table(result)))
 
 
 if __name__ == "__main__":

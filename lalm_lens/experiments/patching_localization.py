@@ -27,7 +27,8 @@ def run(args):
     from lalm_lens import patching
     from lalm_lens.data import make_scene
     from lalm_lens.data.events import synth_event
-    from lalm_lens.zoo.train_toy import PRESENCE_Q, heldout_seed
+    from lalm_lens.zoo.toy.evaluation import heldout_seed
+    from lalm_lens.zoo.toy.recipe import PRESENCE_Q
 
     model = ll.HookedLALM.from_pretrained(args.model)
     metric = patching.logit_diff(model, "yes", "no")

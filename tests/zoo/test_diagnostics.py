@@ -6,34 +6,34 @@ import torch
 
 from lalm_lens.data import make_scene, make_utterance
 from lalm_lens.zoo import diagnostics
-from lalm_lens.zoo import train_toy as tt
+from lalm_lens.zoo.toy import evaluation, recipe
 
 
 def test_question_positions_are_the_words_between_the_audio_and_the_last_prompt_position(toy):
     scene = make_scene(3)
-    batch = toy.prepare([scene.wave, scene.wave[:48000]], [tt.PRESENCE_Q.format(label="dog")] * 2, sampling_rate=16000)
+    batch = toy.prepare([scene.wave, scene.wave[:48000]], [recipe.PRESENCE_Q.format(label="dog")] * 2, sampling_rate=16000)
     words = [toy.to_str_tokens(batch, example=1)[p] for p in diagnostics.question_positions(batch)]
     assert words == ["is", "there", "a", "dog", "sound", "?", "<|im_end|>", "<|im_start|>"]
 
 
 def test_retrieval_reports_every_layer_and_cutting_all_audio_attention_is_a_real_edit(toy):
-    scenes = [make_scene(tt.heldout_seed(i), properties=True) for i in range(4)]
-    items = [(s.wave, tt.PRESENCE_Q.format(label=s.labels[0]), ("yes", "no"), "yes") for s in scenes]
+    scenes = [make_scene(evaluation.heldout_seed(i), properties=True) for i in range(4)]
+    items = [(s.wave, recipe.PRESENCE_Q.format(label=s.labels[0]), ("yes", "no"), "yes") for s in scenes]
     result = diagnostics.retrieval(toy, items, batch_size=4)
     assert len(result["last_at"]) == len(result["last_from"]) == len(result["prompt_from"]) == toy.cfg.n_layers
     assert all(r["n"] == 4 and 0 <= r["accuracy"] <= 1 for r in [result["none"], *result["last_at"]])
     for cut in [result["question_tokens"], *result["last_at"], *result["last_from"], *result["prompt_from"]]:
         assert cut["drop"] == pytest.approx(result["none"]["accuracy"] - cut["accuracy"])
         assert cut["drop_ci95"][0] <= cut["drop"] <= cut["drop_ci95"][1]
-    lines = tt.retrieval_table({"n": 4, "presence_yes": result})
+    lines = evaluation.retrieval_table({"n": 4, "presence_yes": result})
     assert lines[-1].startswith("Accuracy lost with the last position's audio attention cut in the decoder's second half")
 
 
 def test_mean_ablating_an_mlp_writes_its_mean_everywhere(toy):
     waves = [make_utterance("angry", "f1", seed).wave for seed in range(2)]
-    means = diagnostics.mean_mlp_out(toy, waves, tt.EMOTION_Q)
+    means = diagnostics.mean_mlp_out(toy, waves, recipe.EMOTION_Q)
     assert means.shape == (toy.cfg.n_layers, toy.cfg.d_model) and torch.isfinite(means).all()
-    out = diagnostics.mlp_ablation(toy, waves, tt.EMOTION_Q, ("neutral", "happy", "angry", "sad"), ["angry"] * 2, means)
+    out = diagnostics.mlp_ablation(toy, waves, recipe.EMOTION_Q, ("neutral", "happy", "angry", "sad"), ["angry"] * 2, means)
     assert set(out) == {"none", "layer", "all"} and len(out["layer"]) == toy.cfg.n_layers
 
 

@@ -6,7 +6,7 @@ import torch
 from lalm_lens.adapters.base import tokens_after_whisper
 from lalm_lens.data import EVENT_CLASSES, LEVELS, PITCHES
 from lalm_lens.data.scenes import EventInterval
-from lalm_lens.zoo import train_toy as tt
+from lalm_lens.zoo.toy import batching, recipe
 from lalm_lens.zoo.frame_objective import KINDS, NONE, FrameHeads, frame_loss, frame_targets
 
 TOKEN_S = 0.04  # 160-sample hop at 16 kHz, conv stride 2, pooling 2
@@ -24,8 +24,8 @@ def test_each_token_gets_the_event_sounding_at_its_centre_and_speech_gets_none()
 
 
 def test_training_batches_carry_targets_aligned_with_the_audio_tokens():
-    cfg = tt.Config.micro(durations=(4.0,), batch_size=8, stage2_speech_frac=0.5, stage2_step=0)
-    batch = tt.Batches(cfg, tt.build_processor(cfg), 0, 1).batch(5)
+    cfg = recipe.Config.micro(durations=(4.0,), batch_size=8, stage2_speech_frac=0.5, stage2_step=0)
+    batch = batching.Batches(cfg, recipe.build_processor(cfg), 0, 1).batch(5)
     n_tokens = tokens_after_whisper(batch["n_frames"])
     assert batch["frame_targets"].shape == (int(n_tokens.sum()), 3)
     per_clip = batch["frame_targets"].split(n_tokens.tolist())

@@ -11,13 +11,15 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
+from transformers import Qwen2AudioForConditionalGeneration, Qwen2AudioProcessor
 
 import lalm_lens as ll
-from lalm_lens.data import EVENT_CLASSES, make_scene, make_utterance
+from lalm_lens.data import EMOTIONS, EVENT_CLASSES, LEVELS, PITCHES, SPEAKERS, make_scene, make_utterance
 from lalm_lens.zoo import SHIPPED
 from lalm_lens.zoo import train_toy as tt
+from lalm_lens.zoo.toy import batching, drawing, evaluation, model_card, recipe, runs, training
 
-SCENE_SEED, SPEECH_SEED = tt.heldout_seed(7), tt.heldout_seed(11)
+SCENE_SEED, SPEECH_SEED = evaluation.heldout_seed(7), evaluation.heldout_seed(11)
 
 
 SHIPPED_TOY = SHIPPED["lalm-toy"].joinpath("config.json").exists()
@@ -30,14 +32,14 @@ R_MECHANISMS = dict(focus_step=2800, focus_steps=400, focus_frac=1.0, focus_drop
 R_SCHEDULE = dict(steps=9500, stage2_step=4000, ramp_steps=800, property_step=2800, phrase_step=3600)
 
 
-def run_r(**changes) -> tt.Config:
+def run_r(**changes) -> recipe.Config:
     """Run R's config with ``changes``."""
-    return tt.Config(**{**R_SCHEDULE, **R_MECHANISMS, **changes})
+    return recipe.Config(**{**R_SCHEDULE, **R_MECHANISMS, **changes})
 
 
-def micro(**changes) -> tt.Config:
+def micro(**changes) -> recipe.Config:
     """The micro config with run R's mechanisms and ``changes``."""
-    return tt.Config.micro(**{**R_MECHANISMS, **changes})
+    return recipe.Config.micro(**{**R_MECHANISMS, **changes})
 
 
 @pytest.fixture(scope="module")
@@ -53,8 +55,8 @@ def shipped_recipe() -> dict:
 
 
 def test_loads_by_name_with_the_documented_config(toy):
-    cfg, default = toy.cfg, tt.Config(**{k: v for k, v in shipped_recipe().items() if k in tt.Config.__dataclass_fields__})
-    assert cfg.arch == "qwen2_audio" and isinstance(toy.hf_model, tt.Qwen2AudioForConditionalGeneration)
+    cfg, default = toy.cfg, recipe.Config(**{k: v for k, v in shipped_recipe().items() if k in recipe.Config.__dataclass_fields__})
+    assert cfg.arch == "qwen2_audio" and isinstance(toy.hf_model, Qwen2AudioForConditionalGeneration)
     assert (cfg.n_layers, cfg.d_model, cfg.d_mlp, cfg.n_heads, cfg.n_kv_heads) == (
         default.n_layers, default.d_model, default.d_mlp, default.n_heads, default.n_kv_heads)
     assert (cfg.audio_n_layers, cfg.audio_d_model, cfg.audio_n_heads) == (default.audio_layers, default.d_audio, default.audio_heads)
@@ -65,12 +67,12 @@ def test_loads_by_name_with_the_documented_config(toy):
 
 
 def test_vocabulary_covers_every_prompt_and_answer(toy):
-    texts = [tt.LIST_Q, tt.EMOTION_Q, *(tt.PRESENCE_Q.format(label=c) for c in EVENT_CLASSES),
-             tt.list_answer(list(EVENT_CLASSES)), "yes no neutral happy angry sad"]
+    texts = [recipe.LIST_Q, recipe.EMOTION_Q, *(recipe.PRESENCE_Q.format(label=c) for c in EVENT_CLASSES),
+             drawing.list_answer(list(EVENT_CLASSES)), "yes no neutral happy angry sad"]
     if "stage2_step" in shipped_recipe():  # the second recipe's questions and paraphrases
-        phrases = [*EVENT_CLASSES, *(p for ps in tt.PHRASES.values() for p in ps)]
-        templates = [*tt.PRESENCE_QS, *tt.PITCH_QS, *tt.LEVEL_QS]
-        texts += [tt.SPEAKER_Q, tt.SPEECH_LEVEL_Q, *(t.format(label=p) for t in templates for p in phrases),
+        phrases = [*EVENT_CLASSES, *(p for ps in recipe.PHRASES.values() for p in ps)]
+        templates = [*recipe.PRESENCE_QS, *recipe.PITCH_QS, *recipe.LEVEL_QS]
+        texts += [recipe.SPEAKER_Q, recipe.SPEECH_LEVEL_Q, *(t.format(label=p) for t in templates for p in phrases),
                   "high low loud quiet m1 f4"]
     for text in texts + [t.upper() for t in texts]:
         assert toy.tokenizer.unk_token_id not in toy.tokenizer(text)["input_ids"], text
@@ -81,36 +83,36 @@ def test_answers_each_task_on_fixed_held_out_examples(toy):
     scene = make_scene(SCENE_SEED, n_events=3, layout="equal")
     absent = next(c for c in EVENT_CLASSES if c not in scene.labels)
     speech = make_utterance("angry", "f2", SPEECH_SEED)
-    prompts = [tt.LIST_Q, tt.PRESENCE_Q.format(label=scene.labels[1]), tt.PRESENCE_Q.format(label=absent), tt.EMOTION_Q]
+    prompts = [recipe.LIST_Q, recipe.PRESENCE_Q.format(label=scene.labels[1]), recipe.PRESENCE_Q.format(label=absent), recipe.EMOTION_Q]
     batch = toy.prepare([scene.wave, scene.wave, scene.wave, speech.wave], prompts, sampling_rate=16000)
-    assert toy.generate(batch, max_new_tokens=8) == [tt.list_answer(scene.labels), "yes", "no", "angry"]
+    assert toy.generate(batch, max_new_tokens=8) == [drawing.list_answer(scene.labels), "yes", "no", "angry"]
 
 
 def test_n_tokens_counts_as_the_toys_tokenizer_splits_every_question():
-    tokenizer = tt.build_processor(micro()).tokenizer
-    for template in (*tt.PRESENCE_QS, *tt.PITCH_QS, *tt.LEVEL_QS, tt.LIST_Q, tt.EMOTION_Q):
+    tokenizer = recipe.build_processor(micro()).tokenizer
+    for template in (*recipe.PRESENCE_QS, *recipe.PITCH_QS, *recipe.LEVEL_QS, recipe.LIST_Q, recipe.EMOTION_Q):
         for text in (template.format(label="dog that barks"), template.split("{label}")[-1]):
-            assert tt.n_tokens(text) == len(tokenizer(text, add_special_tokens=False)["input_ids"]), text
+            assert recipe.n_tokens(text) == len(tokenizer(text, add_special_tokens=False)["input_ids"]), text
 
 
 def test_training_forward_equals_the_hf_forward():
     cfg = micro(durations=(4.0,), audio_dropout=0.0)
-    processor = tt.build_processor(cfg)
-    model = tt.build_model(cfg, processor.tokenizer).eval()
-    batch = tt.Batches(cfg, processor, 0, 1).batch(0)
+    processor = recipe.build_processor(cfg)
+    model = recipe.build_model(cfg, processor.tokenizer).eval()
+    batch = batching.Batches(cfg, processor, 0, 1).batch(0)
     full = torch.nn.functional.pad(batch["input_features"], (0, 1000 - batch["input_features"].shape[-1]))
     frame_mask = (torch.arange(1000)[None] < batch["n_frames"][:, None]).long()
     real = batch["input_ids"] != processor.tokenizer.pad_token_id
     hf = model(input_ids=batch["input_ids"], attention_mask=real.long(), input_features=full,
                feature_attention_mask=frame_mask).logits
     # the training path's own encoder arithmetic and 4D mask against HF's padding mask: float32, sums over <= 128 terms
-    torch.testing.assert_close(tt.forward_logits(model, batch)[real], hf[real], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(batching.forward_logits(model, batch)[real], hf[real], atol=1e-5, rtol=1e-4)
 
 
 def test_audio_dropout_hides_the_audio_from_question_tokens_only():
     cfg = micro(durations=(4.0,), audio_dropout=1.0, stage2_step=10**6)
-    processor = tt.build_processor(cfg)
-    batch = tt.Batches(cfg, processor, 0, 1).batch(5)
+    processor = recipe.build_processor(cfg)
+    batch = batching.Batches(cfg, processor, 0, 1).batch(5)
     audio_id = processor.tokenizer.convert_tokens_to_ids("<|AUDIO|>")
     mask, ids, targets = batch["attention_mask"][:, 0], batch["input_ids"], batch["targets"]
     for b in range(len(ids)):
@@ -124,12 +126,12 @@ def test_audio_dropout_hides_the_audio_from_question_tokens_only():
 def test_a_sighted_tail_keeps_the_audio_for_the_last_tokens_of_each_blind_question():
     """finetune.py --slide lowers the tail rung by rung, so the lookup moves towards the answering position."""
     cfg = micro(durations=(4.0,), stage2_step=10**6)
-    processor = tt.build_processor(cfg)
+    processor = recipe.build_processor(cfg)
     rng = np.random.default_rng(0)
     scene = make_scene(2, n_events=2, duration_s=4.0)
-    examples = [tt.Example(scene.wave, [(tt.PRESENCE_Q.format(label=scene.labels[0]), "yes")] * 2, "questions")]
+    examples = [drawing.Example(scene.wave, [(recipe.PRESENCE_Q.format(label=scene.labels[0]), "yes")] * 2, "questions")]
     audio_id = processor.tokenizer.convert_tokens_to_ids("<|AUDIO|>")
-    collate = tt.Batches(cfg, processor, 0, 0).collate
+    collate = batching.Batches(cfg, processor, 0, 0).collate
     sighted = {}
     for tail in (0.0, 0.5, 1.0):
         batch = collate(examples, audio_dropout=1.0, rng=rng, sighted_tail=tail)
@@ -150,9 +152,9 @@ def test_a_sighted_tail_keeps_the_audio_for_the_last_tokens_of_each_blind_questi
 def test_blind_early_only_hides_the_audio_from_question_tokens_in_the_decoders_first_half_only():
     """finetune.py's late mode: the name keeps its own identity but must look its sound up in the second half."""
     cfg = micro(durations=(4.0,), stage2_step=10**6)
-    processor = tt.build_processor(cfg)
-    examples = [tt.draw_example(cfg, 5, i, 4.0) for i in range(cfg.batch_size)]
-    collate = tt.Batches(cfg, processor, 0, 0).collate
+    processor = recipe.build_processor(cfg)
+    examples = [drawing.draw_example(cfg, 5, i, 4.0) for i in range(cfg.batch_size)]
+    collate = batching.Batches(cfg, processor, 0, 0).collate
     sighted = collate(examples)
     blind = collate(examples, audio_dropout=0.7, rng=np.random.default_rng(3))
     late = collate(examples, audio_dropout=0.7, rng=np.random.default_rng(3), blind_early_only=True)
@@ -164,8 +166,8 @@ def test_blind_early_only_hides_the_audio_from_question_tokens_in_the_decoders_f
 def test_late_lookup_moves_the_training_dropout_into_the_decoders_first_half():
     """``Config.late_lookup``: the same turns go blind, in the early mask only; the full mask hides nothing."""
     cfg = micro(durations=(4.0,), stage2_step=10**6)
-    processor = tt.build_processor(cfg)
-    batch = lambda **change: tt.Batches(replace(cfg, **change), processor, 0, 1).batch(5)
+    processor = recipe.build_processor(cfg)
+    batch = lambda **change: batching.Batches(replace(cfg, **change), processor, 0, 1).batch(5)
     plain, late, sighted = batch(), batch(late_lookup=True), batch(audio_dropout=0.0)
     assert not torch.equal(plain["attention_mask"], sighted["attention_mask"])
     assert torch.equal(late["attention_mask"], sighted["attention_mask"])
@@ -174,14 +176,14 @@ def test_late_lookup_moves_the_training_dropout_into_the_decoders_first_half():
 
 def test_late_audio_hides_the_audio_from_a_scenes_answering_positions_in_the_decoders_first_half_only():
     cfg = micro(durations=(4.0,), n_layers=4, audio_dropout=0.0, late_audio=1.0, stage2_step=10**6)
-    processor = tt.build_processor(cfg)
+    processor = recipe.build_processor(cfg)
     torch.manual_seed(0)
-    model = tt.build_model(cfg, processor.tokenizer).eval()
-    batch = tt.Batches(cfg, processor, 0, 1).batch(5)
+    model = recipe.build_model(cfg, processor.tokenizer).eval()
+    batch = batching.Batches(cfg, processor, 0, 1).batch(5)
     audio = batch["input_ids"] == processor.tokenizer.convert_tokens_to_ids("<|AUDIO|>")
     hidden = batch["attention_mask"][:, 0] & ~batch["early_mask"][:, 0]
     assert (hidden == (hidden & audio[:, None, :])).all(), "only audio keys are hidden"
-    scenes = [b for b, task in enumerate(batch["tasks"]) if task in tt.SCENE_QUESTIONS]
+    scenes = [b for b, task in enumerate(batch["tasks"]) if task in recipe.SCENE_QUESTIONS]
     assert scenes and len(scenes) < len(audio), "the batch mixes scenes and other clips"
     for b in range(len(audio)):
         rows = hidden[b].any(-1).nonzero().flatten().tolist()
@@ -189,9 +191,9 @@ def test_late_audio_hides_the_audio_from_a_scenes_answering_positions_in_the_dec
         assert (rows and all(answers_follow)) if b in scenes else not rows, "a scene's answering positions only"
 
     with torch.no_grad():
-        late = tt.forward_logits(model, batch)
-        seen = tt.forward_logits(model, {**batch, "early_mask": batch["attention_mask"]})
-        unhooked = tt.forward_logits(model, {**batch, "early_mask": None})
+        late = batching.forward_logits(model, batch)
+        seen = batching.forward_logits(model, {**batch, "early_mask": batch["attention_mask"]})
+        unhooked = batching.forward_logits(model, {**batch, "early_mask": None})
     assert torch.equal(seen, unhooked), "the first half's mask is swapped in exactly, and nothing else changes"
     changed = (late - seen).abs().amax((1, 2)) > 0
     assert changed.tolist() == [b in scenes for b in range(len(audio))]
@@ -199,31 +201,31 @@ def test_late_audio_hides_the_audio_from_a_scenes_answering_positions_in_the_dec
 
     model.set_attn_implementation("eager")  # eager attention adds a 4D mask to its scores: it gets an additive one
     with torch.no_grad():
-        eager = tt.forward_logits(model, batch)
+        eager = batching.forward_logits(model, batch)
     real = batch["input_ids"] != processor.tokenizer.pad_token_id
     torch.testing.assert_close(eager[real], late[real], atol=1e-5, rtol=1e-4)  # fp32, rows of a few hundred keys
 
 
 def test_the_curriculum_asks_presence_first_then_properties_and_paraphrases_and_hides_the_audio_gradually():
     cfg = run_r()
-    properties = {q for q in (*tt.PITCH_QS, *tt.LEVEL_QS)}
+    properties = {q for q in (*recipe.PITCH_QS, *recipe.LEVEL_QS)}
 
     def questions(step):
-        return [q for i in range(32) for q, _ in tt.draw_example(cfg, step, i, 6.0).turns]
+        return [q for i in range(32) for q, _ in drawing.draw_example(cfg, step, i, 6.0).turns]
 
     early, late = questions(cfg.property_step - 1), questions(cfg.property_step + cfg.ramp_steps)
-    assert not any(" high or low" in q or " loud or quiet" in q for q in early if q != tt.SPEECH_LEVEL_Q)
-    assert any(q in {t.format(label=c) for t in properties for c in tt.EVENT_CLASSES} for q in late)
-    speech_or_list = {tt.LIST_Q, tt.EMOTION_Q, tt.SPEAKER_Q, tt.SPEECH_LEVEL_Q, tt.SYLLABLES_Q}
-    class_word = {t.format(label=c) for t in (tt.PRESENCE_Q, tt.PITCH_Q, tt.LEVEL_Q) for c in tt.EVENT_CLASSES}
+    assert not any(" high or low" in q or " loud or quiet" in q for q in early if q != recipe.SPEECH_LEVEL_Q)
+    assert any(q in {t.format(label=c) for t in properties for c in EVENT_CLASSES} for q in late)
+    speech_or_list = {recipe.LIST_Q, recipe.EMOTION_Q, recipe.SPEAKER_Q, recipe.SPEECH_LEVEL_Q, recipe.SYLLABLES_Q}
+    class_word = {t.format(label=c) for t in (recipe.PRESENCE_Q, recipe.PITCH_Q, recipe.LEVEL_Q) for c in EVENT_CLASSES}
     unphrased, phrased = questions(cfg.phrase_step - 1), questions(cfg.phrase_step + cfg.ramp_steps)
     assert all(q in class_word for q in unphrased if q not in speech_or_list), "no paraphrase before phrase_step"
     assert any(q not in class_word for q in phrased if q not in speech_or_list)
-    assert tt.ramp(cfg.dropout_step - 1, cfg.dropout_step, cfg.ramp_steps) == 0.0
-    assert tt.ramp(cfg.dropout_step + cfg.ramp_steps // 2 - 1, cfg.dropout_step, cfg.ramp_steps) == 0.5
-    assert tt.ramp(cfg.dropout_step + cfg.ramp_steps, cfg.dropout_step, cfg.ramp_steps) == 1.0
-    processor = tt.build_processor(cfg)
-    batch = tt.Batches(cfg, processor, 0, 1).batch(cfg.dropout_step - 1)
+    assert drawing.ramp(cfg.dropout_step - 1, cfg.dropout_step, cfg.ramp_steps) == 0.0
+    assert drawing.ramp(cfg.dropout_step + cfg.ramp_steps // 2 - 1, cfg.dropout_step, cfg.ramp_steps) == 0.5
+    assert drawing.ramp(cfg.dropout_step + cfg.ramp_steps, cfg.dropout_step, cfg.ramp_steps) == 1.0
+    processor = recipe.build_processor(cfg)
+    batch = batching.Batches(cfg, processor, 0, 1).batch(cfg.dropout_step - 1)
     audio_id, pad_id = processor.tokenizer.convert_tokens_to_ids("<|AUDIO|>"), processor.tokenizer.pad_token_id
     for mask, ids in zip(batch["attention_mask"][:, 0], batch["input_ids"]):
         audio = ids == audio_id
@@ -234,17 +236,17 @@ def test_the_curriculum_asks_presence_first_then_properties_and_paraphrases_and_
 def test_training_windows_count_presence_pitch_and_level_answers_apart():
     """A "questions" window mixes kinds (pitch at chance hides presence rising); each answer is also counted by kind."""
     cfg = micro(durations=(4.0,), stage2_step=10**6)
-    processor = tt.build_processor(cfg)
-    batches = tt.Batches(cfg, processor, 0, 1)
+    processor = recipe.build_processor(cfg)
+    batches = batching.Batches(cfg, processor, 0, 1)
     counted, expected = {}, {}
     for step in range(5, 9):
         batch = batches.batch(step)
         perfect = torch.nn.functional.one_hot(batch["targets"].clamp(min=0), len(processor.tokenizer)).float()
-        _, stats = tt.answer_stats(perfect, batch)
+        _, stats = batching.answer_stats(perfect, batch)
         for kind in ("presence", "pitch", "level"):
             counted[kind] = counted.get(kind, 0) + (stats[kind][2:] if kind in stats else 0)
             expected[kind] = expected.get(kind, 0) + sum(k == kind for row in batch["kinds"] for k in row)
-        assert sum(stats[t][3] for t in tt.TASKS if t in stats) == sum(len(row) for row in batch["kinds"])
+        assert sum(stats[t][3] for t in recipe.TASKS if t in stats) == sum(len(row) for row in batch["kinds"])
     assert all(expected[k] > 0 for k in expected), expected
     assert {k: tuple(v) for k, v in counted.items()} == {k: (n, n) for k, n in expected.items()}
 
@@ -253,12 +255,12 @@ def test_training_windows_count_presence_pitch_and_level_answers_apart():
 def draw_with_scene(monkeypatch):
     """``draw(cfg, step, i)``: the training example and the keyword arguments of its ``make_scene`` call (None for speech)."""
     called = {}
-    make_scene = tt.make_scene
-    monkeypatch.setattr(tt, "make_scene", lambda seed, **k: called.update(scene=k) or make_scene(seed, **k))
+    make_scene = drawing.make_scene
+    monkeypatch.setattr(drawing, "make_scene", lambda seed, **k: called.update(scene=k) or make_scene(seed, **k))
 
     def draw(cfg, step, i):
         called.clear()
-        return tt.draw_example(cfg, step, i, 4.0), called.get("scene")
+        return drawing.draw_example(cfg, step, i, 4.0), called.get("scene")
 
     return draw
 
@@ -273,15 +275,15 @@ def test_the_ladder_asks_one_pitch_question_of_one_event_then_of_one_or_two_then
         scenes = draw(step)
         n_events = {n for _, n in scenes}
         assert {e.task for e, _ in scenes} == {"drill"} and n_events == events, (step, n_events)
-        assert all(len(e.turns) == 1 and e.turns[0][1] in tt.PITCHES for e, _ in scenes)
+        assert all(len(e.turns) == 1 and e.turns[0][1] in PITCHES for e, _ in scenes)
     scenes = draw(cfg.focus_step + 100)
     assert {e.task for e, _ in scenes} == {"drill"} and max(len(e.turns) for e, _ in scenes) > 1, "then the drills"
-    assert tt.ladder_rung(run_r(ladder_steps=0), cfg.focus_step) == 0, "off with 0"
+    assert drawing.ladder_rung(run_r(ladder_steps=0), cfg.focus_step) == 0, "off with 0"
 
 
 def test_pitch_frac_makes_that_share_of_the_scenes_one_pitch_question_about_one_event_after_the_focus(draw_with_scene):
     def easy(e):
-        return e.task == "drill" and len(e.turns) == 1 and e.turns[0][1] in tt.PITCHES
+        return e.task == "drill" and len(e.turns) == 1 and e.turns[0][1] in PITCHES
 
     cfg, off = run_r(pitch_frac=0.5), run_r()
     after = cfg.focus_step + cfg.focus_steps
@@ -290,9 +292,9 @@ def test_pitch_frac_makes_that_share_of_the_scenes_one_pitch_question_about_one_
     assert abs(share - 0.5) < 3 * (0.25 / len(scenes)) ** 0.5, share
     assert {n for e, n in scenes if easy(e)} == {1}
     for i in range(50):
-        e, e_off = tt.draw_example(cfg, cfg.property_step - 1, i, 4.0), tt.draw_example(off, cfg.property_step - 1, i, 4.0)
+        e, e_off = drawing.draw_example(cfg, cfg.property_step - 1, i, 4.0), drawing.draw_example(off, cfg.property_step - 1, i, 4.0)
         assert e.turns == e_off.turns and (e.wave == e_off.wave).all(), "nothing changes before the properties"
-    assert not any(easy(tt.draw_example(off, after, i, 4.0)) for i in range(200)), "off by default"
+    assert not any(easy(drawing.draw_example(off, after, i, 4.0)) for i in range(200)), "off by default"
 
 
 def test_plain_frac_draws_list_and_presence_scenes_as_the_library_does_and_asks_them_no_property(draw_with_scene):
@@ -306,14 +308,14 @@ def test_plain_frac_draws_list_and_presence_scenes_as_the_library_does_and_asks_
             assert all(answer in ("yes", "no") for _, answer in e.turns)
 
 
-@pytest.mark.parametrize("answers, first, balanced_level", [(tt.PITCHES, "high", False), (tt.LEVELS, "loud", True)])
+@pytest.mark.parametrize("answers, first, balanced_level", [(PITCHES, "high", False), (LEVELS, "loud", True)])
 def test_property_answers_in_training_are_balanced(answers, first, balanced_level):
     """The questions' random choices come from another stream than the clip's: with one shared stream, 31 %
     of the pitch answers were "high" (a clip's labels followed from its task, length and layout). A clip's
     loudest sound is always loud; with ``balanced_level``, level is asked only of clips with a quiet sound too,
     half the time of those."""
     cfg = run_r(balanced_level=balanced_level)
-    given = [a for i in range(400) for _, a in tt.draw_example(cfg, 5000, i, 6.0).turns if a in answers]
+    given = [a for i in range(400) for _, a in drawing.draw_example(cfg, 5000, i, 6.0).turns if a in answers]
     n = given.count(first)
     assert len(given) > 100
     assert abs(n - len(given) / 2) < 3 * (len(given) / 4) ** 0.5, f"{n} of {len(given)} answers are {first!r}"
@@ -322,7 +324,7 @@ def test_property_answers_in_training_are_balanced(answers, first, balanced_leve
 def test_no_clip_is_asked_the_same_question_twice_and_drills_ask_properties_of_one_or_two_sounds():
     """A repeated question can be answered by copying the first answer, without listening."""
     cfg = run_r()
-    examples = [tt.draw_example(cfg, step, i, 6.0) for step in (cfg.property_step - 1, 5000) for i in range(200)]
+    examples = [drawing.draw_example(cfg, step, i, 6.0) for step in (cfg.property_step - 1, 5000) for i in range(200)]
     for e in examples:
         questions = [q for q, _ in e.turns]
         assert len(questions) == len(set(questions)), e.turns
@@ -330,22 +332,22 @@ def test_no_clip_is_asked_the_same_question_twice_and_drills_ask_properties_of_o
     asked = drills + [e for e in examples[200:] if e.task == "questions"]
     spread = 3 * (len(asked) * cfg.drill_frac * (1 - cfg.drill_frac)) ** 0.5
     assert abs(len(drills) - cfg.drill_frac * len(asked)) < spread, "drill_frac of the question scenes (3 sigma)"
-    assert all(a in (*tt.PITCHES, *tt.LEVELS) for e in drills for _, a in e.turns)
+    assert all(a in (*PITCHES, *LEVELS) for e in drills for _, a in e.turns)
     assert {len(e.turns) for e in drills} == {2, 4}, "both properties of one sound, or of two"
     assert not any(e.task == "drill" for e in examples[:200]), "drills begin with the property questions"
-    focus = [tt.draw_example(cfg, cfg.focus_step, i, 6.0).task for i in range(64)]
+    focus = [drawing.draw_example(cfg, cfg.focus_step, i, 6.0).task for i in range(64)]
     assert set(focus) == {"drill", "speech"}, "while the focus lasts, every scene is a drill"
 
 
 @torch.enable_grad()
 def test_without_freezing_no_gradient_reaches_the_encoder_from_a_clip_asked_its_emotion():
     cfg = micro(durations=(4.0,), freeze_encoder=False, stage2_step=0, stage2_speech_frac=0.5, batch_size=8)
-    processor = tt.build_processor(cfg)
-    model = tt.build_model(cfg, processor.tokenizer)
-    batch = tt.Batches(cfg, processor, 0, 1).batch(3)
+    processor = recipe.build_processor(cfg)
+    model = recipe.build_model(cfg, processor.tokenizer)
+    batch = batching.Batches(cfg, processor, 0, 1).batch(3)
     emotion = torch.tensor([t == "emotion" for t in batch["tasks"]])
     assert emotion.any() and not emotion.all() and torch.equal(batch["encoder_learns"], ~emotion)
-    logits = tt.forward_logits(model, batch)
+    logits = batching.forward_logits(model, batch)
     token_loss = torch.nn.functional.cross_entropy(logits.transpose(1, 2), batch["targets"], ignore_index=-100, reduction="none")
     encoder = [p for m in (model.model.audio_tower, model.model.multi_modal_projector) for p in m.parameters() if p.requires_grad]
     for rows, reaches in ((emotion, False), (~emotion, True)):
@@ -355,15 +357,15 @@ def test_without_freezing_no_gradient_reaches_the_encoder_from_a_clip_asked_its_
 
 def test_emotion_answers_weigh_emotion_weight_in_the_loss_and_no_other_token_does():
     cfg = micro(durations=(4.0,), stage2_step=0, stage2_speech_frac=0.5, batch_size=8, emotion_weight=3.0)
-    processor = tt.build_processor(cfg)
-    batch = tt.Batches(cfg, processor, 0, 1).batch(3)
+    processor = recipe.build_processor(cfg)
+    batch = batching.Batches(cfg, processor, 0, 1).batch(3)
     heavy = batch["weights"] == 3.0
     tokens = processor.tokenizer.convert_ids_to_tokens(batch["targets"][heavy].tolist())
     assert tokens.count("<|im_end|>") == sum(t == "emotion" for t in batch["tasks"]) > 0
-    assert set(tokens) - {"<|im_end|>"} <= set(tt.EMOTIONS)
+    assert set(tokens) - {"<|im_end|>"} <= set(EMOTIONS)
     assert bool((batch["weights"][~heavy] == 1.0).all())
     logits = torch.randn(*batch["targets"].shape, len(processor.tokenizer), generator=torch.Generator().manual_seed(0))
-    loss, _ = tt.answer_stats(logits, batch)
+    loss, _ = batching.answer_stats(logits, batch)
     token_loss = torch.nn.functional.cross_entropy(logits.transpose(1, 2), batch["targets"], ignore_index=-100, reduction="none")
     answers = batch["targets"] != -100
     assert torch.allclose(loss, (token_loss.sum() + 2 * token_loss[heavy].sum()) / answers.sum())
@@ -371,9 +373,9 @@ def test_emotion_answers_weigh_emotion_weight_in_the_loss_and_no_other_token_doe
 
 def test_a_sounds_pitch_and_level_answers_weigh_property_weight_and_the_speech_level_answer_does_not():
     cfg = micro(property_weight=3.0, emotion_weight=4.0)
-    encode = tt.Encoder(tt.build_processor(cfg), tt.answer_weight(cfg))
-    turns = [(tt.PITCH_Q.format(label="dog"), "high"), (tt.LEVEL_QS[1].format(label="hound"), "quiet"),
-             (tt.SPEECH_LEVEL_Q, "loud"), (tt.EMOTION_Q, "sad"), (tt.PRESENCE_Q.format(label="dog"), "yes")]
+    encode = batching.Encoder(recipe.build_processor(cfg), batching.answer_weight(cfg))
+    turns = [(recipe.PITCH_Q.format(label="dog"), "high"), (recipe.LEVEL_QS[1].format(label="hound"), "quiet"),
+             (recipe.SPEECH_LEVEL_Q, "loud"), (recipe.EMOTION_Q, "sad"), (recipe.PRESENCE_Q.format(label="dog"), "yes")]
     _, targets, weights, _ = encode(turns, n_audio=5)
     answer_weights = [w for t, w in zip(targets, weights) if t != -100]
     assert answer_weights == [3.0, 3.0, 3.0, 3.0, 1.0, 1.0, 4.0, 4.0, 1.0, 1.0]  # each answer word, then its <|im_end|>
@@ -381,12 +383,12 @@ def test_a_sounds_pitch_and_level_answers_weigh_property_weight_and_the_speech_l
 
 def test_the_encoder_never_learns_emotion():
     cfg = run_r()
-    stage1 = [tt.draw_example(cfg, step, i, 6.0) for step in (0, 500, cfg.stage2_step - 1) for i in range(16)]
-    stage2 = [tt.draw_example(cfg, step, i, 6.0) for step in (cfg.stage2_step, cfg.stage2_step + 700) for i in range(16)]
-    assert not any(q == tt.EMOTION_Q for e in stage1 for q, _ in e.turns)
-    assert any(q == tt.EMOTION_Q for e in stage2 for q, _ in e.turns)
-    model = tt.build_model(micro(), tt.build_processor(micro()).tokenizer)
-    tt.freeze_audio(model)
+    stage1 = [drawing.draw_example(cfg, step, i, 6.0) for step in (0, 500, cfg.stage2_step - 1) for i in range(16)]
+    stage2 = [drawing.draw_example(cfg, step, i, 6.0) for step in (cfg.stage2_step, cfg.stage2_step + 700) for i in range(16)]
+    assert not any(q == recipe.EMOTION_Q for e in stage1 for q, _ in e.turns)
+    assert any(q == recipe.EMOTION_Q for e in stage2 for q, _ in e.turns)
+    model = recipe.build_model(micro(), recipe.build_processor(micro()).tokenizer)
+    training.freeze_audio(model)
     assert not any(p.requires_grad for p in model.model.audio_tower.parameters())
     assert all(p.requires_grad for p in model.model.language_model.parameters())
 
@@ -404,17 +406,17 @@ def test_training_script_smoke(micro_toy):
         assert (micro_toy / name).exists(), name
     assert json.loads((micro_toy / "training_log.json").read_text())["steps"] == 3
     model = ll.HookedLALM.from_pretrained(micro_toy)
-    batch = model.prepare(make_scene(1, n_events=2, duration_s=3.0).wave, tt.LIST_Q, sampling_rate=16000)
+    batch = model.prepare(make_scene(1, n_events=2, duration_s=3.0).wave, recipe.LIST_Q, sampling_rate=16000)
     assert isinstance(model.generate(batch, max_new_tokens=3)[0], str)
 
 
 def test_fresh_decoder_takes_the_encoder_and_projector_from_init_from_and_nothing_else(micro_toy, tmp_path):
     tt.main(["--micro", "--steps", "1", "--threads", "1", "--out", str(tmp_path), "--set", "lr=0", "warmup_steps=1",
              f"init_from={micro_toy}", "fresh_decoder=true"])
-    trained, fresh = (tt.load_run(folder)[0].state_dict() for folder in (micro_toy, tmp_path))
-    built = tt.build_model(micro(), tt.build_processor(micro()).tokenizer).state_dict()
+    trained, fresh = (evaluation.load_run(folder)[0].state_dict() for folder in (micro_toy, tmp_path))
+    built = recipe.build_model(micro(), recipe.build_processor(micro()).tokenizer).state_dict()
     for key, value in fresh.items():
-        assert torch.equal(value, trained[key] if key.startswith(tt.AUDIO_MODULES) else built[key]), key
+        assert torch.equal(value, trained[key] if key.startswith(training.AUDIO_MODULES) else built[key]), key
     with pytest.raises(ValueError, match="init_from"):
         tt.main(["--micro", "--steps", "1", "--threads", "1", "--out", str(tmp_path / "none"), "--set", "fresh_decoder=true"])
 
@@ -428,8 +430,8 @@ def test_a_run_from_a_saved_model_records_the_run_it_continues_and_its_card_tell
     log = json.loads((more / "training_log.json").read_text())
     before = json.loads((base / "eval_results.json").read_text())
     assert log["continues"]["steps"] == 3 and log["continues"]["eval_results"] == before
-    assert [stage["steps"] for stage in tt.stages(log)] == [3, 2]
-    history, starts = tt.whole_history(log)
+    assert [stage["steps"] for stage in runs.stages(log)] == [3, 2]
+    history, starts = runs.whole_history(log)
     assert starts == [3] and [row["step"] for row in history][-1] == 5
 
     shutil.rmtree(base)  # the card needs nothing from the base's folder
@@ -453,7 +455,7 @@ def test_a_run_from_a_saved_model_records_the_run_it_continues_and_its_card_tell
     tt.main([*leg, "--out", str(again), "--resume"])
     assert not (again / "eval_results.json").exists()
     log = json.loads((again / "training_log.json").read_text())
-    assert [stage["steps"] for stage in tt.stages(log)] == [3, 2, 2] and tt.whole_history(log)[1] == [3, 5]
+    assert [stage["steps"] for stage in runs.stages(log)] == [3, 2, 2] and runs.whole_history(log)[1] == [3, 5]
     tt.main([*evaluate, str(again)])
     card = (again / "MODEL_CARD.md").read_text()
     assert "**Continuation 2**" in card and "the audio encoder and projector learn too" in card
@@ -471,7 +473,7 @@ def test_retrain_trains_every_run_of_a_model_again_in_one_command(micro_toy, tmp
     made, remade = (load_file(folder / "model.safetensors") for folder in (second, tmp_path / "again-2"))
     assert all(torch.equal(made[k], remade[k]) for k in made), "same settings, batches and kernels, run after run"
     log = json.loads((tmp_path / "again-2" / "training_log.json").read_text())
-    assert log["config"]["init_from"] == str(again) and [s["steps"] for s in tt.stages(log)] == [3, 2]
+    assert log["config"]["init_from"] == str(again) and [s["steps"] for s in runs.stages(log)] == [3, 2]
     before = json.loads((first / "eval_results.json").read_text())
     assert log["continues"]["eval_results"] == {**before, "folder": str(again)}, "the same figures of the same weights"
     assert (again / "MODEL_CARD.md").exists(), "the first run evaluated and its card written before it is continued"
@@ -483,7 +485,7 @@ def test_retrain_trains_every_run_of_a_model_again_in_one_command(micro_toy, tmp
     tt.main(["--retrain", str(second), "--out", str(again), "--resume"])
     assert "run 1 of 2" in (printed := capsys.readouterr().out) and "run 2 of 2" in printed, "after a run trained anew, none is kept"
     with pytest.raises(ValueError, match="would overwrite it"):
-        tt.retrain(tmp_path / "again-2", out=again)
+        training.retrain(tmp_path / "again-2", out=again)
     changed = json.loads((again / "training_log.json").read_text())
     changed["config"]["lr"] = 0.5
     (again / "training_log.json").write_text(json.dumps(changed))
@@ -510,18 +512,18 @@ def test_evaluation_leaves_the_evaluated_folder_alone(micro_toy, tmp_path, monke
     tt.main(["--evaluate", "--n", "4", "--threads", "1", "--out", str(micro_toy), "--split", "20261205",
              "--results", str(tmp_path / "fresh")])
     fresh = json.loads((tmp_path / "fresh" / "eval_results.json").read_text())
-    assert fresh["split"] == 20261205 and "split" not in results and tt.EVAL_SEED == 20260611
+    assert fresh["split"] == 20261205 and "split" not in results and evaluation.EVAL_SEED == 20260611
     assert [truth for truth, _ in fresh["list_examples"]] != [truth for truth, _ in results["list_examples"]]
     assert sorted(p.name for p in micro_toy.iterdir()) == before
 
 
 def test_a_held_out_split_draws_other_clips_and_gives_the_default_back(capsys):
-    default = tt.heldout_seed(7)
-    with tt.heldout_split(20261205):
-        assert tt.heldout_seed(7) != default
-    with pytest.raises(RuntimeError), tt.heldout_split(20261205):
+    default = evaluation.heldout_seed(7)
+    with evaluation.heldout_split(20261205):
+        assert evaluation.heldout_seed(7) != default
+    with pytest.raises(RuntimeError), evaluation.heldout_split(20261205):
         raise RuntimeError("an evaluation that fails")
-    assert tt.heldout_seed(7) == default
+    assert evaluation.heldout_seed(7) == default
     for refused, message in ((["--split", "3"], "go with --evaluate"),
                              (["--evaluate", "--split", "3", "--write-card"], "the model card reports the default split"),
                              (["--evaluate", "--split", "-5"], "a split is a non-negative seed")):
@@ -541,25 +543,25 @@ def test_only_write_card_updates_the_models_own_card(micro_toy, tmp_path):
     log["config"].update({**R_MECHANISMS, "pick_frac": 0.7, "drill_frac": 0.5, "late_audio": 0.8,
                           "late_step": log["config"]["dropout_step"] + 300})
     (folder / "training_log.json").write_text(json.dumps(log))
-    card = tt.write_model_card(folder).read_text()
+    card = model_card.write_model_card(folder).read_text()
     assert "70 % of the drills are pick-out drills" in card
     assert f"question turns from step {log['config']['late_step']} that position" in card
     assert "CPU thread(s)" in card
     log["config"].update(pick_questions=2, device="cuda", workers=7)
     (folder / "training_log.json").write_text(json.dumps(log))
-    card = tt.write_model_card(folder).read_text()
+    card = model_card.write_model_card(folder).read_text()
     assert "the pitch of one of them and the level of one of them" in card and "on cuda (7 data workers)" in card
     assert "two to four events" not in card and "presence questions are never blind" not in card
     assert "during the focus" not in card
     log["config"].update(focus_dropout=1.0, focus_frozen=True, focus_frac=0.6)
     (folder / "training_log.json").write_text(json.dumps(log))
-    card = tt.write_model_card(folder).read_text()
+    card = model_card.write_model_card(folder).read_text()
     assert ("during the focus, the question's own tokens may not attend to the audio in 100 % of question turns and "
             "the audio encoder and projector do not learn") in " ".join(card.split())
     assert "60 % of the other scenes are drills too" in card
     log["config"].update(wide_pick_step=3400, pick_frac=1.0, sighted_presence_step=3400, name_step=3000)
     (folder / "training_log.json").write_text(json.dumps(log))
-    card = " ".join(tt.write_model_card(folder).read_text().split())
+    card = " ".join(model_card.write_model_card(folder).read_text().split())
     assert "from step 3400, pick-out drills have two to four events" in card
     assert "from step 3400, presence questions are never blind to the audio" in card
     assert "from the class word, and stays so (its questions are never blind from step 3400)" in card
@@ -575,7 +577,7 @@ def test_model_card_is_what_the_measured_logs_give(toy, tmp_path):
         pytest.skip("the shipped weights predate this training recipe; their card was written by the recipe that made them")
     for name in ("training_log.json", "eval_results.json", "reproduction.json", "model.safetensors"):
         (tmp_path / name).symlink_to(shipped / name)
-    assert tt.write_model_card(tmp_path).read_text() == (shipped / "MODEL_CARD.md").read_text()
+    assert model_card.write_model_card(tmp_path).read_text() == (shipped / "MODEL_CARD.md").read_text()
     results = json.loads((shipped / "eval_results.json").read_text())
     assert results["list_3_events"]["accuracy"] >= 0.8 and results["presence"]["accuracy"] >= 0.95
     card = (shipped / "MODEL_CARD.md").read_text()
@@ -588,7 +590,7 @@ def test_the_targets_table_marks_each_figure_met_or_missed():
     cut = [{"drop": 0.0}] * 3 + [{"drop": 0.25}] + [{"drop": 0.0}] * 2  # points lost from each layer on; 6 layers
     results = {"list_3_events": {"accuracy": 0.91}, "presence": {"accuracy": 0.96}, "mlp_ablation": {"all": {"accuracy": 0.4}},
                "retrieval": {"pitch": {"last_from": cut}, "level": {"last_from": [{"drop": -0.02}] * 6}}}
-    table = tt.targets_section(results)
+    table = model_card.targets_section(results)
     assert "| list, three events | 91.0 | ≥ 90 | met |" in table and "| presence | 96.0 | ≥ 97 | **missed** |" in table
     assert "| emotion, every decoder MLP mean-ablated | 40.0 | ≤ 40 | met |" in table
     assert "| pitch: points lost, last position's audio cut from layer 3 | 25.0 | ≥ 20 | met |" in table
@@ -625,12 +627,12 @@ def test_a_run_stopped_and_resumed_equals_a_run_in_one_go(tmp_path, frame_weight
 
 
 def test_the_learning_rate_follows_the_steps_unless_a_time_budget_is_set():
-    steps = tt.Config(steps=1000, warmup_steps=100)
-    assert tt.lr_at(99, steps) == steps.lr and tt.lr_at(999, steps) == pytest.approx(steps.min_lr, rel=1e-4)
-    assert tt.lr_at(550, steps, elapsed_s=1e9) == tt.lr_at(550, steps), "the machine's speed plays no part"
+    steps = recipe.Config(steps=1000, warmup_steps=100)
+    assert training.lr_at(99, steps) == steps.lr and training.lr_at(999, steps) == pytest.approx(steps.min_lr, rel=1e-4)
+    assert training.lr_at(550, steps, elapsed_s=1e9) == training.lr_at(550, steps), "the machine's speed plays no part"
     budget = dataclasses.replace(steps, minutes=10.0)
-    assert tt.lr_at(550, budget, elapsed_s=0) == tt.lr_at(550, steps)
-    assert tt.lr_at(550, budget, elapsed_s=600) == pytest.approx(steps.min_lr), "the budget spent: annealed"
+    assert training.lr_at(550, budget, elapsed_s=0) == training.lr_at(550, steps)
+    assert training.lr_at(550, budget, elapsed_s=600) == pytest.approx(steps.min_lr), "the budget spent: annealed"
 
 
 def test_set_takes_json_or_python_booleans_and_names_a_misspelt_field():
@@ -647,49 +649,49 @@ def test_set_takes_json_or_python_booleans_and_names_a_misspelt_field():
 
 
 def test_the_card_gives_the_command_that_trains_its_recipe_and_each_legs_threads():
-    config = json.loads(json.dumps(dataclasses.asdict(tt.Config(steps=6400, name_step=2000, pick_frac=0.5))))
-    command = tt.recipe_command(config, threads=2)
+    config = json.loads(json.dumps(dataclasses.asdict(recipe.Config(steps=6400, name_step=2000, pick_frac=0.5))))
+    command = model_card.recipe_command(config, threads=2)
     assert command == "python -m lalm_lens.zoo.train_toy --threads 2 --steps 6400 --set pick_frac=0.5 name_step=2000"
     args = command.split()[3:]
     parsed = {a.split("=")[0]: a.split("=")[1] for a in args[args.index("--set") + 1:]}
     assert parsed == {"pick_frac": "0.5", "name_step": "2000"}
-    assert tt.recipe_command(json.loads(json.dumps(dataclasses.asdict(tt.Config()))), threads=1).endswith("--threads 1")
+    assert model_card.recipe_command(json.loads(json.dumps(dataclasses.asdict(recipe.Config()))), threads=1).endswith("--threads 1")
     legs = [{"from": 0, "to": 2000, "threads": 2, "seconds": 9.0}, {"from": 2000, "to": 6400, "threads": 1, "seconds": 9.0}]
-    assert tt.where_trained({"threads": 1, "legs": legs}, config) == "CPU threads 2 (steps 0–2000), 1 (steps 2000–6400)"
-    assert tt.where_trained({"threads": 2, "legs": legs[:1]}, config) == "2 CPU thread(s)"
+    assert model_card.where_trained({"threads": 1, "legs": legs}, config) == "CPU threads 2 (steps 0–2000), 1 (steps 2000–6400)"
+    assert model_card.where_trained({"threads": 2, "legs": legs[:1]}, config) == "2 CPU thread(s)"
 
 
 def test_a_quick_look_reads_a_run_in_progress_and_a_saved_model(micro_toy, tmp_path, monkeypatch, capsys):
     tt.main(["--micro", "--steps", "4", "--threads", "1", "--out", str(tmp_path), "--until", "2"])
-    running, saved = tt.quick_look(tmp_path, n=8, threads=1), tt.quick_look(micro_toy, n=8, threads=1)
+    running, saved = evaluation.quick_look(tmp_path, n=8, threads=1), evaluation.quick_look(micro_toy, n=8, threads=1)
     assert running["step"] == 2 and saved["step"] is None
     for look in (running, saved):
-        assert set(look) == {"step", *tt.QUICK_LOOK}
-        assert all(len(look[q]) == 4 and all(0 <= a <= 1 for a in look[q] if a is not None) for q in tt.QUICK_LOOK)
+        assert set(look) == {"step", *evaluation.QUICK_LOOK}
+        assert all(len(look[q]) == 4 and all(0 <= a <= 1 for a in look[q] if a is not None) for q in evaluation.QUICK_LOOK)
         assert look["pitch, contrast"][0] is None and None not in look["pitch, contrast"][1:], "no contrast in one event"
     tt.main(["--quick-look", "--out", str(tmp_path), "--threads", "1", "--n", "8"])
     printed = capsys.readouterr().out
     assert "at step 2" in printed and "on 2 held-out clips per column" in printed
-    means = tt.row_means(running)
-    assert f"sum of the four property rows' means: {sum(means[q] for q in tt.QUICK_LOOK[2:]):.3f}" in printed
+    means = evaluation.row_means(running)
+    assert f"sum of the four property rows' means: {sum(means[q] for q in evaluation.QUICK_LOOK[2:]):.3f}" in printed
     with pytest.raises(SystemExit):
         tt.main(["--quick-look", "--out", str(tmp_path), "--n", "6"])
 
-    yes, no = tt.Qwen2AudioProcessor.from_pretrained(micro_toy).tokenizer.convert_tokens_to_ids(["yes", "no"])
+    yes, no = Qwen2AudioProcessor.from_pretrained(micro_toy).tokenizer.convert_tokens_to_ids(["yes", "no"])
 
     def says_yes_else_right(model, batch):
         targets = batch["targets"].clamp(min=0)
         targets = torch.where(targets == no, yes, targets)
         return torch.zeros(*targets.shape, model.config.text_config.vocab_size).scatter(-1, targets[..., None], 1.0)
 
-    monkeypatch.setattr(tt, "forward_logits", says_yes_else_right)
-    look = tt.quick_look(micro_toy, n=8, threads=1)
+    monkeypatch.setattr(evaluation, "forward_logits", says_yes_else_right)
+    look = evaluation.quick_look(micro_toy, n=8, threads=1)
     assert look["presence, yes"] == [1.0] * 4 and look["presence, no"] == [0.0] * 4
     assert look["pitch"] == look["loudness"] == [1.0] * 4
     assert look["pitch, contrast"] == look["loudness, contrast"] == [None, 1.0, 1.0, 1.0]
-    assert tt.row_means(look) == {**dict.fromkeys(tt.QUICK_LOOK, 1.0), "presence, no": 0.0}
+    assert evaluation.row_means(look) == {**dict.fromkeys(evaluation.QUICK_LOOK, 1.0), "presence, no": 0.0}
     with pytest.raises(ValueError, match="multiple of 4"):
-        tt.quick_look(micro_toy, n=6)
+        evaluation.quick_look(micro_toy, n=6)
 
 
 @torch.enable_grad()
@@ -718,8 +720,8 @@ def test_the_recipe_pages_scripts_run_on_a_trained_toy(micro_toy, monkeypatch, c
     fresh = script("fresh_decoder")
     monkeypatch.setattr(fresh, "N_TEST", 4)
     fresh.main(str(micro_toy), steps=2, n_clips=4, save=str(tmp_path / "fresh"))
-    source, saved = tt.load_run(micro_toy)[0].state_dict(), tt.load_run(tmp_path / "fresh")[0].state_dict()
-    assert all(torch.equal(saved[k], w) for k, w in source.items() if k.startswith(tt.AUDIO_MODULES)), "RUN's encoder kept"
+    source, saved = evaluation.load_run(micro_toy)[0].state_dict(), evaluation.load_run(tmp_path / "fresh")[0].state_dict()
+    assert all(torch.equal(saved[k], w) for k, w in source.items() if k.startswith(training.AUDIO_MODULES)), "RUN's encoder kept"
     fresh.main(str(micro_toy), steps=1, n_clips=4, decoder="run", mask="late", save=str(tmp_path / "late"), lr=3e-4)
     fresh.main(str(tmp_path / "late"), steps=1, n_clips=4, decoder="run", mask="recipe")
     fresh.main(str(micro_toy), steps=1, n_clips=4, decoder="run", mask="answer", n_events=3, seconds=4.0)
@@ -764,7 +766,7 @@ def test_the_recipe_pages_scripts_run_on_a_trained_toy(micro_toy, monkeypatch, c
 def test_contrast_drills_ask_of_one_sound_that_every_other_sound_of_the_clip_differs_from():
     """A class-blind average of the clip answers these wrongly or at chance, so only picking out the named sound pays."""
     cfg = run_r(contrast=0.6, drill_frac=0.5)  # run S's
-    drills = [e for e in (tt.draw_example(cfg, 5000, i, 6.0) for i in range(300)) if e.task == "drill"]
+    drills = [e for e in (drawing.draw_example(cfg, 5000, i, 6.0) for i in range(300)) if e.task == "drill"]
     contrasts = [e for e in drills if len(e.events) > 1 and len(e.turns) == 2]  # other drills ask of every sound
     share = len(contrasts) / len(drills)
     assert abs(share - cfg.contrast) < 3 * (cfg.contrast * (1 - cfg.contrast) / len(drills)) ** 0.5, share
@@ -772,112 +774,112 @@ def test_contrast_drills_ask_of_one_sound_that_every_other_sound_of_the_clip_dif
     for e in contrasts:
         odd = [ev for ev in e.events if all(o.pitch != ev.pitch and o.level != ev.level for o in e.events if o is not ev)]
         assert sorted(a for _, a in e.turns) in [sorted([ev.pitch, ev.level]) for ev in odd], e
-    scene, event = tt.contrast_scene(1, 3, np.random.default_rng(0))
-    assert tt.property_questions(event) == [(f"Is the {event.label} sound high or low?", event.pitch),
+    scene, event = evaluation.contrast_scene(1, 3, np.random.default_rng(0))
+    assert drawing.property_questions(event) == [(f"Is the {event.label} sound high or low?", event.pitch),
                                             (f"Is the {event.label} sound loud or quiet?", event.level)]
-    drill = tt.drill_about(scene, event, np.random.default_rng(0))
-    assert drill.task == "drill" and sorted(drill.turns) == sorted(tt.property_questions(event))
-    assert tt.recorded_config({"config": {}})["contrast"] == 0.0, "older checkpoints had none"
+    drill = drawing.drill_about(scene, event, np.random.default_rng(0))
+    assert drill.task == "drill" and sorted(drill.turns) == sorted(drawing.property_questions(event))
+    assert runs.recorded_config({"config": {}})["contrast"] == 0.0, "older checkpoints had none"
     off = run_r()
-    assert tt.Config().contrast == 0.0, "off by default"
-    same = [(tt.draw_example(off, 5000, i, 6.0), tt.draw_example(cfg, 5000, i, 6.0)) for i in range(60)]
+    assert recipe.Config().contrast == 0.0, "off by default"
+    same = [(drawing.draw_example(off, 5000, i, 6.0), drawing.draw_example(cfg, 5000, i, 6.0)) for i in range(60)]
     assert all(a.turns == b.turns and (a.wave == b.wave).all() for a, b in same if b.task != "drill"), "only drills change"
     with_ladder = run_r(contrast=0.6, drill_frac=0.5, pitch_frac=0.3)
-    assert all(tt.draw_example(with_ladder, 5000, i, 6.0) for i in range(200)), "one-event rungs are never contrast drills"
-    assert not any(len(e.events) == 3 for e in (tt.draw_example(off, 5000, i, 6.0) for i in range(300)) if e.task == "drill")
+    assert all(drawing.draw_example(with_ladder, 5000, i, 6.0) for i in range(200)), "one-event rungs are never contrast drills"
+    assert not any(len(e.events) == 3 for e in (drawing.draw_example(off, 5000, i, 6.0) for i in range(300)) if e.task == "drill")
 
 
 def test_pick_out_drills_ask_one_property_of_one_of_two_opposite_sounds_in_a_short_clip():
     """Each pick-out drill's two sounds differ in pitch and in level, so only picking out the named one scores."""
     cfg = run_r(pick_frac=1.0, drill_frac=0.5)
-    drills = [e for e in (tt.draw_example(cfg, 5000, i, 6.0) for i in range(300)) if e.task == "drill"]
+    drills = [e for e in (drawing.draw_example(cfg, 5000, i, 6.0) for i in range(300)) if e.task == "drill"]
     assert len(drills) > 25
     for e in drills:
-        assert len(e.events) == 2 and len(e.wave) == tt.PICK_SECONDS * tt.SAMPLING_RATE and len(e.turns) == 1
-        assert {ev.pitch for ev in e.events} == set(tt.PITCHES) and {ev.level for ev in e.events} == set(tt.LEVELS)
+        assert len(e.events) == 2 and len(e.wave) == recipe.PICK_SECONDS * recipe.SAMPLING_RATE and len(e.turns) == 1
+        assert {ev.pitch for ev in e.events} == set(PITCHES) and {ev.level for ev in e.events} == set(LEVELS)
     answers = Counter(a for e in drills for _, a in e.turns)
-    assert set(answers) == {*tt.PITCHES, *tt.LEVELS}, answers
-    assert tt.recorded_config({"config": {}})["pick_frac"] == 0.0, "older checkpoints had none"
+    assert set(answers) == {*PITCHES, *LEVELS}, answers
+    assert runs.recorded_config({"config": {}})["pick_frac"] == 0.0, "older checkpoints had none"
     off = run_r()
-    assert tt.Config().pick_frac == 1.0, "every drill is a pick-out drill in the shipped recipe"
-    same = [(tt.draw_example(off, 5000, i, 6.0), tt.draw_example(cfg, 5000, i, 6.0)) for i in range(60)]
+    assert recipe.Config().pick_frac == 1.0, "every drill is a pick-out drill in the shipped recipe"
+    same = [(drawing.draw_example(off, 5000, i, 6.0), drawing.draw_example(cfg, 5000, i, 6.0)) for i in range(60)]
     assert all(a.turns == b.turns and (a.wave == b.wave).all() for a, b in same if b.task != "drill"), "only drills change"
 
 
 def test_pick_questions_asks_pitch_and_level_each_of_either_sound():
     cfg = run_r(pick_frac=1.0, drill_frac=0.5, pick_questions=2)
-    drills = [e for e in (tt.draw_example(cfg, 5000, i, 6.0) for i in range(200)) if e.task == "drill"]
+    drills = [e for e in (drawing.draw_example(cfg, 5000, i, 6.0) for i in range(200)) if e.task == "drill"]
     for e in drills:
-        assert sorted(a in tt.PITCHES for _, a in e.turns) == [False, True], e.turns
+        assert sorted(a in PITCHES for _, a in e.turns) == [False, True], e.turns
     asked = Counter(next(ev.label for ev in e.events if ev.label in q) for e in drills for q, _ in e.turns
                     if sum(ev.label in q for ev in e.events) == 1)
     assert len(asked) > 4, "either sound of a clip may be asked"
-    assert tt.recorded_config({"config": {}})["pick_questions"] == 1, "older runs asked one"
+    assert runs.recorded_config({"config": {}})["pick_questions"] == 1, "older runs asked one"
 
 
 def test_wide_pick_step_gives_pick_out_drills_two_to_four_sounds_in_clips_of_the_usual_length():
     cfg = run_r(pick_frac=1.0, drill_frac=0.5, pick_questions=2, wide_pick_step=5000)
-    before = [tt.draw_example(cfg, 4999, i, 6.0) for i in range(120)]
+    before = [drawing.draw_example(cfg, 4999, i, 6.0) for i in range(120)]
     assert {len(e.events) for e in before if e.task == "drill"} == {2}, "pick-out drills as before until that step"
-    drills = [e for e in (tt.draw_example(cfg, 5000, i, 6.0) for i in range(300)) if e.task == "drill"]
+    drills = [e for e in (drawing.draw_example(cfg, 5000, i, 6.0) for i in range(300)) if e.task == "drill"]
     assert {len(e.events) for e in drills} == {2, 3, 4}
-    assert all(len(e.wave) >= 4.0 * tt.SAMPLING_RATE for e in drills), "clips of the usual length (4-6 s here)"
+    assert all(len(e.wave) >= 4.0 * recipe.SAMPLING_RATE for e in drills), "clips of the usual length (4-6 s here)"
     for e in drills:
-        assert {ev.pitch for ev in e.events} == set(tt.PITCHES) and {ev.level for ev in e.events} == set(tt.LEVELS)
+        assert {ev.pitch for ev in e.events} == set(PITCHES) and {ev.level for ev in e.events} == set(LEVELS)
     off = replace(cfg, wide_pick_step=0)
-    same = [(tt.draw_example(off, 4999, i, 6.0), b) for i, b in enumerate(before)]
+    same = [(drawing.draw_example(off, 4999, i, 6.0), b) for i, b in enumerate(before)]
     assert all(a.turns == b.turns and (a.wave == b.wave).all() for a, b in same), "before its step, as without it"
-    assert tt.recorded_config({"config": {}})["wide_pick_step"] == 0
+    assert runs.recorded_config({"config": {}})["wide_pick_step"] == 0
 
 
 def test_sighted_presence_step_keeps_the_audio_for_presence_questions_alone():
     cfg = micro(audio_dropout=1.0, dropout_step=0, ramp_steps=1, property_step=0, drill_frac=0.0,
                           list_only_steps=0, speech_frac=0.0, stage2_speech_frac=0.0, list_frac=0.0, batch_size=8,
                           sighted_presence_step=5)
-    batches = tt.Batches(cfg, tt.build_processor(cfg), 0, 0)
+    batches = batching.Batches(cfg, recipe.build_processor(cfg), 0, 0)
     audio_id = batches.encode.audio_id
 
     def sees_audio(step: int) -> dict[str, set[bool]]:
         batch, seen = batches.batch(step), {}
-        examples = [tt.draw_example(cfg, step, i, max(cfg.durations)) for i in range(cfg.batch_size)]
+        examples = [drawing.draw_example(cfg, step, i, max(cfg.durations)) for i in range(cfg.batch_size)]
         for b, e in enumerate(examples):
             ids = batch["input_ids"][b].tolist()
             audio = batch["input_ids"][b] == audio_id
             for (start, _), (_, answer) in zip(batches.encode(e.turns, ids.count(audio_id))[3], e.turns):
-                seen.setdefault(tt.QUESTION_KINDS[answer], set()).add(bool(batch["attention_mask"][b, 0, start, audio].any()))
+                seen.setdefault(recipe.QUESTION_KINDS[answer], set()).add(bool(batch["attention_mask"][b, 0, start, audio].any()))
         return seen
 
     before, after = sees_audio(4), sees_audio(5)
     assert before["presence"] == {False} and before.get("pitch", before.get("level")) == {False}, "all blind before"
     assert after["presence"] == {True} and after.get("pitch", after.get("level")) == {False}, "presence alone sees it"
-    assert tt.recorded_config({"config": {}})["sighted_presence_step"] == 0
+    assert runs.recorded_config({"config": {}})["sighted_presence_step"] == 0
 
 
 def test_name_step_asks_each_scene_the_class_word_of_one_of_its_sounds_and_draws_the_same_clips_and_other_turns():
     cfg, off = run_r(pick_frac=1.0, drill_frac=0.7, pick_questions=2, name_step=5000), run_r(pick_frac=1.0, drill_frac=0.7, pick_questions=2)
     for step in (4999, 5000):
         for i in range(60):
-            e, e_off = tt.draw_example(cfg, step, i, 6.0), tt.draw_example(off, step, i, 6.0)
+            e, e_off = drawing.draw_example(cfg, step, i, 6.0), drawing.draw_example(off, step, i, 6.0)
             assert (e.wave == e_off.wave).all() and e.task == e_off.task
-            named = [(q, a) for q, a in e.turns if tt.QUESTION_KINDS.get(a) == "name"]
-            if step < cfg.name_step or e.task not in tt.SCENE_QUESTIONS:
+            named = [(q, a) for q, a in e.turns if recipe.QUESTION_KINDS.get(a) == "name"]
+            if step < cfg.name_step or e.task not in recipe.SCENE_QUESTIONS:
                 assert e.turns == e_off.turns, "before its step, and outside the scene questions, nothing changes"
                 continue
             assert [t for t in e.turns if t not in named] == e_off.turns, "the other turns are the run's without it"
             (question, label), = named
             assert label in {ev.label for ev in e.events} and question.startswith("What is the ")
     phrased = run_r(name_step=1, phrase_step=0, pick_frac=1.0)
-    examples = [tt.draw_example(phrased, 5000, i, 6.0) for i in range(200)]
-    questions = {q for e in examples if e.task in tt.SCENE_QUESTIONS for q, a in e.turns if tt.QUESTION_KINDS.get(a) == "name"}
+    examples = [drawing.draw_example(phrased, 5000, i, 6.0) for i in range(200)]
+    questions = {q for e in examples if e.task in recipe.SCENE_QUESTIONS for q, a in e.turns if recipe.QUESTION_KINDS.get(a) == "name"}
     assert all(q.startswith("What is the ") for q in questions)
-    assert questions - {tt.NAME_Q.format(label=c) for c in tt.EVENT_CLASSES}, "sounds named by paraphrases too"
-    assert tt.recorded_config({"config": {}})["name_step"] == 0
+    assert questions - {recipe.NAME_Q.format(label=c) for c in EVENT_CLASSES}, "sounds named by paraphrases too"
+    assert runs.recorded_config({"config": {}})["name_step"] == 0
 
 
 def test_batches_are_the_same_from_any_number_of_workers_in_step_order():
     cfg = micro(durations=(3.0,))
-    batches = tt.Batches(cfg, tt.build_processor(cfg), 3, 9)
-    loader = torch.utils.data.DataLoader(batches, batch_size=None, num_workers=2, worker_init_fn=tt._worker_init)
+    batches = batching.Batches(cfg, recipe.build_processor(cfg), 3, 9)
+    loader = torch.utils.data.DataLoader(batches, batch_size=None, num_workers=2, worker_init_fn=training._worker_init)
     got = [b["input_ids"] for b in loader]
     assert len(got) == 6 and all(torch.equal(g, batches.batch(step)["input_ids"]) for g, step in zip(got, range(3, 9)))
 
@@ -886,12 +888,12 @@ def test_batches_are_the_same_from_any_number_of_workers_in_step_order():
 def test_training_features_equal_the_processors_features_of_the_clip_padded_to_its_full_length(seconds):
     """Batches pad to the longest clip plus a margin, not to ``max_seconds``: the frames they keep are the same."""
     cfg = micro()
-    processor = tt.build_processor(cfg)
+    processor = recipe.build_processor(cfg)
     rng = np.random.default_rng(0)
-    waves = [0.1 * rng.standard_normal(int(s * tt.SAMPLING_RATE)).astype(np.float32) for s in (seconds, 1.5)]
-    examples = [tt.Example(w, [(tt.SPEAKER_Q, tt.SPEAKERS[0].name)], "speech") for w in waves]
-    batch = tt.Batches(cfg, processor, 0, 1).collate(examples)
-    full = processor.feature_extractor(waves, sampling_rate=tt.SAMPLING_RATE, return_tensors="pt",
+    waves = [0.1 * rng.standard_normal(int(s * recipe.SAMPLING_RATE)).astype(np.float32) for s in (seconds, 1.5)]
+    examples = [drawing.Example(w, [(recipe.SPEAKER_Q, SPEAKERS[0].name)], "speech") for w in waves]
+    batch = batching.Batches(cfg, processor, 0, 1).collate(examples)
+    full = processor.feature_extractor(waves, sampling_rate=recipe.SAMPLING_RATE, return_tensors="pt",
                                        padding="max_length", return_attention_mask=True)
     kept = batch["input_features"].shape[-1]
     assert kept % 4 == 0 or kept == full["input_features"].shape[-1]
@@ -902,56 +904,56 @@ def test_training_features_equal_the_processors_features_of_the_clip_padded_to_i
 
 def test_the_device_a_run_trains_on_may_change_when_it_resumes(tmp_path):
     cfg = micro(out=str(tmp_path / "run"), steps=2, checkpoint_every=1, log_every=1)
-    tt.train(cfg, until=1)
-    tt.train(replace(cfg, device="cpu:0", workers=1, threads=1), resume=True)  # another device name than the first part's
+    training.train(cfg, until=1)
+    training.train(replace(cfg, device="cpu:0", workers=1, threads=1), resume=True)  # another device name than the first part's
     log = json.loads((tmp_path / "run" / "training_log.json").read_text())
     assert log["steps"] == 2 and log["config"]["device"] == "cpu:0"
-    assert "device" in tt.RESUMABLE_CHANGES and tt.recorded_config({"config": {}})["device"] == "cpu"
+    assert "device" in runs.RESUMABLE_CHANGES and runs.recorded_config({"config": {}})["device"] == "cpu"
 
 
 def test_late_step_holds_the_answering_positions_late_mask_back_until_then():
     cfg = micro(durations=(3.0,), audio_dropout=0.0, late_audio=1.0, dropout_step=0, late_step=5,
                           stage2_step=10**6)
-    batches = tt.Batches(cfg, tt.build_processor(cfg), 0, 8)
+    batches = batching.Batches(cfg, recipe.build_processor(cfg), 0, 8)
     assert batches.batch(4)["early_mask"] is None
     assert batches.batch(5)["early_mask"] is not None
-    assert tt.recorded_config({"config": {}})["late_step"] == 0, "older checkpoints: the late mask came with the dropout"
+    assert runs.recorded_config({"config": {}})["late_step"] == 0, "older checkpoints: the late mask came with the dropout"
 
 
 def test_balanced_clips_leave_picking_out_the_named_sound_as_the_only_way_to_score():
     """With ``balanced``, a clip of several sounds holds both answers of each property, and each question is asked
     so that the clip's majority answer is right half the time: neither the average nor its opposite pays."""
     cfg = run_r(balanced=True)
-    examples = [tt.draw_example(cfg, 5000 + i // 16, i % 16, 6.0) for i in range(800)]
+    examples = [drawing.draw_example(cfg, 5000 + i // 16, i % 16, 6.0) for i in range(800)]
     majority_right, asked = 0.0, 0
     for e in examples:
-        properties = [a for _, a in e.turns if a in (*tt.PITCHES, *tt.LEVELS)]
+        properties = [a for _, a in e.turns if a in (*PITCHES, *LEVELS)]
         if e.task == "drill":
             assert 2 <= len(e.events) <= 4 and len(properties) == 2, e.turns
-        if sum(a in tt.PITCHES for a in properties) > 1 or sum(a in tt.LEVELS for a in properties) > 1:
+        if sum(a in PITCHES for a in properties) > 1 or sum(a in LEVELS for a in properties) > 1:
             raise AssertionError(f"a second question of a property could oppose the first: {e.turns}")
         if len(e.events) < 2 or not properties:
             continue
         for answer in properties:
-            labels = [ev.pitch if answer in tt.PITCHES else ev.level for ev in e.events]
+            labels = [ev.pitch if answer in PITCHES else ev.level for ev in e.events]
             assert len(set(labels)) == 2, "a clip of several sounds holds both answers"
             (top, n_top), (_, n_other) = Counter(labels).most_common()
             majority_right += 0.5 if n_top == n_other else float(answer == top)
             asked += 1
     share = majority_right / asked
     assert abs(share - 0.5) < 3 * (0.25 / asked) ** 0.5, (share, asked)
-    pitches, levels = tt.balanced_properties(3, np.random.default_rng(0))
+    pitches, levels = drawing.balanced_properties(3, np.random.default_rng(0))
     assert sorted(Counter(pitches).values()) == sorted(Counter(levels).values()) == [1, 2]
     with pytest.raises(ValueError, match="at least two"):
-        tt.balanced_properties(1, np.random.default_rng(0))
-    assert tt.recorded_config({"config": {}})["balanced"] is False, "older checkpoints had none"
-    assert tt.Config().balanced is False, "off by default"
+        drawing.balanced_properties(1, np.random.default_rng(0))
+    assert runs.recorded_config({"config": {}})["balanced"] is False, "older checkpoints had none"
+    assert recipe.Config().balanced is False, "off by default"
 
 
 def test_focus_dropout_hides_the_audio_from_every_question_of_the_focus_whatever_the_ramp():
     cfg = micro(durations=(3.0,), audio_dropout=0.0, focus_dropout=1.0, focus_step=2, focus_steps=2,
                           dropout_step=0, stage2_step=10**6)
-    batches = tt.Batches(cfg, tt.build_processor(cfg), 0, 8)
+    batches = batching.Batches(cfg, recipe.build_processor(cfg), 0, 8)
     audio_id = batches.encode.audio_id
 
     def sees_audio(step: int) -> torch.Tensor:
@@ -962,27 +964,27 @@ def test_focus_dropout_hides_the_audio_from_every_question_of_the_focus_whatever
 
     assert sees_audio(1).all() and sees_audio(4).all(), "outside the focus: the ramped audio_dropout (here 0)"
     assert not sees_audio(2).all() and not sees_audio(3).all()
-    assert tt.recorded_config({"config": {}})["focus_dropout"] == 0.0
+    assert runs.recorded_config({"config": {}})["focus_dropout"] == 0.0
 
 
 def test_focus_frozen_keeps_the_encoder_as_it_was_through_the_focus(tmp_path):
     cfg = micro(out=str(tmp_path / "run"), steps=2, focus_step=0, focus_steps=2, focus_frozen=True)
-    before = tt.build_model(cfg, tt.build_processor(cfg).tokenizer).state_dict()
-    after = tt.load_run(tt.train(cfg))[0].state_dict()
-    changed = {k.startswith(tt.AUDIO_MODULES) for k, v in before.items() if not torch.equal(v, after[k])}
+    before = recipe.build_model(cfg, recipe.build_processor(cfg).tokenizer).state_dict()
+    after = evaluation.load_run(training.train(cfg))[0].state_dict()
+    changed = {k.startswith(training.AUDIO_MODULES) for k, v in before.items() if not torch.equal(v, after[k])}
     assert changed == {False}, "only the decoder learnt"
-    assert tt.recorded_config({"config": {}})["focus_frozen"] is False
+    assert runs.recorded_config({"config": {}})["focus_frozen"] is False
 
 
 def test_focus_frac_keeps_the_list_and_presence_in_the_focus_and_at_one_every_scene_is_a_drill():
     cfg = run_r(focus_step=2000, focus_steps=400, pick_frac=1.0, ladder_steps=0, property_step=2000)
-    tasks = Counter(tt.draw_example(replace(cfg, focus_frac=0.6), 2000 + i // 16, i % 16, 6.0).task for i in range(240))
+    tasks = Counter(drawing.draw_example(replace(cfg, focus_frac=0.6), 2000 + i // 16, i % 16, 6.0).task for i in range(240))
     assert 0.5 < tasks["drill"] / (240 - tasks["speech"]) < 0.85 and tasks["list"] and tasks["questions"]
-    whole = [tt.draw_example(cfg, 2000 + i // 16, i % 16, 6.0) for i in range(32)]
+    whole = [drawing.draw_example(cfg, 2000 + i // 16, i % 16, 6.0) for i in range(32)]
     assert {e.task for e in whole} <= {"drill", "speech"}
-    assert tt.recorded_config({"config": {}})["focus_frac"] == 1.0
+    assert runs.recorded_config({"config": {}})["focus_frac"] == 1.0
 
 
 def test_loading_a_run_that_is_not_there_says_so_rather_than_asking_the_hub(tmp_path):
     with pytest.raises(FileNotFoundError, match="no run, checkpoint or saved model at"):
-        tt.load_hooked(tmp_path / "lalm-toy-typo")
+        evaluation.load_hooked(tmp_path / "lalm-toy-typo")
