@@ -386,8 +386,8 @@ def attention_peaks(model, scenes, batch_size: int, question: str = PRESENCE_Q) 
                     share[r, layer, i + j] = weights[inside].sum() / weights.sum()
     index = np.array([k for _, k in items])
     result = {"n": len(items), "baseline": 1 / 3}
-    for r, name in enumerate(rows):
-        result[name] = {
+    for r, row in enumerate(rows):
+        result[row] = {
             "peak_in_event": hits[r].mean(1).tolist(),
             "peak_ci95": [wilson(int(h.sum()), len(items)) for h in hits[r]],
             "attention_share": share[r].mean(1).tolist(),
@@ -411,12 +411,12 @@ def format_results(r: dict) -> str:
     asked = (("attention", "yes-questions"), ("attention_pitch", f'"{PITCH_Q}" questions'))
     for key, questions in ((k, q) for k, q in asked if k in r):
         a = r[key]
-        for name, where in (("last", "the last prompt position"), ("label", "the class word")):
+        for position, where in (("last", "the last prompt position"), ("label", "the class word")):
             lines += ["", f"Attention from {where}, n = {a['n']} {questions} on equal-layout three-event clips "
                       f"(random: {100 * a['baseline']:.1f} %)", "",
                       "| layer | peak in queried event | 95 % interval | attention share on it | peak by event (1st / 2nd / 3rd) |",
                       "|---|---|---|---|---|"]
-            q = a[name]
+            q = a[position]
             for layer, (p, ci, s, ev) in enumerate(zip(q["peak_in_event"], q["peak_ci95"], q["attention_share"], q["peak_by_event_index"])):
                 lines.append(f"| {layer} | {100 * p:.1f} % | {100 * ci[0]:.1f}–{100 * ci[1]:.1f} % | {100 * s:.1f} % | "
                              + " / ".join(f"{100 * e:.0f} %" for e in ev) + " |")
