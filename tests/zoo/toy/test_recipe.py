@@ -1,0 +1,13 @@
+"""The recipe: its questions, counted in the toy tokenizer's tokens."""
+
+from lalm_lens.zoo.toy import recipe
+
+from toy_configs import micro
+
+
+
+def test_n_tokens_counts_as_the_toys_tokenizer_splits_every_question():
+    tokenizer = recipe.build_processor(micro()).tokenizer
+    for template in (*recipe.PRESENCE_QS, *recipe.PITCH_QS, *recipe.LEVEL_QS, recipe.LIST_Q, recipe.EMOTION_Q):
+        for text in (template.format(label="dog that barks"), template.split("{label}")[-1]):
+            assert recipe.n_tokens(text) == len(tokenizer(text, add_special_tokens=False)["input_ids"]), text
