@@ -5,7 +5,6 @@ import pytest
 from lalm_lens.zoo import train_toy as tt
 
 
-
 def test_set_takes_json_or_python_booleans_and_names_a_misspelt_field():
     assert tt.config_override("freeze_encoder=True") == ("freeze_encoder", True)
     assert tt.config_override("freeze_encoder=false") == ("freeze_encoder", False)
