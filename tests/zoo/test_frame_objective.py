@@ -6,8 +6,8 @@ import torch
 from lalm_lens.adapters.base import tokens_after_whisper
 from lalm_lens.data import EVENT_CLASSES, LEVELS, PITCHES
 from lalm_lens.data.scenes import EventInterval
-from lalm_lens.zoo.toy import batching, recipe
 from lalm_lens.zoo.frame_objective import KINDS, NONE, FrameHeads, frame_loss, frame_targets
+from lalm_lens.zoo.toy import batching, recipe
 
 TOKEN_S = 0.04  # 160-sample hop at 16 kHz, conv stride 2, pooling 2
 
