@@ -1,25 +1,27 @@
 """The scripts of the recipe page (docs/toy_recipe/*.py) run on a trained toy."""
 
+import importlib.util
+import json
+import shutil
 from pathlib import Path
 
+import pytest
 import torch
 
 from lalm_lens.zoo.toy import evaluation, training
 
 
+def script(name):
+    path = Path(__file__).parents[3] / "docs" / "toy_recipe" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
 
 @torch.enable_grad()
 def test_the_recipe_pages_scripts_run_on_a_trained_toy(micro_toy, monkeypatch, capsys, tmp_path):
     """docs/toy_recipe/*.py, which measured figures on the recipe page, still run (here briefly, on the micro toy)."""
-    import importlib.util
-
-    def script(name):
-        path = Path(__file__).parents[3] / "docs" / "toy_recipe" / f"{name}.py"
-        spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module
-
     probe = script("pitch_at_the_answer")
     monkeypatch.setattr(probe, "N_TRAIN", 8)
     monkeypatch.setattr(probe, "N_TEST", 8)
@@ -75,3 +77,18 @@ def test_the_recipe_pages_scripts_run_on_a_trained_toy(micro_toy, monkeypatch, c
     script("answer_attention").main(str(micro_toy), pick=True)
     out = capsys.readouterr().out
     assert out.count("pitch answers right") == out.count("level answers right") == 1 and "(level questions)" in out
+
+
+@torch.enable_grad()
+def test_replay_lr_trains_a_first_run_again_at_the_rates_its_log_recorded(micro_toy, tmp_path):
+    """A run whose rate followed the clock is trained again at the rates it logged (the warm-up is the formula's)."""
+    recorded = tmp_path / "recorded"
+    shutil.copytree(micro_toy, recorded)
+    log = json.loads((recorded / "training_log.json").read_text())
+    for row in log["history"]:
+        row["lr"] *= 0.5 if row["step"] > 1 else 1  # as if the clock had run ahead of the steps after the warm-up
+    (recorded / "training_log.json").write_text(json.dumps(log))
+    script("replay_lr").main(str(recorded), str(tmp_path / "again"), threads=1, until=None, replay_until=3, resume=False)
+    again = json.loads((tmp_path / "again" / "training_log.json").read_text())
+    assert [r["lr"] for r in again["history"]] == pytest.approx([r["lr"] for r in log["history"]], rel=1e-12)
+    assert training.lr_at.__module__ == training.__name__, "the schedule is restored after the run"
