@@ -37,12 +37,7 @@ def recorded_lr(log: dict, until: int, schedule=training.lr_at):
 def main(folder: str, out: str, threads: int, until: int | None, replay_until: int, resume: bool) -> Path:
     first = stages(json.loads(Path(folder, "training_log.json").read_text()))[0]
     cfg = config_from_record({**recorded_config(first), "out": out, "threads": threads})
-    schedule = training.lr_at
-    training.lr_at = recorded_lr(first, replay_until, schedule)
-    try:
-        return training.train(cfg, resume=resume, until=until)
-    finally:
-        training.lr_at = schedule
+    return training.train(cfg, resume=resume, until=until, schedule=recorded_lr(first, replay_until))
 
 
 if __name__ == "__main__":

@@ -112,14 +112,15 @@ def _worker_init(_):
 
 
 @torch.enable_grad()
-def train(cfg: Config, resume: bool = False, until: int | None = None) -> Path:
+def train(cfg: Config, resume: bool = False, until: int | None = None, schedule=lr_at) -> Path:
     """Train, save model + processor with ``save_pretrained`` into ``cfg.out``, plot the curves; returns the folder.
 
     Every ``checkpoint_every`` steps the run's state goes to ``cfg.out/checkpoint``; with ``resume`` a run
     continues from there (the batches are a function of the step, so it goes on as if never stopped) and
     ``minutes`` counts the training time of all its parts together. ``until``: stop after that step with a
     checkpoint and no model, to split a long run into parts. The log's ``legs`` say which steps each part
-    ran, on how many threads, in how many seconds."""
+    ran, on how many threads, in how many seconds. ``schedule``: the learning rate at a step, :func:`lr_at`'s
+    signature (another run's recorded rates, say)."""
     if cfg.fresh_decoder and not cfg.init_from:
         raise ValueError("fresh_decoder takes the audio encoder and projector from init_from: set init_from=FOLDER too")
     if cfg.checkpoint_every % cfg.log_every:
@@ -179,7 +180,7 @@ def train(cfg: Config, resume: bool = False, until: int | None = None) -> Path:
             freeze_audio(model)
             bar.write(f"step {step}: audio encoder and projector frozen; emotion questions begin")
         batch = to_device(batch, device)
-        lr = lr_at(step, cfg, time.time() - start)
+        lr = schedule(step, cfg, time.time() - start)
         for group in optimizer.param_groups:
             group["lr"] = lr
         with torch.set_grad_enabled(not (cfg.focus_frozen and in_focus(cfg, step))):
